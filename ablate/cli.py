@@ -1,0 +1,186 @@
+"""``ablate <command>``: parse, compose, dispatch, exit codes.
+
+Exit codes: 0 success, 2 bad input (one line on stderr naming the field), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from ablate.errors import AblateError
+
+__all__ = ["main"]
+
+USAGE = """usage: ablate <command> [options] [overrides]
+
+commands:
+  train [overrides]      train one recipe (Hydra overrides, e.g. optimizer=adam norm=batch);
+                         -m optimizer=sgd,adam seed=0,1 runs every combination;
+                         --help lists the trick menu, --cfg job prints the composed config
+  ui [--port N] [tracking.uri=...]
+                         serve the MLflow UI on 127.0.0.1 against the same store
+"""
+
+# Hydra flags that take a value; everything else that does not start with '-' is an override.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
+                     "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+_HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--version"}
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"ablate: error: {message}", file=sys.stderr)
+    return code
+
+
+def _split_overrides(args: Sequence[str]) -> tuple[list[str], bool]:
+    overrides, multirun, skip = [], False, False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-m", "--multirun"):
+            multirun = True
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, multirun
+
+
+def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Every combination a multirun will launch (a single one otherwise)."""
+    if not multirun:
+        return [overrides]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ablate.config import translate_compose_error
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        err = translate_compose_error(exc)
+        raise (err or AblateError(" ".join(str(exc).split()))) from exc
+    choices = []
+    for o in parsed:
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        choices.append([f"{key}={v}" for v in values])
+    return [list(c) for c in itertools.product(*choices)]
+
+
+def _validate_all(args: Sequence[str]) -> None:
+    from ablate.config import compose
+
+    overrides, multirun = _split_overrides(args)
+    combos = _expand(overrides, multirun)
+    for combo in combos[:256]:  # a typo anywhere fails before the first run starts
+        compose(combo)
+
+
+def _train_help(args: list[str]) -> int:
+    """The trick menu (every group's options, from conf/) and the config the overrides compose."""
+    from omegaconf import OmegaConf
+
+    from ablate.config import CONF_DIR, compose
+
+    overrides, _ = _split_overrides(args)
+    try:
+        cfg = compose(overrides)
+    except AblateError as exc:
+        return _fail(str(exc))
+    print("usage: ablate train [-m] [--cfg job] [key=value ...]\n")
+    print("Train one recipe and record it in MLflow. Pick one option per trick family (group=option),")
+    print("set any field (optimizer.lr=0.01); with -m, comma lists run every combination.\n")
+    print("== Trick families (group: options) ==")
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in group.glob("*.yaml"))
+        print(f"  {group.name}: {', '.join(options)}")
+    print("  norm: none, batch, layer\n")
+    print("== Composed config (every field can be overridden) ==")
+    print(OmegaConf.to_yaml(cfg), end="")
+    return 0
+
+
+def _train(args: list[str]) -> int:
+    import hydra
+    from omegaconf import DictConfig
+
+    from ablate.config import CONF_DIR, register_configs
+
+    if "--help" in args or "-h" in args:
+        return _train_help(args)
+    if not _HELP_FLAGS.intersection(args):
+        try:
+            _validate_all(args)
+        except AblateError as exc:
+            return _fail(str(exc))
+    register_configs()
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+    def job(cfg: DictConfig) -> None:
+        from ablate.run import train_one
+
+        try:
+            train_one(cfg)
+        except AblateError as exc:
+            raise SystemExit(_fail(str(exc))) from None
+
+    saved = sys.argv
+    sys.argv = ["ablate train", *args, "hydra.job.name=train"]
+    try:
+        job()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def _ui(args: list[str]) -> int:
+    import argparse
+
+    from ablate.config import compose
+
+    parser = argparse.ArgumentParser(prog="ablate ui", description="Serve the MLflow UI on "
+                                     "127.0.0.1 against the store ablate train writes to.")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("overrides", nargs="*", help="e.g. tracking.uri=sqlite:///other.db")
+    ns = parser.parse_args(args)
+    try:
+        cfg = compose(ns.overrides)
+    except AblateError as exc:
+        return _fail(str(exc))
+    uri = cfg.tracking.uri
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{ns.port}", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(ns.port)]
+    os.execv(sys.executable, command)
+    return 0  # not reached
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ablate`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    command, rest = args[0], args[1:]
+    # SIGTERM ends runs the way Ctrl-C does: recorded KILLED, never left RUNNING.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        if command == "train":
+            return _train(rest)
+        if command == "ui":
+            return _ui(rest)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return _fail(f"unknown command {command!r}; expected one of: train, ui")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Optimizers, weight-decay groups, learning-rate schedules and gradient clipping.
+
+Builders take plain keyword arguments (no config objects) so they can be tested without Hydra;
+:func:`ablate.train.fit` maps the config onto them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ablate.errors import ConfigError
+
+__all__ = [
+    "CLIPS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "build_optimizer",
+    "build_schedule",
+    "clip_gradients",
+    "decay_groups",
+    "l1_penalty",
+]
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "exponential", "step", "cosine")
+CLIPS = ("none", "norm", "value")
+
+
+def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Split parameters by shape: weight matrices and kernels are decayed; biases and norm gains are not.
+
+    Shrinking a bias or a BatchNorm gain towards zero does not reduce the model's capacity, it only
+    fights normalisation, so (as in nanoGPT and timm) only tensors with two or more dimensions decay.
+
+    Returns:
+        ``(decayed, not_decayed)`` lists of trainable parameters.
+    """
+    decayed, other = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decayed if p.ndim >= 2 else other).append(p)
+    return decayed, other
+
+
+def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: float = 0.0,
+                    **options: Any) -> torch.optim.Optimizer:
+    """Build an optimizer over ``model``'s parameters with weight decay on matrices only.
+
+    Args:
+        model: The model whose parameters are optimised.
+        name: One of :data:`OPTIMIZERS`. ``momentum`` and ``nesterov`` are SGD with heavy-ball or
+            Nesterov momentum (default 0.9); ``adamw`` applies ``weight_decay`` decoupled from the
+            gradient, every other optimizer as an L2 term added to the gradient.
+        lr: Learning rate.
+        weight_decay: L2 coefficient (lambda) for weight matrices and kernels.
+        **options: The optimizer's own parameters: ``momentum``, ``nesterov`` (SGD family);
+            ``lr_decay``, ``eps`` (adagrad); ``alpha``, ``eps``, ``momentum`` (rmsprop);
+            ``beta1``, ``beta2``, ``eps`` (adam, adamw).
+    """
+    decayed, other = decay_groups(model)
+    groups = [{"params": decayed, "weight_decay": weight_decay},
+              {"params": other, "weight_decay": 0.0}]
+    o = dict(options)
+    if name in ("sgd", "momentum", "nesterov"):
+        momentum = o.get("momentum", 0.0 if name == "sgd" else 0.9)
+        nesterov = bool(o.get("nesterov", name == "nesterov"))
+        if nesterov and momentum <= 0:
+            raise ConfigError("optimizer.momentum", momentum, "a number > 0 with nesterov")
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    if name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=lr, lr_decay=o.get("lr_decay", 0.0),
+                                   eps=o.get("eps", 1e-10))
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, alpha=o.get("alpha", 0.99),
+                                   eps=o.get("eps", 1e-8), momentum=o.get("momentum", 0.0))
+    if name in ("adam", "adamw"):
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        betas = (o.get("beta1", 0.9), o.get("beta2", 0.999))
+        return cls(groups, lr=lr, betas=betas, eps=o.get("eps", 1e-8))
+    raise ConfigError("optimizer.name", name, "one of: " + ", ".join(OPTIMIZERS))
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, name: str, *, epochs: int,
+                   **options: Any) -> torch.optim.lr_scheduler.LRScheduler:
+    """Build a learning-rate schedule stepped once per epoch.
+
+    With ``lr0`` the optimizer's learning rate and ``e`` the number of finished epochs:
+
+    - ``constant``: ``lr0``.
+    - ``exponential``: ``lr0 * gamma**e`` (``gamma`` default 0.98).
+    - ``step``: ``lr0 * gamma**floor(e / step_size)``.
+    - ``cosine``: ``min_lr + (lr0 - min_lr) * (1 + cos(pi * e / (epochs - 1))) / 2``, so the last
+      epoch trains at ``min_lr``.
+    """
+    sched = torch.optim.lr_scheduler
+    if name == "constant":
+        return sched.LambdaLR(optimizer, lambda e: 1.0)
+    if name == "exponential":
+        return sched.ExponentialLR(optimizer, gamma=options.get("gamma", 0.98))
+    if name == "step":
+        return sched.StepLR(optimizer, step_size=options.get("step_size", 10),
+                            gamma=options.get("gamma", 0.5))
+    if name == "cosine":
+        min_lr = options.get("min_lr", 0.0)
+        span = max(epochs - 1, 1)
+
+        def factor(e: int, lr0: float) -> float:
+            return (min_lr + (lr0 - min_lr) * (1 + math.cos(math.pi * min(e, span) / span)) / 2) / lr0
+
+        lambdas = [lambda e, lr0=g["lr"]: factor(e, lr0) for g in optimizer.param_groups]
+        return sched.LambdaLR(optimizer, lambdas)
+    raise ConfigError("schedule.name", name, "one of: " + ", ".join(SCHEDULES))
+
+
+def clip_gradients(parameters: Iterable[nn.Parameter], name: str, *,
+                   threshold: float = 1.0) -> None:
+    """Clip gradients in place before the optimizer step.
+
+    - ``none``: nothing.
+    - ``norm``: rescale all gradients together so their global L2 norm is at most ``threshold``.
+    - ``value``: clamp every gradient element into ``[-threshold, threshold]``.
+    """
+    if name == "none":
+        return
+    if name == "norm":
+        torch.nn.utils.clip_grad_norm_(parameters, threshold, foreach=True)
+    elif name == "value":
+        torch.nn.utils.clip_grad_value_(parameters, threshold, foreach=True)
+    else:
+        raise ConfigError("clip.name", name, "one of: " + ", ".join(CLIPS))
+
+
+def l1_penalty(weights: list[nn.Parameter], strength: float) -> torch.Tensor:
+    """``strength * sum(|w|)`` over ``weights`` (the decayed group), added to the loss."""
+    return strength * torch.stack([w.abs().sum() for w in weights]).sum()

@@ -1,0 +1,342 @@
+"""``fit``: one training run of a composed recipe.
+
+The loop knows nothing of Optuna or MLflow. It reports each epoch's metrics to an ``on_epoch``
+callback, which may stop the run (that is how a sweep's pruner and the MLflow logger plug in).
+Datasets stay tensors on the device and are batched by index: on small data torch's DataLoader
+costs more than the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ablate.data import Dataset, load_dataset
+from ablate.init import apply_init
+from ablate.models import build_model
+from ablate.optim import build_optimizer, build_schedule, clip_gradients, decay_groups, l1_penalty
+
+__all__ = ["STOP_REASONS", "EpochCallback", "RunResult", "fit", "load_data", "resolve_device"]
+
+STOP_REASONS = ("completed", "early_stopped", "diverged", "stopped")
+
+EpochCallback = Callable[[int, Mapping[str, float]], Any]
+"""``on_epoch(epoch, metrics)``, called after every epoch (1-based); a truthy return stops the run."""
+
+
+@dataclass
+class RunResult:
+    """What one run produced.
+
+    Attributes:
+        history: One dict per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``val_loss``,
+            ``val_acc``, ``lr``, ``epoch_time`` and, with diagnostics on, ``grad_norm/<layer>``
+            and ``act_std/<layer>``.
+        final: ``test_acc`` and ``test_loss`` of the selected model (the restored best under early
+            stopping, else the last; averaged or ensembled when averaging is on), ``best_val_acc``,
+            ``best_epoch``, ``epochs_run``, ``train_time`` (seconds), ``n_params``.
+        stop_reason: One of :data:`STOP_REASONS`.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+    stop_reason: str = "completed"
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_data(cfg: DictConfig) -> Dataset:
+    """Load (and scale) the dataset a config names; raises DataError / ConfigError on bad input."""
+    d = cfg.data
+    return load_dataset(d.name, root=d.root, download=d.download, scaling=d.scaling,
+                        val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                        data_seed=d.data_seed)
+
+
+def _options(node: DictConfig) -> dict[str, Any]:
+    opts = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(opts, dict)
+    opts.pop("name", None)
+    return opts
+
+
+class _Member:
+    """One independently initialised model with its optimizer and schedule."""
+
+    def __init__(self, cfg: DictConfig, data: Dataset, device: torch.device) -> None:
+        self.model = build_model(
+            cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
+            depth=cfg.model.depth, width=cfg.model.width, activation=cfg.model.activation,
+            norm=cfg.norm, dropout=cfg.dropout, residual=cfg.model.residual)
+        apply_init(self.model, cfg.init.name, activation=cfg.model.activation,
+                   **({"bound": cfg.init.bound} if "bound" in cfg.init else {}))
+        self.model.to(device)
+        opt = _options(cfg.optimizer)
+        lr = opt.pop("lr")
+        self.optimizer = build_optimizer(self.model, cfg.optimizer.name, lr=lr,
+                                         weight_decay=cfg.weight_decay, **opt)
+        self.schedule = build_schedule(self.optimizer, cfg.schedule.name,
+                                       epochs=cfg.trainer.epochs, **_options(cfg.schedule))
+        self.decayed = decay_groups(self.model)[0]
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+
+class _Probe:
+    """Per-layer activation std (forward hooks) and gradient norm of every Linear / Conv layer.
+
+    Armed for one training batch per epoch, so the cost is a few small reductions per epoch.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = [(name, m) for name, m in model.named_modules()
+                       if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+        self.act_std: list[torch.Tensor] = []
+        self.handles: list[Any] = []
+
+    def arm(self) -> None:
+        self.act_std = [torch.zeros(())] * len(self.layers)
+        for i, (_, m) in enumerate(self.layers):
+            self.handles.append(m.register_forward_hook(self._hook(i)))
+
+    def _hook(self, i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            self.act_std[i] = output.detach().float().std()
+        return hook
+
+    def read(self) -> dict[str, float]:
+        """Call after ``backward`` and before clipping: the gradients as the loss produced them."""
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        grads = [m.weight.grad.detach().norm() if m.weight.grad is not None
+                 else torch.zeros((), device=m.weight.device) for _, m in self.layers]
+        values = torch.stack([g.float() for g in grads] + [a.to(grads[0].device) for a in self.act_std])
+        flat = values.tolist()
+        n = len(self.layers)
+        out = {f"grad_norm/{name}": flat[i] for i, (name, _) in enumerate(self.layers)}
+        out.update({f"act_std/{name}": flat[n + i] for i, (name, _) in enumerate(self.layers)})
+        return out
+
+
+class _Evaluator:
+    """The model whose predictions count: plain, ensembled, EMA- or SWA-averaged."""
+
+    def __init__(self, cfg: DictConfig, members: list[_Member]) -> None:
+        self.kind = cfg.averaging.name
+        self.members = members
+        self.averaged: AveragedModel | None = None
+        model = members[0].model
+        if self.kind == "ema":
+            self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.averaging.decay),
+                                          use_buffers=True)
+        elif self.kind == "swa":
+            self.averaged = AveragedModel(model, use_buffers=True)
+            self.swa_start = math.floor(cfg.averaging.start * cfg.trainer.epochs)
+        self.swa_updates = 0
+
+    def after_step(self) -> None:
+        if self.kind == "ema":
+            assert self.averaged is not None
+            self.averaged.update_parameters(self.members[0].model)
+
+    def after_epoch(self, epoch_index: int) -> None:
+        if self.kind == "swa" and epoch_index >= self.swa_start:
+            assert self.averaged is not None
+            self.averaged.update_parameters(self.members[0].model)
+            self.swa_updates += 1
+
+    def models(self) -> list[nn.Module]:
+        if self.kind == "ensemble":
+            return [m.model for m in self.members]
+        if self.averaged is not None and (self.kind == "ema" or self.swa_updates > 0):
+            return [self.averaged]
+        return [self.members[0].model]
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+        """Mean cross-entropy (of the averaged probabilities for an ensemble) and accuracy."""
+        models = self.models()
+        for m in models:
+            m.eval()
+        loss_sum = torch.zeros((), device=x.device)
+        correct = torch.zeros((), device=x.device, dtype=torch.long)
+        for start in range(0, len(y), batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            if len(models) == 1:
+                logits = models[0](xb)
+                loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            else:
+                probs = torch.stack([m(xb).softmax(dim=1) for m in models]).mean(dim=0)
+                logits = probs.clamp_min(1e-12).log()
+                loss_sum += F.nll_loss(logits, yb, reduction="sum")
+            correct += (logits.argmax(dim=1) == yb).sum()
+        for m in self.members:
+            m.model.train()
+        loss, n_correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+        return loss / len(y), n_correct / len(y)
+
+    def state(self) -> list[dict[str, torch.Tensor]]:
+        modules = [m.model for m in self.members] + ([self.averaged] if self.averaged else [])
+        return [copy.deepcopy(m.state_dict()) for m in modules]
+
+    def load(self, state: list[dict[str, torch.Tensor]]) -> None:
+        modules = [m.model for m in self.members] + ([self.averaged] if self.averaged else [])
+        for module, sd in zip(modules, state):
+            module.load_state_dict(sd)
+
+
+class _EarlyStopping:
+    def __init__(self, patience: int, min_delta: float, monitor: str) -> None:
+        self.patience, self.min_delta, self.monitor = patience, min_delta, monitor
+        self.sign = 1.0 if monitor == "val_acc" else -1.0
+        self.best = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """Record one epoch; True when it is the new best (by more than ``min_delta``)."""
+        value = self.sign * metrics[self.monitor]
+        if math.isfinite(value) and value - self.best > self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+
+def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = None, *,
+        data: Dataset | None = None) -> RunResult:
+    """Train one recipe and evaluate the selected model on the test split.
+
+    Args:
+        cfg: A composed config (:func:`ablate.config.compose`), or a mapping of the same shape.
+        on_epoch: Called as ``on_epoch(epoch, metrics)`` after every epoch (1-based); a truthy
+            return stops the run with stop reason ``stopped``.
+        data: An already loaded dataset (for instance shared by several runs); else it is loaded
+            from ``cfg.data``.
+
+    Returns:
+        The run's :class:`RunResult`. A NaN / Inf loss ends the run as ``diverged`` rather than
+        raising.
+    """
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    device = resolve_device(cfg.trainer.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.trainer.threads)
+    data = (data if data is not None else load_data(cfg)).to(device)
+
+    torch.manual_seed(cfg.seed)
+    order = torch.Generator().manual_seed(cfg.seed)
+    k = cfg.averaging.members if cfg.averaging.name == "ensemble" else 1
+    members = [_Member(cfg, data, device) for _ in range(k)]
+    evaluator = _Evaluator(cfg, members)
+    probe = _Probe(members[0].model) if cfg.trainer.diagnostics else None
+    es = cfg.early_stopping
+    stopper = _EarlyStopping(es.patience, es.min_delta, es.monitor)
+    best_state = None
+    l1 = float(cfg.l1)
+    clip_name = cfg.clip.name
+    clip_threshold = float(cfg.clip.get("threshold", 0.0))
+    bs = cfg.trainer.batch_size
+    n = len(data.y_train)
+    # A last batch of one example breaks BatchNorm in training mode and says little: drop it.
+    n_used = n - 1 if n % bs == 1 and n > 1 else n
+    starts = list(range(0, n_used, bs))
+
+    result = RunResult()
+    result.final["n_params"] = float(sum(p.numel() for p in members[0].params))
+    started = time.perf_counter()
+    for epoch in range(1, cfg.trainer.epochs + 1):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=order).to(device)
+        xs, ys = data.x_train[perm], data.y_train[perm]
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        lr = members[0].optimizer.param_groups[0]["lr"]
+        diagnostics: dict[str, float] = {}
+        for i, start in enumerate(starts):
+            xb, yb = xs[start:start + bs], ys[start:start + bs]
+            probing = probe is not None and i == len(starts) - 1
+            for j, member in enumerate(members):
+                if probing and j == 0:
+                    probe.arm()  # type: ignore[union-attr]
+                logits = member.model(xb)
+                loss = F.cross_entropy(logits, yb)
+                objective = loss + l1_penalty(member.decayed, l1) if l1 else loss
+                member.optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                if probing and j == 0:
+                    diagnostics = probe.read()  # type: ignore[union-attr]
+                if clip_name != "none":
+                    clip_gradients(member.params, clip_name, threshold=clip_threshold)
+                member.optimizer.step()
+                loss_sum += loss.detach() * len(yb)
+                correct += (logits.argmax(dim=1) == yb).sum()
+            evaluator.after_step()
+        for member in members:
+            member.schedule.step()
+        evaluator.after_epoch(epoch - 1)
+        train_loss, train_correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
+        val_loss, val_acc = evaluator.evaluate(data.x_val, data.y_val, cfg.trainer.eval_batch_size)
+        metrics = {
+            "train_loss": train_loss / (n_used * k),
+            "train_acc": train_correct / (n_used * k),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "epoch_time": time.perf_counter() - t0,
+            **diagnostics,
+        }
+        result.history.append({"epoch": float(epoch), **metrics})
+        if stopper.update(epoch, metrics) and es.patience > 0:
+            best_state = evaluator.state()
+        stop_requested = bool(on_epoch(epoch, metrics)) if on_epoch is not None else False
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            result.stop_reason = "diverged"
+            break
+        if stop_requested:
+            result.stop_reason = "stopped"
+            break
+        if stopper.should_stop:
+            result.stop_reason = "early_stopped"
+            break
+
+    if best_state is not None:
+        evaluator.load(best_state)
+    test_loss, test_acc = evaluator.evaluate(data.x_test, data.y_test, cfg.trainer.eval_batch_size)
+    if not math.isfinite(test_loss):
+        test_acc = math.nan  # the accuracy of NaN weights would be an artefact of argmax
+    val_accs = [h["val_acc"] for h in result.history]
+    best_epoch = max(range(len(val_accs)), key=lambda i: val_accs[i]) if val_accs else 0
+    result.final.update({
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "best_val_acc": val_accs[best_epoch],
+        "best_epoch": float(best_epoch + 1),
+        "epochs_run": float(result.epochs_run),
+        "train_time": time.perf_counter() - started,
+    })
+    return result
