@@ -46,11 +46,14 @@ class RunResult:
             stopping, else the last; averaged or ensembled when averaging is on), ``best_val_acc``,
             ``best_epoch``, ``epochs_run``, ``train_time`` (seconds), ``n_params``.
         stop_reason: One of :data:`STOP_REASONS`.
+        model: The selected model in eval mode (an :class:`Ensemble`, an averaged model or the
+            trained network), on the training device.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
     stop_reason: str = "completed"
+    model: nn.Module | None = None
 
     @property
     def epochs_run(self) -> int:
@@ -137,6 +140,22 @@ class _Probe:
         return out
 
 
+class Ensemble(nn.Module):
+    """Independently trained members whose class probabilities are averaged.
+
+    ``forward`` returns ``log(mean_k softmax(member_k(x)))``: log-probabilities, so ``argmax`` and
+    ``nll_loss`` apply as to logits.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
+        return probs.clamp_min(1e-12).log()
+
+
 class _Evaluator:
     """The model whose predictions count: plain, ensembled, EMA- or SWA-averaged."""
 
@@ -164,31 +183,27 @@ class _Evaluator:
             self.averaged.update_parameters(self.members[0].model)
             self.swa_updates += 1
 
-    def models(self) -> list[nn.Module]:
+    def selected(self) -> nn.Module:
+        """The model whose predictions count now."""
         if self.kind == "ensemble":
-            return [m.model for m in self.members]
+            return Ensemble([m.model for m in self.members])
         if self.averaged is not None and (self.kind == "ema" or self.swa_updates > 0):
-            return [self.averaged]
-        return [self.members[0].model]
+            return self.averaged
+        return self.members[0].model
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
         """Mean cross-entropy (of the averaged probabilities for an ensemble) and accuracy."""
-        models = self.models()
-        for m in models:
-            m.eval()
+        model = self.selected()
+        model.eval()
+        # log_softmax is idempotent, so one loss serves logits and an ensemble's log-probabilities
         loss_sum = torch.zeros((), device=x.device)
         correct = torch.zeros((), device=x.device, dtype=torch.long)
         for start in range(0, len(y), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            if len(models) == 1:
-                logits = models[0](xb)
-                loss_sum += F.cross_entropy(logits, yb, reduction="sum")
-            else:
-                probs = torch.stack([m(xb).softmax(dim=1) for m in models]).mean(dim=0)
-                logits = probs.clamp_min(1e-12).log()
-                loss_sum += F.nll_loss(logits, yb, reduction="sum")
-            correct += (logits.argmax(dim=1) == yb).sum()
+            out = model(xb)
+            loss_sum += F.cross_entropy(out, yb, reduction="sum")
+            correct += (out.argmax(dim=1) == yb).sum()
         for m in self.members:
             m.model.train()
         loss, n_correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
@@ -204,7 +219,13 @@ class _Evaluator:
             module.load_state_dict(sd)
 
 
-class _EarlyStopping:
+class EarlyStopping:
+    """Patience on a validation metric: ``val_acc`` is maximised, ``val_loss`` minimised.
+
+    An epoch improves when it beats the best so far by more than ``min_delta``; the run stops after
+    ``patience`` epochs without improvement (never when ``patience`` is 0).
+    """
+
     def __init__(self, patience: int, min_delta: float, monitor: str) -> None:
         self.patience, self.min_delta, self.monitor = patience, min_delta, monitor
         self.sign = 1.0 if monitor == "val_acc" else -1.0
@@ -255,7 +276,7 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
     evaluator = _Evaluator(cfg, members)
     probe = _Probe(members[0].model) if cfg.trainer.diagnostics else None
     es = cfg.early_stopping
-    stopper = _EarlyStopping(es.patience, es.min_delta, es.monitor)
+    stopper = EarlyStopping(es.patience, es.min_delta, es.monitor)
     best_state = None
     l1 = float(cfg.l1)
     clip_name = cfg.clip.name
@@ -339,4 +360,5 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
         "epochs_run": float(result.epochs_run),
         "train_time": time.perf_counter() - started,
     })
+    result.model = evaluator.selected().eval()
     return result
