@@ -18,7 +18,11 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ablate.data import DATASETS, SCALINGS
 from ablate.errors import ConfigError
+from ablate.init import INITS
+from ablate.models import ACTIVATIONS, MODELS, NORMS
+from ablate.optim import CLIPS, OPTIMIZERS, SCHEDULES
 
 __all__ = [
     "CONF_DIR",
@@ -32,15 +36,6 @@ __all__ = [
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-DATASETS = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
-SCALINGS = ("none", "unit", "symmetric", "standard")
-MODELS = ("mlp", "cnn", "resnet")
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
-NORMS = ("none", "batch", "layer")
-INITS = ("default", "uniform", "normal", "gaussian", "xavier", "kaiming")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-CLIPS = ("none", "norm", "value")
-SCHEDULES = ("constant", "exponential", "step", "cosine")
 AVERAGINGS = ("none", "ensemble", "ema", "swa")
 MONITORS = ("val_acc", "val_loss")
 
@@ -392,6 +387,24 @@ def _fields_of(schema: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
 
 
+def _ensure_initialized() -> None:
+    """Initialise Hydra on ``conf/`` once per process; re-initialising costs more than composing."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    global _initialized_by_us
+    hydra = GlobalHydra.instance()
+    if hydra.is_initialized() and _initialized_by_us:
+        return
+    if hydra.is_initialized():
+        hydra.clear()
+    initialize_config_dir(config_dir=str(CONF_DIR), version_base=None)  # kept, not used as `with`
+    _initialized_by_us = True
+
+
+_initialized_by_us = False
+
+
 def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> DictConfig:
     """Compose ``conf/`` with Hydra's compose API, then validate.
 
@@ -403,15 +416,11 @@ def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> Di
         ConfigError: an unknown option, a wrong type or an out-of-range value, as one line.
     """
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
     register_configs()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        _ensure_initialized()
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     except Exception as exc:  # Hydra wraps everything; translate what we can, re-raise the rest
         translated = translate_compose_error(exc)
         if translated is None:
