@@ -21,6 +21,12 @@ commands:
   train [overrides]      train one recipe (Hydra overrides, e.g. optimizer=adam norm=batch);
                          -m optimizer=sgd,adam seed=0,1 runs every combination;
                          --help lists the trick menu, --cfg job prints the composed config
+  sweep <study> [overrides]
+                         run a study from sweeps/ (./sweeps first) with parallel workers, pruning,
+                         resume and MLflow parent/child runs, e.g.
+                         ablate sweep tricks_digits workers=2 n_trials=40 pruner=hyperband
+  worker <study> --storage URL
+                         join a running study from another shell or machine
   ui [--port N] [tracking.uri=...]
                          serve the MLflow UI on 127.0.0.1 against the same store
 """
@@ -106,6 +112,7 @@ def _train_help(args: list[str]) -> int:
 
 def _train(args: list[str]) -> int:
     import hydra
+    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import DictConfig
 
     from ablate.config import CONF_DIR, register_configs
@@ -118,6 +125,7 @@ def _train(args: list[str]) -> int:
         except AblateError as exc:
             return _fail(str(exc))
     register_configs()
+    GlobalHydra.instance().clear()  # compose() above leaves Hydra initialised; hydra.main initialises its own
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
     def job(cfg: DictConfig) -> None:
@@ -154,9 +162,36 @@ def _ui(args: list[str]) -> int:
     uri = cfg.tracking.uri
     print(f"MLflow UI for {uri} at http://127.0.0.1:{ns.port}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(ns.port)]
+               "--host", "127.0.0.1", "--port", str(ns.port), "--workers", "1"]  # one local user
     os.execv(sys.executable, command)
     return 0  # not reached
+
+
+def _sweep(args: list[str]) -> int:
+    if not args or args[0].startswith("-"):
+        from ablate.study import available_studies
+
+        print("usage: ablate sweep <study> [key=value ...]\nstudies: " + ", ".join(available_studies()))
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    from ablate.sweep import run_sweep
+
+    return run_sweep(args[0], args[1:])
+
+
+def _worker(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="ablate worker", description="Pull and run trials of a "
+                                     "study until it has its n_trials finished trials.")
+    parser.add_argument("study")
+    parser.add_argument("--storage", required=True, help="the study's Optuna storage (file or URL)")
+    parser.add_argument("--index", type=int, default=0, help="offsets the sampler seed")
+    parser.add_argument("--deadline", type=float, default=None, help="unix time; no trial starts after")
+    ns = parser.parse_args(args)
+    from ablate.worker import run_worker
+
+    run_worker(ns.study, ns.storage, index=ns.index, deadline=ns.deadline)
+    return 0
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
@@ -177,9 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(rest)
         if command == "ui":
             return _ui(rest)
+        if command == "sweep":
+            return _sweep(rest)
+        if command == "worker":
+            return _worker(rest)
+    except AblateError as exc:
+        return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    return _fail(f"unknown command {command!r}; expected one of: train, ui")
+    return _fail(f"unknown command {command!r}; expected one of: train, sweep, worker, ui")
 
 
 if __name__ == "__main__":

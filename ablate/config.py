@@ -387,22 +387,22 @@ def _fields_of(schema: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
 
 
-def _ensure_initialized() -> None:
-    """Initialise Hydra on ``conf/`` once per process; re-initialising costs more than composing."""
+def hydra_at(config_dir: Path | str) -> None:
+    """Point Hydra's global state at ``config_dir`` once; re-initialising costs more than composing."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    global _initialized_by_us
+    global _initialized_at
     hydra = GlobalHydra.instance()
-    if hydra.is_initialized() and _initialized_by_us:
+    if hydra.is_initialized() and _initialized_at == str(config_dir):
         return
     if hydra.is_initialized():
         hydra.clear()
-    initialize_config_dir(config_dir=str(CONF_DIR), version_base=None)  # kept, not used as `with`
-    _initialized_by_us = True
+    initialize_config_dir(config_dir=str(config_dir), version_base=None)  # kept, not used as `with`
+    _initialized_at = str(config_dir)
 
 
-_initialized_by_us = False
+_initialized_at: str | None = None
 
 
 def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> DictConfig:
@@ -419,7 +419,7 @@ def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> Di
 
     register_configs()
     try:
-        _ensure_initialized()
+        hydra_at(CONF_DIR)
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
     except Exception as exc:  # Hydra wraps everything; translate what we can, re-raise the rest
         translated = translate_compose_error(exc)

@@ -113,14 +113,15 @@ class RunTracker:
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def finish(self, final: Mapping[str, float], stop_reason: str, params: Mapping[str, Any] | None = None) -> None:
-        """Record final metrics and the stop reason, and end the run FINISHED."""
+    def finish(self, final: Mapping[str, float], stop_reason: str, *,
+               params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None) -> None:
+        """Record final metrics, extra params and tags and the stop reason; end the run FINISHED."""
         from mlflow.entities import Param
 
         if params:
             self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self.log_metrics(final, step=0)  # NaN is kept: a diverged run's test_acc is unknown, not 0
-        self.set_tags({"stop_reason": stop_reason, "status": "finished"})
+        self.set_tags({"stop_reason": stop_reason, "status": "finished", **(tags or {})})
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def end(self, status: str, error: BaseException | None = None) -> None:

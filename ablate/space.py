@@ -1,0 +1,168 @@
+"""Search spaces: hydra-optuna-sweeper's grammar ⇄ Optuna distributions ⇄ Hydra overrides.
+
+A study file's ``params`` maps a config path to an expression parsed by Hydra's own
+``OverridesParser``:
+
+========================================  ====================================================
+expression                                Optuna distribution
+========================================  ====================================================
+``choice(a, b, c)``                       ``CategoricalDistribution([a, b, c])``
+``shuffle(choice(...))`` / ``shuffle(range(...))``  the same as without ``shuffle`` (a sampler
+                                          does not see an order)
+``range(start, stop[, step])``            ``IntDistribution`` / ``FloatDistribution`` with
+                                          ``step``; **stop is excluded, as in Python and in
+                                          Hydra's basic sweeper**: ``range(1, 4)`` is 1, 2, 3
+``interval(a, b)``                        ``FloatDistribution(a, b)``, both bounds included
+``int(interval(a, b))``                   ``IntDistribution(a, b)``, both bounds included
+``tag(log, interval(...))``               the same with ``log=True``
+plain value (``0.1``, ``adam``)           fixed: the same override in every trial
+========================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ablate.errors import ConfigError
+
+__all__ = ["SearchSpace", "format_override", "parse_space"]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Distributions to sample and fixed overrides applied to every trial.
+
+    Attributes:
+        distributions: ``{config path: optuna distribution}``, in the study file's order.
+        fixed: ``["path=value", ...]`` overrides that every trial shares.
+    """
+
+    distributions: dict[str, Any]
+    fixed: list[str]
+
+    def overrides(self, params: Mapping[str, Any]) -> list[str]:
+        """The Hydra overrides of one trial: the fixed ones, then each sampled value."""
+        return [*self.fixed, *(format_override(k, params[k]) for k in self.distributions)]
+
+    def representative(self) -> dict[str, Any]:
+        """One valid value per parameter (the first choice, or the low end)."""
+        from optuna.distributions import CategoricalDistribution
+
+        out = {}
+        for key, dist in self.distributions.items():
+            out[key] = dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+        return out
+
+
+def format_override(key: str, value: Any) -> str:
+    """``key=value`` in Hydra's grammar, quoting strings that the grammar would misread."""
+    if value is None:
+        return f"{key}=null"
+    if isinstance(value, bool):
+        return f"{key}={'true' if value else 'false'}"
+    if isinstance(value, float):
+        short = f"{value:.12g}"  # 0.30000000000000004 -> 0.3; still parsed as a float
+        if short.lstrip("-").isdigit():
+            short += ".0"
+        return f"{key}={short}"
+    if isinstance(value, int):
+        return f"{key}={value}"
+    text = str(value)
+    if text and all(c.isalnum() or c in "_-./:" for c in text) and text not in ("true", "false", "null"):
+        return f"{key}={text}"
+    return f"{key}='{text}'".replace("\\", "\\\\")
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _range_distribution(key: str, start: Any, stop: Any, step: Any) -> Any:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    if not (_number(start) and _number(stop) and _number(step)) or step <= 0:
+        raise ConfigError(f"params.{key}", f"range({start}, {stop}, {step})",
+                          "range(start, stop[, step]) with numbers and step > 0")
+    count = math.ceil((stop - start) / step - 1e-9)
+    if count < 1:
+        raise ConfigError(f"params.{key}", f"range({start}, {stop}, {step})",
+                          "a range with at least one value (stop is excluded)")
+    last = start + (count - 1) * step
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        return IntDistribution(start, last, step=step)
+    return FloatDistribution(float(start), float(round(last, 12)), step=float(step))
+
+
+def _distribution(key: str, value: Any) -> Any:
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    log = "log" in getattr(value, "tags", set())
+    if isinstance(value, ChoiceSweep):
+        if log:
+            raise ConfigError(f"params.{key}", "tag(log, choice(...))", "log only on interval(...)")
+        if not value.list:
+            raise ConfigError(f"params.{key}", "choice()", "at least one choice")
+        return CategoricalDistribution([v if not isinstance(v, (list, dict)) else str(v) for v in value.list])
+    if isinstance(value, RangeSweep):
+        if log:
+            raise ConfigError(f"params.{key}", "tag(log, range(...))",
+                              "log only on interval(...): tag(log, interval(a, b))")
+        return _range_distribution(key, value.start, value.stop, value.step)
+    if isinstance(value, IntervalSweep):
+        a, b = value.start, value.end
+        if not (_number(a) and _number(b)) or a >= b or (log and a <= 0):
+            raise ConfigError(f"params.{key}", f"interval({a}, {b})",
+                              "interval(low, high) with low < high" + (" and low > 0 for log" if log else ""))
+        if isinstance(a, int) and isinstance(b, int):
+            return IntDistribution(a, b, log=log)
+        return FloatDistribution(float(a), float(b), log=log)
+    raise ConfigError(f"params.{key}", str(value), "choice(...), range(...), interval(...) or a plain value")
+
+
+def _parse(parser: Any, key: str, value: Any, *, field: str) -> Any:
+    """Parse ``key=value`` with Hydra's grammar; a string that it misreads is quoted."""
+    texts = [f"{key}={value}", format_override(key, value)] if isinstance(value, str) else \
+        [format_override(key, value)]
+    error = ""
+    for text in texts:
+        try:
+            override = parser.parse_override(text)
+        except Exception as exc:  # Hydra's grammar errors are long; keep the first sentence
+            error = " ".join(str(exc).split()).split(" See ")[0]
+            continue
+        override.input_line = text
+        return override
+    raise ConfigError(f"{field}.{key}", value, f"Hydra's sweep grammar ({error})")
+
+
+def parse_space(params: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> SearchSpace:
+    """Parse a study's ``params`` (and plain ``fixed`` overrides) into a :class:`SearchSpace`.
+
+    Raises:
+        ConfigError: malformed grammar, an unusable range or interval, or an empty space.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    distributions: dict[str, Any] = {}
+    fixed_overrides = []
+    for key, value in (fixed or {}).items():
+        override = _parse(parser, key, value, field="fixed")
+        if override.is_sweep_override():
+            raise ConfigError(f"fixed.{key}", value, "a single value (searched values go in params)")
+        fixed_overrides.append(override.input_line or format_override(key, value))
+    for key, expression in params.items():
+        override = _parse(parser, key, expression, field="params")
+        text = override.input_line or format_override(key, expression)
+        if override.is_sweep_override():
+            distributions[key] = _distribution(key, override.value())
+        else:
+            fixed_overrides.append(text)
+    if not distributions:
+        raise ConfigError("params", dict(params), "at least one searched parameter "
+                          "(choice(...), range(...) or interval(...))")
+    return SearchSpace(distributions, fixed_overrides)

@@ -1,0 +1,392 @@
+"""``ablate sweep``: create or resume a study, run its workers, show progress, summarise.
+
+The supervisor owns no trial: N worker processes pull trials from the shared Optuna storage. It
+starts them, restarts one that dies (after failing the trial it held and queueing it again), draws
+the progress display from the storage, and records the study in an MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ablate.errors import AblateError, ConfigError
+from ablate.study import StudySpec, compose_study, open_storage, redact
+from ablate.worker import (
+    PARENT_ATTR,
+    SPEC_ATTR,
+    WORKER_ATTR,
+    count_states,
+    fail_stale_trial,
+    load_spec,
+)
+
+__all__ = ["check_trial_configs", "prepare_study", "run_sweep"]
+
+_MAX_RESTARTS = 3  # a worker that keeps dying at once points at a bug, not at bad luck
+
+
+def _absolute_uri(uri: str, base: Path) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((base / uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def check_trial_configs(spec: StudySpec) -> Any:
+    """Fail before anything is created when some trial could not be composed.
+
+    Composes the study's representative trial, then every option of every searched config group
+    (``optimizer: choice(sgd, adam)``) with the other parameters in place, so a field that exists
+    for one option only (``optimizer.momentum`` with adam) is caught; leaf parameters are range-
+    checked at both ends of their distributions.
+
+    Returns:
+        The representative trial's composed config.
+    """
+    from optuna.distributions import CategoricalDistribution
+
+    from ablate.config import CONF_DIR, compose, validate
+
+    space = spec.space()
+    rep = space.representative()
+    base = compose(space.overrides(rep))
+    missing = object()
+    for key, dist in space.distributions.items():
+        values = list(dist.choices) if isinstance(dist, CategoricalDistribution) else [dist.low, dist.high]
+        if "." not in key and (CONF_DIR / key).is_dir():
+            for value in values[1:]:
+                compose(space.overrides({**rep, key: value}))
+            continue
+        if OmegaConf.select(base, key, default=missing) is missing:
+            raise ConfigError(f"params.{key}", key, "a field of the trial config (see `ablate train --cfg job`)")
+        for value in values:
+            trial_cfg = base.copy()
+            OmegaConf.update(trial_cfg, key, value, merge=False)
+            try:
+                validate(trial_cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"params.{key}", spec.params[key], f"values where {exc.field} is {exc.allowed}") from None
+    if spec.metric not in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        raise ConfigError("metric", spec.metric, "one of: val_acc, val_loss, train_acc, train_loss")
+    return base
+
+
+def prepare_study(spec: StudySpec) -> tuple[Any, StudySpec, str]:
+    """Validate, then create (or reopen) the Optuna study and its MLflow parent run.
+
+    Returns:
+        ``(study, spec, parent_run_id)``; ``spec`` carries the absolute MLflow URI.
+
+    Raises:
+        AblateError: bad study, unreachable storage, or a stored study with another recipe. Nothing
+            is created in that case.
+    """
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from ablate.tracking import get_or_create_experiment, git_commit
+
+    base = check_trial_configs(spec)
+    spec = replace(spec, tracking_uri=_absolute_uri(base.tracking.uri, Path.cwd()))
+    storage = open_storage(spec.storage, create_dirs=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = spec.direction
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    except KeyError:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=direction)
+    else:
+        stored = load_spec(study)
+        if stored.recipe != spec.recipe:
+            raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
+                              "recipe (fixed/params/metric/direction); use a new name= or remove its storage")
+    study.set_user_attr(SPEC_ATTR, spec.to_json())
+    Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+
+    client = MlflowClient(tracking_uri=spec.tracking_uri)
+    experiment_id = get_or_create_experiment(client, spec.experiment, spec.tracking_uri)
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent:
+        client.update_run(parent, status="RUNNING")
+    else:
+        tags = {"ablate.kind": "study", "optuna.study": spec.name, "optuna.storage": redact(spec.storage),
+                "status": "running"}
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        parent = client.create_run(experiment_id, run_name=spec.name, tags=tags).info.run_id
+        study.set_user_attr(PARENT_ATTR, parent)
+        client.log_text(parent, OmegaConf.to_yaml(OmegaConf.create(
+            {k: v for k, v in spec.__dict__.items()})), "study.yaml")
+    return study, spec, parent
+
+
+@dataclass
+class _Slot:
+    index: int
+    device: int | None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    done: bool = False
+
+
+class _Progress:
+    """A live block on a terminal; plain lines, on change or every 30 s, elsewhere (CI logs)."""
+
+    def __init__(self, spec: StudySpec, stream: Any = None) -> None:
+        self.spec = spec
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.started = time.time()
+        self.last_line = ""
+        self.last_print = 0.0
+        self.drawn = 0
+
+    def line(self, study: Any) -> str:
+        trials = study.get_trials(deepcopy=False)
+        c = count_states(trials)
+        elapsed = time.time() - self.started
+        n = self.spec.n_trials
+        text = (f"[{_clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
+                f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) running {c['running']}")
+        best = _best(study)
+        if best is not None:
+            params = " ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+            text += f" | best {self.spec.metric} {best.value:.4f} (trial {best.number}: {params})"
+        done_now = c["finished"]
+        if n and 0 < done_now < n:
+            text += f" | ETA {_clock(elapsed / done_now * (n - done_now))}"
+        return text
+
+    def update(self, study: Any, *, force: bool = False) -> None:
+        text = self.line(study)
+        now = time.time()
+        if self.tty:
+            width = os.get_terminal_size(self.stream.fileno()).columns if self.stream.isatty() else 120
+            self.stream.write("\r\x1b[2K" + text[: max(20, width - 1)])
+            self.stream.flush()
+            return
+        core = text.split("] ", 1)[1]
+        if force or core != self.last_line or now - self.last_print >= 30:
+            print(text, file=self.stream, flush=True)
+            self.last_line, self.last_print = core, now
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _best(study: Any) -> Any:
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)]
+    if not done:
+        return None
+    pick = max if study.direction.name == "MAXIMIZE" else min
+    return pick(done, key=lambda t: t.value)
+
+
+class Supervisor:
+    """Starts and watches the worker processes of one study."""
+
+    def __init__(self, study: Any, spec: StudySpec, *, stream: Any = None) -> None:
+        self.study = study
+        self.spec = spec
+        devices: list[int | None] = [d for d in spec.devices for _ in range(spec.trials_per_device)]
+        n = len(devices) if devices else spec.workers
+        self.slots = [_Slot(i, devices[i] if devices else None) for i in range(n)]
+        self.deadline = time.time() + spec.timeout if spec.timeout else None
+        self.progress = _Progress(spec, stream)
+        self.threads = max(1, (os.cpu_count() or 1) // n)
+        self.logs = Path(spec.out_dir)
+
+    def _spawn(self, slot: _Slot) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", ABLATE_THREADS=str(self.threads))
+        env.pop("MLFLOW_RUN_ID", None)  # would hijack every child run
+        if slot.device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot.device)
+            env["ABLATE_DEVICE"] = "cuda"
+        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--storage", self.spec.storage,
+                   "--index", str(slot.index)]
+        if self.deadline:
+            command += ["--deadline", repr(self.deadline)]
+        log = open(self.logs / f"worker-{slot.index}.log", "ab")  # noqa: SIM115 (the child owns it)
+        # A session of their own: Ctrl-C reaches the supervisor, which forwards it once, in order.
+        slot.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+        log.close()
+
+    def _remaining(self) -> bool:
+        if self.deadline and time.time() >= self.deadline:
+            return False
+        if self.spec.n_trials is None:
+            return True
+        return count_states(self.study.get_trials(deepcopy=False))["finished"] < self.spec.n_trials
+
+    def fail_stale(self, *, pids: set[int] | None = None) -> int:
+        """Fail (and queue again) RUNNING trials held by dead workers of this host."""
+        from optuna.trial import TrialState
+
+        import socket
+
+        host = socket.gethostname()
+        failed = 0
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            holder = t.user_attrs.get(WORKER_ATTR, "")
+            h, _, pid = holder.rpartition(":")
+            if h != host or not pid.isdigit():
+                continue  # another machine's worker: RDB heartbeats cover it
+            if (pids is not None and int(pid) in pids) or (pids is None and not _alive(int(pid))):
+                fail_stale_trial(self.study, t)
+                failed += 1
+        return failed
+
+    def run(self) -> int:
+        self.fail_stale()  # a previous session's workers may have been killed mid-trial
+        if not self._remaining():
+            self.progress.update(self.study, force=True)
+            return 0
+        for slot in self.slots:
+            self._spawn(slot)
+        try:
+            while not all(s.done for s in self.slots):
+                for slot in self.slots:
+                    if slot.done or slot.process is None or slot.process.poll() is None:
+                        continue
+                    rc = slot.process.returncode
+                    if rc != 0:
+                        self.fail_stale(pids={slot.process.pid})
+                    if self._remaining() and rc != 0 and slot.restarts < _MAX_RESTARTS:
+                        slot.restarts += 1
+                        print(f"worker {slot.index} exited with {rc}; restarting it "
+                              f"(log: {self.logs / f'worker-{slot.index}.log'})", file=sys.stderr, flush=True)
+                        self._spawn(slot)
+                    else:
+                        slot.done = True
+                self.progress.update(self.study)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        finally:
+            self.progress.update(self.study, force=True)
+            self.progress.close()
+        return 0
+
+    def stop(self, grace: float = 60.0) -> None:
+        """Interrupt every worker (each fails and re-queues its trial), then kill stragglers."""
+        alive = [s.process for s in self.slots if s.process is not None and s.process.poll() is None]
+        for p in alive:
+            p.send_signal(signal.SIGINT)
+        end = time.time() + grace
+        for p in alive:
+            try:
+                p.wait(timeout=max(0.1, end - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.fail_stale(pids={p.pid for p in alive})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def finish_parent(study: Any, spec: StudySpec, parent_run_id: str, status: str) -> dict[str, int]:
+    """Record counts by state, the best value and params on the study's MLflow parent run."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=spec.tracking_uri)
+    counts = count_states(study.get_trials(deepcopy=False))
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"n_{k}", float(v), now, 0) for k, v in counts.items()]
+    tags = [RunTag("status", status.lower())]
+    best = _best(study)
+    if best is not None:
+        metrics.append(Metric(f"best_{spec.metric}", float(best.value), now, 0))
+        tags += [RunTag("best_trial", str(best.number)),
+                 RunTag("best_run_id", str(best.user_attrs.get("ablate.mlflow_run_id", "")))]
+        tags += [RunTag(f"best.{k}", str(v)) for k, v in best.params.items()]
+    client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+    client.set_terminated(parent_run_id, status)
+    return counts
+
+
+def best_command(spec: StudySpec, best: Any) -> str:
+    space = spec.space()
+    return " ".join(["ablate train", *space.overrides(best.params)])
+
+
+def summary(study: Any, spec: StudySpec, parent_run_id: str, elapsed: float, workers: int) -> str:
+    counts = count_states(study.get_trials(deepcopy=False))
+    lines = [f"Study {spec.name}: {counts['finished']} finished (complete {counts['complete']}, pruned "
+             f"{counts['pruned']}, diverged {counts['diverged']}, failed {counts['failed']}) in "
+             f"{_clock(elapsed)} with {workers} worker{'s' if workers != 1 else ''}"]
+    best = _best(study)
+    if best is None:
+        lines.append(f"No complete trial yet: no best {spec.metric}.")
+    else:
+        lines.append(f"Best {spec.metric} {best.value:.4f} (trial {best.number}); to train it again:")
+        lines.append(f"  {best_command(spec, best)}")
+    uri = spec.tracking_uri
+    ui = "ablate ui" + ("" if uri == _absolute_uri("sqlite:///mlflow.db", Path.cwd()) else f" tracking.uri={uri}")
+    lines.append(f"MLflow:  {ui}   (experiment '{spec.experiment}', parent run {parent_run_id})")
+    storage = redact(spec.storage)
+    shown = os.path.relpath(storage) if "://" not in storage else storage
+    lines.append(f"Optuna:  optuna-dashboard {shown}")
+    lines.append(f"Logs:    {os.path.relpath(spec.out_dir)}/worker-*.log")
+    return "\n".join(lines)
+
+
+def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
+    """``ablate sweep <name> [overrides]``: returns the process exit code."""
+    spec = compose_study(name, overrides)
+    study, spec, parent = prepare_study(spec)
+    supervisor = Supervisor(study, spec)
+    n = len(supervisor.slots)
+    print(f"Study {spec.name}: {spec.n_trials or 'unlimited'} trials, {n} worker{'s' if n != 1 else ''}, "
+          f"sampler {spec.sampler['name']}, pruner {spec.pruner['name']}; storage {redact(spec.storage)}",
+          flush=True)
+    started = time.time()
+    try:
+        supervisor.run()
+    except KeyboardInterrupt:
+        finish_parent(study, spec, parent, "KILLED")
+        print(f"interrupted; rerun the same command to resume study {spec.name}", file=sys.stderr)
+        raise
+    counts = finish_parent(study, spec, parent, "FINISHED")
+    print(summary(study, spec, parent, time.time() - started, n), flush=True)
+    exhaustive = spec.sampler["name"] in ("grid", "bruteforce")
+    if spec.n_trials and counts["finished"] < spec.n_trials and not spec.timeout and not exhaustive:
+        raise AblateError(f"workers: study {spec.name} stopped at {counts['finished']}/{spec.n_trials} "
+                          f"finished trials; see {os.path.relpath(spec.out_dir)}/worker-*.log")
+    return 0

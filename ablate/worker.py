@@ -1,0 +1,311 @@
+"""The worker loop: ask -> the trial's overrides -> compose -> ``fit`` (reporting, pruning) -> tell.
+
+Workers are long-lived processes that share one Optuna storage and pull trials asynchronously: a
+freed worker starts the next trial at once, and imports are paid once per worker. ``ablate sweep``
+starts them; ``ablate worker <study> --storage URL`` joins a running study from another shell.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ablate.errors import AblateError
+from ablate.study import StudySpec, build_pruner, build_sampler, open_storage
+
+__all__ = ["SPEC_ATTR", "PARENT_ATTR", "count_states", "is_finished", "load_spec", "run_worker",
+           "suggest"]
+
+SPEC_ATTR = "ablate.spec"  # the study's definition, so every worker runs the same recipe
+PARENT_ATTR = "ablate.mlflow_parent_run_id"
+WORKER_ATTR = "ablate.worker"  # host:pid of the process that holds the trial
+OUTCOME_ATTR = "ablate.outcome"  # completed | pruned | diverged | failed | surplus
+RUN_ATTR = "ablate.mlflow_run_id"
+RETRY_ATTR = "ablate.retry_of"  # on a queued trial: the number of the killed trial it reruns
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def suggest(trial: Any, key: str, dist: Any) -> Any:
+    """Sample one parameter through the trial's public ``suggest_*`` API."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def is_finished(trial: Any) -> bool:
+    """Complete, pruned, or diverged: an outcome that counts towards ``n_trials``."""
+    from optuna.trial import TrialState
+
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and trial.user_attrs.get(OUTCOME_ATTR) == "diverged")
+
+
+def count_states(trials: list[Any]) -> dict[str, int]:
+    """Counts by outcome: complete, pruned, diverged, failed, running, waiting."""
+    from optuna.trial import TrialState
+
+    counts = dict.fromkeys(("complete", "pruned", "diverged", "failed", "killed", "running", "waiting"), 0)
+    retried = {t.user_attrs.get(RETRY_ATTR) for t in trials} - {None}
+    for t in trials:
+        outcome = t.user_attrs.get(OUTCOME_ATTR)
+        if outcome == "diverged":
+            counts["diverged"] += 1
+        elif t.state == TrialState.COMPLETE:
+            counts["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            counts["pruned"] += 1
+        elif t.state == TrialState.RUNNING:
+            counts["running"] += 1
+        elif t.state == TrialState.WAITING:
+            counts["waiting"] += 1
+        elif t.number in retried:
+            counts["killed"] += 1  # and queued again
+        elif outcome != "surplus":  # a surplus trial was asked near the end and never ran
+            counts["failed"] += 1
+    counts["finished"] = counts["complete"] + counts["pruned"] + counts["diverged"]
+    return counts
+
+
+def load_spec(study: Any) -> StudySpec:
+    text = study.user_attrs.get(SPEC_ATTR)
+    if text is None:
+        raise AblateError(f"study: {study.study_name!r} was not created by ablate sweep "
+                          "(it has no recorded definition)")
+    return StudySpec.from_json(text)
+
+
+class _StopAware:
+    """Lets samplers that end a study themselves (grid, brute force) do so under ask-and-tell.
+
+    They call ``study.stop()`` from ``after_trial``, which Optuna allows only inside ``optimize``;
+    we catch that and end the worker instead.
+    """
+
+    def __init__(self, sampler: Any) -> None:
+        import optuna
+
+        class Wrapped(optuna.samplers.BaseSampler):
+            exhausted = False
+
+            def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+                return sampler.infer_relative_search_space(study, trial)
+
+            def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+                return sampler.sample_relative(study, trial, search_space)
+
+            def sample_independent(self, study, trial, name, dist):  # type: ignore[no-untyped-def]
+                return sampler.sample_independent(study, trial, name, dist)
+
+            def before_trial(self, study, trial):  # type: ignore[no-untyped-def]
+                sampler.before_trial(study, trial)
+
+            def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+                try:
+                    sampler.after_trial(study, trial, state, values)
+                except RuntimeError:
+                    Wrapped.exhausted = True
+
+            def reseed_rng(self) -> None:
+                sampler.reseed_rng()
+
+        self.sampler = Wrapped()
+        self.inner = sampler
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.sampler.exhausted)
+
+
+def _objective(history: list[Mapping[str, float]], metric: str, direction: str) -> float:
+    values = [h[metric] for h in history if math.isfinite(h.get(metric, math.nan))]
+    if not values:
+        return math.nan
+    return max(values) if direction == "maximize" else min(values)
+
+
+def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,
+               before_ask: Callable[[], None] | None = None, verbose: bool = True) -> int:
+    """Run trials of a study until it has ``n_trials`` finished trials (or the deadline passes).
+
+    Args:
+        study_name: The study to join (created by ``ablate sweep``).
+        storage_url: Its Optuna storage (journal file path or RDB URL).
+        index: This worker's index: offsets the sampler seed.
+        deadline: ``time.time()`` after which no new trial starts.
+        before_ask: Called before each ask (benchmarks use it to impose a batch barrier).
+
+    Returns:
+        The number of trials this worker ran.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from ablate.config import compose
+    from ablate.tracking import track_run
+    from ablate.train import fit, load_data
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url)
+    probe = optuna.load_study(study_name=study_name, storage=storage)
+    spec = load_spec(probe)
+    space = spec.space()
+    parent_run_id = probe.user_attrs.get(PARENT_ATTR)
+    base = compose(space.overrides(space.representative()))
+    sampler = _StopAware(build_sampler(spec, worker_index=index))
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler.sampler,
+                              pruner=build_pruner(spec, epochs=base.trainer.epochs))
+    me = worker_id()
+    ppid = os.getppid()
+    extra = [f"tracking.experiment={spec.experiment}"]
+    if spec.tracking_uri:
+        extra.append(f"tracking.uri={spec.tracking_uri}")
+    threads = os.environ.get("ABLATE_THREADS")
+    if threads:
+        extra.append(f"trainer.threads={threads}")
+    device = os.environ.get("ABLATE_DEVICE")
+    if device:
+        extra.append(f"trainer.device={device}")
+    data_cache: dict[Any, Any] = {}
+    ran = 0
+
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        if spec.n_trials is not None and sum(map(is_finished, trials)) >= spec.n_trials:
+            break
+        if deadline is not None and time.time() >= deadline:
+            break
+        if sampler.exhausted or (ppid != 1 and os.getppid() != ppid):  # exhausted, or orphaned
+            break
+        if before_ask is not None:
+            before_ask()
+        trial = study.ask()
+        if spec.n_trials is not None and _is_surplus(study, trial.number, spec.n_trials):
+            trial.set_user_attr(OUTCOME_ATTR, "surplus")
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        trial.set_user_attr(WORKER_ATTR, me)
+        if device:
+            trial.set_user_attr("ablate.device", device)
+        params = {key: suggest(trial, key, dist) for key, dist in space.distributions.items()}
+        run_name = f"{spec.name}-t{trial.number:04d}"
+        try:
+            cfg = compose([*space.overrides(params), *extra, f"tracking.run_name={run_name}"])
+            key = tuple(sorted(cfg.data.items()))
+            if key not in data_cache:
+                data_cache[key] = load_data(cfg)
+        except AblateError as exc:
+            trial.set_user_attr(OUTCOME_ATTR, "failed")
+            trial.set_user_attr("ablate.error", str(exc))
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        tags = {"optuna.study": spec.name, "optuna.trial_number": str(trial.number),
+                "worker": me, "device": device or str(cfg.trainer.device)}
+        pruned_at: list[int] = []
+        try:
+            with track_run(cfg, tags=tags, parent_run_id=parent_run_id) as tracker:
+                trial.set_user_attr(RUN_ATTR, tracker.run_id)
+
+                def on_epoch(epoch: int, metrics: Mapping[str, float]) -> bool:
+                    tracker(epoch, metrics)
+                    value = metrics.get(spec.metric, math.nan)
+                    if math.isfinite(value):
+                        trial.report(value, epoch)
+                        if trial.should_prune():
+                            pruned_at.append(epoch)
+                            return True
+                    return False
+
+                result = fit(cfg, on_epoch, data=data_cache[key])
+                value = _objective(result.history, spec.metric, spec.direction)
+                sampled = {f"sampled.{k}": v for k, v in params.items()}
+                if pruned_at:
+                    outcome, state = "pruned", TrialState.PRUNED
+                elif result.stop_reason == "diverged":
+                    outcome, state = "diverged", (TrialState.COMPLETE if math.isfinite(value)
+                                                  else TrialState.FAIL)
+                else:
+                    outcome, state = "completed", TrialState.COMPLETE
+                tracker.finish(result.final, "pruned" if pruned_at else result.stop_reason,
+                               params=sampled, tags={"optuna.state": state.name, "status": outcome,
+                                                     **({"pruned_at_epoch": pruned_at[0]} if pruned_at else {})})
+                trial.set_user_attr(OUTCOME_ATTR, outcome)
+                trial.set_user_attr("ablate.epochs_run", result.epochs_run)
+                trial.set_user_attr("ablate.train_time", result.final["train_time"])
+                if state == TrialState.COMPLETE:
+                    study.tell(trial, value)
+                else:
+                    study.tell(trial, state=state)
+        except KeyboardInterrupt:
+            _fail_and_retry(study, trial.number, params)
+            raise
+        except Exception as exc:  # a bug or a CUDA error: record it, keep the sweep going
+            trial.set_user_attr(OUTCOME_ATTR, "failed")
+            trial.set_user_attr("ablate.error", f"{type(exc).__name__}: {exc}"[:1000])
+            study.tell(trial, state=TrialState.FAIL)
+            if verbose:
+                print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        ran += 1
+        if verbose:
+            print(f"trial {trial.number}: {outcome} after {result.epochs_run} epochs, "
+                  f"{spec.metric}={value:.4f} ({result.final['train_time']:.1f} s)", flush=True)
+    return ran
+
+
+def _is_surplus(study: Any, number: int, n_trials: int) -> bool:
+    """True when ``n_trials`` trials numbered below ``number`` are finished, running or queued.
+
+    Workers ask concurrently, so near the end more trials can be asked than are needed; the
+    lowest-numbered ones run and the others are closed unrun (outcome ``surplus``).
+    """
+    from optuna.trial import TrialState
+
+    live = (TrialState.RUNNING, TrialState.WAITING)
+    ahead = sum(1 for t in study.get_trials(deepcopy=False)
+                if t.number < number and (is_finished(t) or t.state in live))
+    return ahead >= n_trials
+
+
+def _fail_and_retry(study: Any, number: int, params: Mapping[str, Any]) -> None:
+    """Close an interrupted trial as FAIL and queue its parameters again, so a resume reruns it.
+
+    The retry carries ``ablate.retry_of = number``: that is how a killed trial is told apart from
+    one that failed (and is not retried).
+    """
+    from optuna.trial import TrialState
+
+    try:
+        study.tell(number, state=TrialState.FAIL)
+    except Exception:  # already closed by someone else (the supervisor)
+        return
+    study.enqueue_trial(dict(params), user_attrs={RETRY_ATTR: number})
+
+
+def fail_stale_trial(study: Any, trial: Any) -> None:
+    """Close a RUNNING trial whose worker died (FAIL), end its MLflow run KILLED, queue a retry."""
+    _fail_and_retry(study, trial.number, trial.params)
+    run_id = trial.user_attrs.get(RUN_ATTR)
+    spec = load_spec(study)
+    if run_id and spec.tracking_uri:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=spec.tracking_uri)
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, "status", "killed")
+                client.set_terminated(run_id, "KILLED")
+        except Exception:  # the run may never have been created
+            pass
