@@ -125,8 +125,9 @@ def _distribution(key: str, value: Any) -> Any:
 
 def _parse(parser: Any, key: str, value: Any, *, field: str) -> Any:
     """Parse ``key=value`` with Hydra's grammar; a string that it misreads is quoted."""
-    texts = [f"{key}={value}", format_override(key, value)] if isinstance(value, str) else \
-        [format_override(key, value)]
+    texts = [f"{key}={value}"] if isinstance(value, str) else [format_override(key, value)]
+    if isinstance(value, str) and field == "fixed":  # a plain text value: quote it if need be
+        texts.append(format_override(key, value))
     error = ""
     for text in texts:
         try:

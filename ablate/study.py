@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,7 +411,9 @@ def open_storage(url: str, *, create_dirs: bool = False) -> Any:
             path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
     except Exception as exc:
         reason = " ".join(str(exc).split())[:300]
         raise AblateError(f"storage: cannot reach {redact(url)} ({redact_text(reason, url)})") from None

@@ -55,17 +55,20 @@ def check_trial_configs(spec: StudySpec) -> Any:
     """
     from optuna.distributions import CategoricalDistribution
 
-    from ablate.config import CONF_DIR, compose, validate
+    from ablate.config import validate
 
     space = spec.space()
     rep = space.representative()
-    base = compose(space.overrides(rep))
+    try:
+        base = _check_groups(spec, space, rep)
+    except ConfigError as exc:
+        if exc.field in space.distributions:  # name the study's field, not the trial's
+            raise ConfigError(f"params.{exc.field}", spec.params[exc.field], exc.allowed) from None
+        raise
     missing = object()
     for key, dist in space.distributions.items():
         values = list(dist.choices) if isinstance(dist, CategoricalDistribution) else [dist.low, dist.high]
-        if "." not in key and (CONF_DIR / key).is_dir():
-            for value in values[1:]:
-                compose(space.overrides({**rep, key: value}))
+        if _is_group(key):
             continue
         if OmegaConf.select(base, key, default=missing) is missing:
             raise ConfigError(f"params.{key}", key, "a field of the trial config (see `ablate train --cfg job`)")
@@ -78,6 +81,24 @@ def check_trial_configs(spec: StudySpec) -> Any:
                 raise ConfigError(f"params.{key}", spec.params[key], f"values where {exc.field} is {exc.allowed}") from None
     if spec.metric not in ("train_loss", "train_acc", "val_loss", "val_acc"):
         raise ConfigError("metric", spec.metric, "one of: val_acc, val_loss, train_acc, train_loss")
+    return base
+
+
+def _is_group(key: str) -> bool:
+    from ablate.config import CONF_DIR
+
+    return "." not in key and (CONF_DIR / key).is_dir()
+
+
+def _check_groups(spec: StudySpec, space: Any, rep: dict[str, Any]) -> Any:
+    """Compose the representative trial and one trial per other option of each searched group."""
+    from ablate.config import compose
+
+    base = compose(space.overrides(rep))
+    for key, dist in space.distributions.items():
+        if _is_group(key):
+            for value in dist.choices[1:]:
+                compose(space.overrides({**rep, key: value}))
     return base
 
 

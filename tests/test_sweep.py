@@ -1,0 +1,209 @@
+"""Sweeps end to end: real worker processes, a real Optuna journal storage, a real MLflow store."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from ablate.cli import main
+from ablate.worker import RUN_ATTR, WORKER_ATTR, count_states
+
+ABLATE = [sys.executable, "-m", "ablate"]
+
+
+def _study_file(cwd: Path, name: str, body: str) -> None:
+    (cwd / "sweeps").mkdir(exist_ok=True)
+    header = "defaults:\n  - base_study\n  - sampler: random\n  - pruner: none\n  - _self_\n"
+    (cwd / "sweeps" / f"{name}.yaml").write_text(header + textwrap.dedent(body))
+
+
+def _load(cwd: Path, name: str) -> optuna.Study:
+    storage = JournalStorage(JournalFileBackend(str(cwd / "runs" / name / "journal.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _client(cwd: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+
+
+def _runs(cwd: Path, experiment: str):
+    client = _client(cwd)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def _sweep(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ABLATE, "sweep", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
+    _study_file(tmp_path, "prune_me", """
+        n_trials: 4
+        workers: 2
+        fixed:
+          trainer.epochs: 8
+        params:
+          optimizer.lr: tag(log, interval(1e-5, 1e-4))   # far too small for SGD: val_acc stays low
+    """)
+    out = _sweep(tmp_path, "prune_me", "pruner=threshold", "pruner.lower=0.9", "pruner.n_warmup_steps=2")
+    assert out.returncode == 0, out.stderr
+    study = _load(tmp_path, "prune_me")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert len(pruned) == 4
+    # steps are epochs, from 1; the threshold pruner's warm-up spares steps below n_warmup_steps
+    assert {max(t.intermediate_values) for t in pruned} == {2}
+    runs = {r.info.run_id: r for r in _runs(tmp_path, "prune_me")}
+    for t in pruned:
+        run = runs[t.user_attrs[RUN_ATTR]]
+        assert run.data.tags["optuna.state"] == "PRUNED"
+        assert run.data.tags["stop_reason"] == "pruned" and run.data.tags["pruned_at_epoch"] == "2"
+        assert run.data.metrics["epochs_run"] == 2 and run.info.status == "FINISHED"
+    assert "pruned 4" in out.stdout
+
+
+def test_workers_run_asynchronously(tmp_path):
+    _study_file(tmp_path, "uneven", """
+        n_trials: 4
+        workers: 2
+        params:
+          trainer.epochs: range(1, 41, 13)    # 1, 14, 27 and 40 epochs
+    """)
+    out = _sweep(tmp_path, "uneven", "sampler=grid")
+    assert out.returncode == 0, out.stderr
+    trials = [t for t in _load(tmp_path, "uneven").trials if t.state == TrialState.COMPLETE]
+    assert len(trials) == 4
+    # Some trial started while another was still running, after a third had finished: a freed
+    # worker did not wait for its partner (no batch barrier).
+    assert any(a.datetime_start < c.datetime_start < a.datetime_complete and b.datetime_complete <= c.datetime_start
+               for a in trials for b in trials for c in trials if len({a.number, b.number, c.number}) == 3)
+    workers = {t.user_attrs[WORKER_ATTR] for t in trials}
+    assert len(workers) == 2
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting")
+
+
+def _trials_or_empty(cwd: Path, name: str):
+    try:
+        return _load(cwd, name).get_trials(deepcopy=False)
+    except Exception:
+        return []
+
+
+def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
+    _study_file(tmp_path, "resume_me", """
+        n_trials: 6
+        workers: 2
+        fixed:
+          trainer.epochs: 25
+        params:
+          optimizer: choice(sgd, adam)
+          seed: range(0, 100)
+    """)
+    sweep = subprocess.Popen([*ABLATE, "sweep", "resume_me"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        # SIGKILL one worker in the middle of a trial: its trial is failed and queued again
+        _wait_for(lambda: any(t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs
+                              for t in _trials_or_empty(tmp_path, "resume_me")))
+        victim = next(t for t in _trials_or_empty(tmp_path, "resume_me")
+                      if t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs)
+        os.kill(int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
+        # then interrupt the whole sweep once a trial has finished after the kill
+        _wait_for(lambda: count_states(_trials_or_empty(tmp_path, "resume_me"))["finished"] >= 2)
+        sweep.send_signal(signal.SIGINT)
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode != 0
+    assert "resume" in err
+    study = _load(tmp_path, "resume_me")
+    assert study.trials[victim.number].state == TrialState.FAIL
+    first = count_states(study.trials)
+    assert first["finished"] < 6 and first["killed"] >= 1 and first["running"] == 0
+    assert all(r.info.status != "RUNNING" for r in _runs(tmp_path, "resume_me"))
+
+    out = _sweep(tmp_path, "resume_me")
+    assert out.returncode == 0, out.stderr
+    study = _load(tmp_path, "resume_me")
+    finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 6 == count_states(study.trials)["finished"]
+    runs = _runs(tmp_path, "resume_me")
+    parents = [r for r in runs if r.data.tags.get("ablate.kind") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in children)
+    by_id = {r.info.run_id: r for r in children}
+    assert sorted(by_id[t.user_attrs[RUN_ATTR]].info.status for t in finished) == ["FINISHED"] * 6
+    assert sum(r.info.status == "FINISHED" for r in children) == 6
+    assert parents[0].data.metrics["n_finished"] == 6
+    # the killed trial was rerun with the same parameters (its rerun may itself have been interrupted)
+    rerun_of = {t.user_attrs.get("ablate.retry_of"): t for t in study.trials}
+    rerun = rerun_of[victim.number]
+    while rerun.state != TrialState.COMPLETE:
+        rerun = rerun_of[rerun.number]
+    assert rerun.params == victim.params
+    # real clients read the storage: Optuna in a fresh process, and optuna-dashboard's API
+    code = ("import optuna, sys; from optuna.storages import JournalStorage; "
+            "from optuna.storages.journal import JournalFileBackend; "
+            "s = optuna.load_study(study_name='resume_me', storage=JournalStorage(JournalFileBackend(sys.argv[1]))); "
+            "print(len([t for t in s.trials if t.state.name == 'COMPLETE']), s.best_value)")
+    fresh = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs/resume_me/journal.log")],
+                           capture_output=True, text=True, check=True)
+    assert fresh.stdout.split()[0] == "6"
+    _dashboard_lists(tmp_path / "runs/resume_me/journal.log", "resume_me")
+
+
+def _dashboard_lists(journal: Path, name: str) -> None:
+    dashboard = pytest.importorskip("optuna_dashboard")
+    app = dashboard.wsgi(JournalStorage(JournalFileBackend(str(journal))))
+    status: list[str] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/api/studies", "SERVER_NAME": "localhost",
+               "SERVER_PORT": "80", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http", "QUERY_STRING": ""}
+    body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
+    assert status[0].startswith("200")
+    assert name in [s["study_name"] for s in json.loads(body)["study_summaries"]]
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (["tricks_digits", "params.norm=choice(none, batch"], "params.norm"),
+    (["tricks_digits", "sampler=annealing"], "sampler"),
+    (["tricks_digits", "pruner=wall"], "pruner"),
+    (["tricks_digits", "params.model.nope=choice(1, 2)"], "params.model.nope"),
+    (["tricks_digits", "params.dropout=interval(0.0, 1.5)"], "params.dropout"),
+    (["tricks_digits", "params.optimizer=choice(sgd, lbfgs)"], "optimizer"),
+    (["no_such_study"], "study"),
+    (["empty"], "params"),
+    (["tricks_digits", "storage=postgresql://ablate:s3cret@127.0.0.1:9/nowhere"], "storage"),
+])
+def test_bad_sweep_input_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys, args, field):
+    _study_file(tmp_path, "empty", "n_trials: 2\nparams: {}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ablate: error: {field}")
+    assert "s3cret" not in err[0]
+    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "mlflow.db").exists()
