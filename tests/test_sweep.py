@@ -193,7 +193,7 @@ def _dashboard_lists(journal: Path, name: str) -> None:
     (["tricks_digits", "pruner=wall"], "pruner"),
     (["tricks_digits", "params.model.nope=choice(1, 2)"], "params.model.nope"),
     (["tricks_digits", "params.dropout=interval(0.0, 1.5)"], "params.dropout"),
-    (["tricks_digits", "params.optimizer=choice(sgd, lbfgs)"], "optimizer"),
+    (["tricks_digits", "params.optimizer=choice(sgd, lbfgs)"], "params.optimizer"),
     (["no_such_study"], "study"),
     (["empty"], "params"),
     (["tricks_digits", "storage=postgresql://ablate:s3cret@127.0.0.1:9/nowhere"], "storage"),
