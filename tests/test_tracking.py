@@ -1,0 +1,206 @@
+"""``ablate.tracking`` in-process: how one MLflow run starts, logs and ends, against a SQLite store."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from ablate import tracking
+from ablate.config import compose, flatten, trick_summary
+from ablate.tracking import artifact_location, get_or_create_experiment, git_commit, track_run
+
+FINAL = {"test_acc": 0.5, "test_loss": 1.25, "best_val_acc": 0.75, "best_epoch": 2.0,
+         "epochs_run": 2.0, "train_time": 0.1, "n_params": 1234.0}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """One SQLite store for the module (creating its tables costs a second or two)."""
+    return tmp_path_factory.mktemp("tracking") / "mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def client(store) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{store}")
+
+
+def _cfg(store: Path, experiment: str, *overrides: str):
+    """A composed recipe logging to ``store`` under its own experiment, so tests do not share runs."""
+    return compose([f"tracking.uri=sqlite:///{store}", f"tracking.experiment={experiment}", *overrides])
+
+
+def _runs(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def test_finish_ends_finished_with_params_tags_metrics_and_config(store, client):
+    cfg = _cfg(store, "finish", "optimizer=adam", "model.depth=3", "dropout=0.25")
+    with track_run(cfg) as tracker:
+        run_id = tracker.run_id
+        assert client.get_run(run_id).info.status == "RUNNING"
+        assert client.get_run(run_id).data.tags["status"] == "running"
+        tracker.finish(FINAL, "completed")
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.end_time is not None
+    # Params: every leaf of the resolved config, stringified (None as "None").
+    expected = {k: str(v) for k, v in dict(flatten(cfg)).items()}
+    assert run.data.params == expected
+    assert run.data.params["tracking.run_name"] == "None"
+    assert (run.data.params["optimizer.name"], run.data.params["model.depth"],
+            run.data.params["dropout"]) == ("adam", "3", "0.25")
+    assert run.data.metrics == FINAL
+    tags = run.data.tags
+    assert tags["dataset"] == "digits"
+    assert tags["tricks"] == trick_summary(cfg)
+    assert tags["stop_reason"] == "completed" and tags["status"] == "finished"
+    assert "error" not in tags
+    # config.yaml: the resolved config, loadable back to the same values.
+    assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml"]
+    local = client.download_artifacts(run_id, "config.yaml", str(store.parent / "download"))
+    assert OmegaConf.to_container(OmegaConf.load(local)) == OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_artifacts_go_beside_the_database(store, client):
+    cfg = _cfg(store, "artifacts")
+    with track_run(cfg) as tracker:
+        tracker.finish(FINAL, "completed")
+    run = client.get_run(tracker.run_id)
+    assert run.info.artifact_uri.startswith((store.parent / "mlartifacts").as_uri() + "/")
+    assert (store.parent / "mlartifacts" / tracker.run_id / "artifacts" / "config.yaml").is_file()
+
+
+def test_one_log_batch_per_epoch_with_the_epoch_as_step(store, client, monkeypatch):
+    cfg = _cfg(store, "epochs")
+    with track_run(cfg) as tracker:
+        calls = []
+        real = tracker.client.log_batch
+
+        def spy(run_id, metrics=(), params=(), tags=(), **kwargs):
+            calls.append((run_id, len(metrics), len(params), len(tags)))
+            return real(run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+        monkeypatch.setattr(tracker.client, "log_batch", spy)
+        for epoch in (1, 2, 3):
+            metrics = {"train_loss": 1.0 / epoch, "train_acc": 0.5, "val_loss": 2.0 / epoch,
+                       "val_acc": 0.1 * epoch, "lr": 0.1, "epoch_time": 0.01,
+                       "grad_norm/blocks.0.linear": 1.5, "act_std/blocks.0.linear": 0.7}
+            assert tracker(epoch, metrics) is False  # the logger never asks fit to stop
+            assert calls[-1] == (tracker.run_id, len(metrics), 0, 0)
+        assert len(calls) == 3
+        monkeypatch.undo()
+        tracker.finish(FINAL, "completed")
+    history = client.get_metric_history(tracker.run_id, "val_acc")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([0.1, 0.2, 0.3])
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "grad_norm/blocks.0.linear")] \
+        == [1, 2, 3]
+
+
+def test_many_metrics_are_split_into_batches_mlflow_accepts(store, client, monkeypatch):
+    monkeypatch.setattr(tracking, "_MAX_METRICS_PER_CALL", 4)
+    cfg = _cfg(store, "chunks")
+    with track_run(cfg) as tracker:
+        tracker.log_metrics({f"m{i}": float(i) for i in range(10)}, step=1)
+        tracker.finish(FINAL, "completed")
+    metrics = client.get_run(tracker.run_id).data.metrics
+    assert all(metrics[f"m{i}"] == i for i in range(10))
+
+
+def test_exception_ends_the_run_failed_with_an_error_tag(store, client):
+    cfg = _cfg(store, "failed")
+    with pytest.raises(ValueError, match="boom"), track_run(cfg) as tracker:
+        tracker(1, {"val_acc": 0.5})
+        raise ValueError("boom")
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FAILED" and run.info.end_time is not None
+    assert run.data.tags["status"] == "failed"
+    assert run.data.tags["error"] == "ValueError: boom"
+    assert "stop_reason" not in run.data.tags
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "val_acc")] == [1]
+
+
+def test_keyboard_interrupt_ends_the_run_killed(store, client):
+    cfg = _cfg(store, "killed")
+    with pytest.raises(KeyboardInterrupt), track_run(cfg) as tracker:
+        raise KeyboardInterrupt
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert run.data.tags["status"] == "killed"
+    assert run.data.tags["error"].startswith("KeyboardInterrupt")
+
+
+def test_nan_final_metrics_are_kept(store, client):
+    """A diverged run's test_acc is unknown (NaN), not 0."""
+    cfg = _cfg(store, "diverged")
+    with track_run(cfg) as tracker:
+        tracker.finish({**FINAL, "test_acc": math.nan, "test_loss": math.nan}, "diverged")
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["stop_reason"] == "diverged"
+    assert math.isnan(run.data.metrics["test_acc"]) and math.isnan(run.data.metrics["test_loss"])
+
+
+def test_experiment_is_created_once_and_reused(store, client):
+    cfg = _cfg(store, "reused")
+    ids = []
+    for _ in range(3):
+        with track_run(cfg) as tracker:
+            tracker.finish(FINAL, "completed")
+        ids.append(tracker.experiment_id)
+    assert len(set(ids)) == 1
+    assert [e.name for e in client.search_experiments(filter_string="name = 'reused'")] == ["reused"]
+    assert len(_runs(client, "reused")) == 3
+
+
+def test_extra_tags_and_parent_run(store, client):
+    cfg = _cfg(store, "tags", "tracking.run_name=my-run")
+    with track_run(cfg) as parent:
+        parent.finish(FINAL, "completed")
+    with track_run(cfg, tags={"sweep": "s1"}, parent_run_id=parent.run_id) as child:
+        child.finish(FINAL, "completed")
+    run = client.get_run(child.run_id)
+    assert run.data.tags["sweep"] == "s1"
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert run.info.run_name == "my-run"
+
+
+def test_git_commit_tag(store, client, tmp_path):
+    package_dir = Path(tracking.__file__).resolve().parent
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_dir, capture_output=True, text=True,
+                         check=False)
+    head = out.stdout.strip() if out.returncode == 0 else None
+    assert git_commit(tmp_path) == head  # a folder outside any repository falls back to the package's
+    cfg = _cfg(store, "git")
+    with track_run(cfg) as tracker:
+        tracker.finish(FINAL, "completed")
+    assert client.get_run(tracker.run_id).data.tags.get("mlflow.source.git.commit") == head
+
+
+def test_artifact_location(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert artifact_location(f"sqlite:///{tmp_path}/a/m.db") == (tmp_path / "a" / "mlartifacts").as_uri()
+    assert artifact_location("sqlite:///mlflow.db") == (tmp_path / "mlartifacts").as_uri()
+    assert artifact_location("http://127.0.0.1:5000") is None
+
+
+class _RacingClient:
+    """Another process creates the experiment between our look-up and our create."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+
+    def get_experiment_by_name(self, name):
+        self.lookups += 1
+        return None if self.lookups == 1 else type("Exp", (), {"experiment_id": "7"})()
+
+    def create_experiment(self, name, artifact_location=None):
+        raise RuntimeError("RESOURCE_ALREADY_EXISTS")
+
+
+def test_get_or_create_experiment_survives_a_concurrent_create():
+    assert get_or_create_experiment(_RacingClient(), "x", "sqlite:///m.db") == "7"
