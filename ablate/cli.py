@@ -163,6 +163,8 @@ def _ui(args: list[str]) -> int:
     print(f"MLflow UI for {uri} at http://127.0.0.1:{ns.port}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(ns.port), "--workers", "1"]  # one local user
+    # MLflow's job runner starts several more processes that ablate has no use for.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, command)
     return 0  # not reached
 
@@ -194,7 +196,11 @@ def _worker(args: list[str]) -> int:
     return 0
 
 
+_received: list[int] = []
+
+
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    _received.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -219,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AblateError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted", 128 + (_received[-1] if _received else signal.SIGINT))
     return _fail(f"unknown command {command!r}; expected one of: train, sweep, worker, ui")
 
 

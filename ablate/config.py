@@ -18,11 +18,20 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from ablate.data import DATASETS, SCALINGS
 from ablate.errors import ConfigError
-from ablate.init import INITS
-from ablate.models import ACTIVATIONS, MODELS, NORMS
-from ablate.optim import CLIPS, OPTIMIZERS, SCHEDULES
+from ablate.menu import (
+    ACTIVATIONS,
+    AVERAGINGS,
+    CLIPS,
+    DATASETS,
+    INITS,
+    MODELS,
+    MONITORS,
+    NORMS,
+    OPTIMIZERS,
+    SCALINGS,
+    SCHEDULES,
+)
 
 __all__ = [
     "CONF_DIR",
@@ -36,8 +45,6 @@ __all__ = [
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-AVERAGINGS = ("none", "ensemble", "ema", "swa")
-MONITORS = ("val_acc", "val_loss")
 
 
 # --- schemas -------------------------------------------------------------------------------------

@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from ablate.errors import ConfigError
+from ablate.menu import INITS
 from ablate.models import ACTIVATIONS, WEIGHT_LAYERS
 
 __all__ = ["INITS", "apply_init", "fans"]
 
-INITS = ("default", "uniform", "normal", "gaussian", "xavier", "kaiming")
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ablate.errors import ConfigError
+from ablate.menu import ACTIVATIONS, MODELS, NORMS
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,9 +43,6 @@ __all__ = [
     "weight_layers",
 ]
 
-MODELS = ("mlp", "cnn", "resnet")
-ACTIVATIONS = ("relu", "tanh", "sigmoid")
-NORMS = ("none", "batch", "layer")
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """The layer types that carry the network's weights: what init schemes and per-layer diagnostics act on."""

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ablate.errors import ConfigError
+from ablate.menu import CLIPS, OPTIMIZERS, SCHEDULES
 
 __all__ = [
     "CLIPS",
@@ -26,9 +27,6 @@ __all__ = [
     "l1_penalty",
 ]
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "exponential", "step", "cosine")
-CLIPS = ("none", "norm", "value")
 
 
 def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -268,9 +268,9 @@ class Supervisor:
 
     def fail_stale(self, *, pids: set[int] | None = None) -> int:
         """Fail (and queue again) RUNNING trials held by dead workers of this host."""
-        from optuna.trial import TrialState
-
         import socket
+
+        from optuna.trial import TrialState
 
         host = socket.gethostname()
         failed = 0

@@ -6,7 +6,9 @@ runs, threads or processes never step on each other's state.
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.config import flatten, trick_summary
 
-__all__ = ["RunTracker", "artifact_location", "get_or_create_experiment", "git_commit", "track_run"]
+__all__ = ["RunTracker", "artifact_location", "get_or_create_experiment", "git_commit", "signals_deferred",
+           "track_run"]
 
 _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 _MAX_METRICS_PER_CALL = 1000
@@ -57,6 +60,28 @@ def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
         return experiment.experiment_id
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM until an MLflow write is done, then raise KeyboardInterrupt.
+
+    An interrupt in the middle of a SQLite write leaves the database locked, so the write that
+    should end the run KILLED would wait out the lock and fail, leaving the run RUNNING.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if pending:
+            raise KeyboardInterrupt(f"signal {pending[0]}")
+
+
 class RunTracker:
     """One MLflow run: params and tags at start, per-epoch metrics in one batch per epoch.
 
@@ -92,17 +117,19 @@ class RunTracker:
         from mlflow.entities import Param
 
         params = [Param(k, "None" if v is None else str(v)) for k, v in flatten(self.cfg)]
-        for i in range(0, len(params), _MAX_PARAMS_PER_CALL):
-            self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_CALL])
-        self.client.log_text(self.run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
+        with signals_deferred():
+            for i in range(0, len(params), _MAX_PARAMS_PER_CALL):
+                self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_CALL])
+            self.client.log_text(self.run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        for i in range(0, len(batch), _MAX_METRICS_PER_CALL):
-            self.client.log_batch(self.run_id, metrics=batch[i:i + _MAX_METRICS_PER_CALL])
+        with signals_deferred():
+            for i in range(0, len(batch), _MAX_METRICS_PER_CALL):
+                self.client.log_batch(self.run_id, metrics=batch[i:i + _MAX_METRICS_PER_CALL])
 
     def __call__(self, epoch: int, metrics: Mapping[str, float]) -> bool:
         self.log_metrics(metrics, step=epoch)
@@ -111,7 +138,8 @@ class RunTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        with signals_deferred():
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def finish(self, final: Mapping[str, float], stop_reason: str, *,
                params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None) -> None:
@@ -122,14 +150,18 @@ class RunTracker:
             self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self.log_metrics(final, step=0)  # NaN is kept: a diverged run's test_acc is unknown, not 0
         self.set_tags({"stop_reason": stop_reason, "status": "finished", **(tags or {})})
-        self.client.set_terminated(self.run_id, "FINISHED")
+        with signals_deferred():
+            self.client.set_terminated(self.run_id, "FINISHED")
 
     def end(self, status: str, error: BaseException | None = None) -> None:
+        from mlflow.entities import RunTag
+
         tags: dict[str, str] = {"status": status.lower()}
         if error is not None:
             tags["error"] = f"{type(error).__name__}: {error}"[:5000]
-        self.set_tags(tags)
-        self.client.set_terminated(self.run_id, status)
+        with signals_deferred():
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.set_terminated(self.run_id, status)
 
 
 @contextmanager

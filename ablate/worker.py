@@ -154,7 +154,7 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
     from optuna.trial import TrialState
 
     from ablate.config import compose
-    from ablate.tracking import track_run
+    from ablate.tracking import signals_deferred, track_run
     from ablate.train import fit, load_data
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -222,8 +222,10 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
                     tracker(epoch, metrics)
                     value = metrics.get(spec.metric, math.nan)
                     if math.isfinite(value):
-                        trial.report(value, epoch)
-                        if trial.should_prune():
+                        with signals_deferred():  # a half-written journal entry would stall everyone
+                            trial.report(value, epoch)
+                            prune = trial.should_prune()
+                        if prune:
                             pruned_at.append(epoch)
                             return True
                     return False
@@ -241,13 +243,14 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
                 tracker.finish(result.final, "pruned" if pruned_at else result.stop_reason,
                                params=sampled, tags={"optuna.state": state.name, "status": outcome,
                                                      **({"pruned_at_epoch": pruned_at[0]} if pruned_at else {})})
-                trial.set_user_attr(OUTCOME_ATTR, outcome)
-                trial.set_user_attr("ablate.epochs_run", result.epochs_run)
-                trial.set_user_attr("ablate.train_time", result.final["train_time"])
-                if state == TrialState.COMPLETE:
-                    study.tell(trial, value)
-                else:
-                    study.tell(trial, state=state)
+                with signals_deferred():
+                    trial.set_user_attr(OUTCOME_ATTR, outcome)
+                    trial.set_user_attr("ablate.epochs_run", result.epochs_run)
+                    trial.set_user_attr("ablate.train_time", result.final["train_time"])
+                    if state == TrialState.COMPLETE:
+                        study.tell(trial, value)
+                    else:
+                        study.tell(trial, state=state)
         except KeyboardInterrupt:
             _fail_and_retry(study, trial.number, params)
             raise
@@ -287,11 +290,14 @@ def _fail_and_retry(study: Any, number: int, params: Mapping[str, Any]) -> None:
     """
     from optuna.trial import TrialState
 
-    try:
-        study.tell(number, state=TrialState.FAIL)
-    except Exception:  # already closed by someone else (the supervisor)
-        return
-    study.enqueue_trial(dict(params), user_attrs={RETRY_ATTR: number})
+    from ablate.tracking import signals_deferred
+
+    with signals_deferred():
+        try:
+            study.tell(number, state=TrialState.FAIL)
+        except Exception:  # already closed by someone else (the supervisor)
+            return
+        study.enqueue_trial(dict(params), user_attrs={RETRY_ATTR: number})
 
 
 def fail_stale_trial(study: Any, trial: Any) -> None:

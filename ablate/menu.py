@@ -1,0 +1,24 @@
+"""The trick menu's vocabulary: every option name a user can write, in one torch-free place.
+
+The modules that implement the options (data, models, init, optim, train) and the config validation
+import these, so a bad value is reported without paying for torch's import.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACTIVATIONS", "AVERAGINGS", "CLIPS", "DATASETS", "INITS", "MODELS", "MONITORS", "NORMS",
+    "OPTIMIZERS", "SCALINGS", "SCHEDULES",
+]
+
+DATASETS = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
+SCALINGS = ("none", "unit", "symmetric", "standard")
+MODELS = ("mlp", "cnn", "resnet")
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+NORMS = ("none", "batch", "layer")
+INITS = ("default", "uniform", "normal", "gaussian", "xavier", "kaiming")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+CLIPS = ("none", "norm", "value")
+SCHEDULES = ("constant", "exponential", "step", "cosine")
+AVERAGINGS = ("none", "ensemble", "ema", "swa")
+MONITORS = ("val_acc", "val_loss")
