@@ -97,8 +97,9 @@ class _Member:
         lr = opt.pop("lr")
         self.optimizer = build_optimizer(self.model, cfg.optimizer.name, lr=lr,
                                          weight_decay=cfg.weight_decay, **opt)
-        self.schedule = build_schedule(self.optimizer, cfg.schedule.name,
-                                       epochs=cfg.trainer.epochs, **_options(cfg.schedule))
+        # A constant rate needs no scheduler, which would otherwise wrap every optimizer step.
+        self.schedule = None if cfg.schedule.name == "constant" else build_schedule(
+            self.optimizer, cfg.schedule.name, epochs=cfg.trainer.epochs, **_options(cfg.schedule))
         self.decayed = decay_groups(self.model)[0]
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
@@ -122,22 +123,27 @@ class _Probe:
 
     def _hook(self, i: int) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            self.act_std[i] = output.detach().float().std()
+            self.act_std[i] = output.detach().std()
         return hook
 
-    def read(self) -> dict[str, float]:
-        """Call after ``backward`` and before clipping: the gradients as the loss produced them."""
+    @property
+    def names(self) -> list[str]:
+        return ([f"grad_norm/{name}" for name, _ in self.layers]
+                + [f"act_std/{name}" for name, _ in self.layers])
+
+    def read(self) -> torch.Tensor:
+        """Call after ``backward`` and before clipping: the gradients as the loss produced them.
+
+        Returns:
+            Gradient norms then activation stds, one per layer, in :attr:`names` order (a device
+            tensor: the epoch reads it with its other metrics in a single host sync).
+        """
         for h in self.handles:
             h.remove()
         self.handles = []
-        grads = [m.weight.grad.detach().norm() if m.weight.grad is not None
-                 else torch.zeros((), device=m.weight.device) for _, m in self.layers]
-        values = torch.stack([g.float() for g in grads] + [a.to(grads[0].device) for a in self.act_std])
-        flat = values.tolist()
-        n = len(self.layers)
-        out = {f"grad_norm/{name}": flat[i] for i, (name, _) in enumerate(self.layers)}
-        out.update({f"act_std/{name}": flat[n + i] for i, (name, _) in enumerate(self.layers)})
-        return out
+        weights = [m.weight for _, m in self.layers]
+        grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in weights]
+        return torch.stack([*torch._foreach_norm(grads), *self.act_std]).float()
 
 
 class Ensemble(nn.Module):
@@ -192,22 +198,28 @@ class _Evaluator:
         return self.members[0].model
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-        """Mean cross-entropy (of the averaged probabilities for an ensemble) and accuracy."""
+    def evaluate_sums(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """``[summed cross-entropy, number correct]`` as a device tensor (no host sync).
+
+        For an ensemble the loss is that of the averaged probabilities: log_softmax is idempotent,
+        so one cross-entropy serves logits and an ensemble's log-probabilities.
+        """
         model = self.selected()
         model.eval()
-        # log_softmax is idempotent, so one loss serves logits and an ensemble's log-probabilities
-        loss_sum = torch.zeros((), device=x.device)
-        correct = torch.zeros((), device=x.device, dtype=torch.long)
+        sums = []
         for start in range(0, len(y), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             out = model(xb)
-            loss_sum += F.cross_entropy(out, yb, reduction="sum")
-            correct += (out.argmax(dim=1) == yb).sum()
+            sums.append(torch.stack([F.cross_entropy(out, yb, reduction="sum"),
+                                     (out.argmax(dim=1) == yb).sum().to(out.dtype)]))
         for m in self.members:
             m.model.train()
-        loss, n_correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-        return loss / len(y), n_correct / len(y)
+        return sums[0] if len(sums) == 1 else torch.stack(sums).sum(dim=0)
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy."""
+        loss, correct = self.evaluate_sums(x, y, batch_size).tolist()
+        return loss / len(y), correct / len(y)
 
     def state(self) -> list[dict[str, torch.Tensor]]:
         modules = [m.model for m in self.members] + ([self.averaged] if self.averaged else [])
@@ -266,7 +278,8 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
         cfg = OmegaConf.create(dict(cfg))
     device = resolve_device(cfg.trainer.device)
     if device.type == "cpu":
-        torch.set_num_threads(cfg.trainer.threads)
+        if torch.get_num_threads() != cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
     data = (data if data is not None else load_data(cfg)).to(device)
 
     torch.manual_seed(cfg.seed)
@@ -286,6 +299,7 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
     # A last batch of one example breaks BatchNorm in training mode and says little: drop it.
     n_used = n - 1 if n % bs == 1 and n > 1 else n
     starts = list(range(0, n_used, bs))
+    batch_sizes = torch.tensor([min(bs, n_used - s) for s in starts], device=device, dtype=torch.float32)
 
     result = RunResult()
     result.final["n_params"] = float(sum(p.numel() for p in members[0].params))
@@ -294,10 +308,11 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=order).to(device)
         xs, ys = data.x_train[perm], data.y_train[perm]
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        # Per step only keep references; reducing them once per epoch saves several small ops a step.
+        losses: list[list[torch.Tensor]] = [[] for _ in members]
+        outputs: list[list[torch.Tensor]] = [[] for _ in members]
         lr = members[0].optimizer.param_groups[0]["lr"]
-        diagnostics: dict[str, float] = {}
+        probed: torch.Tensor | None = None
         for i, start in enumerate(starts):
             xb, yb = xs[start:start + bs], ys[start:start + bs]
             probing = probe is not None and i == len(starts) - 1
@@ -310,27 +325,35 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
                 member.optimizer.zero_grad(set_to_none=True)
                 objective.backward()
                 if probing and j == 0:
-                    diagnostics = probe.read()  # type: ignore[union-attr]
+                    probed = probe.read()  # type: ignore[union-attr]
                 if clip_name != "none":
                     clip_gradients(member.params, clip_name, threshold=clip_threshold)
                 member.optimizer.step()
-                loss_sum += loss.detach() * len(yb)
-                correct += (logits.argmax(dim=1) == yb).sum()
+                losses[j].append(loss.detach())
+                outputs[j].append(logits.detach())
             evaluator.after_step()
         for member in members:
-            member.schedule.step()
+            if member.schedule is not None:
+                member.schedule.step()
         evaluator.after_epoch(epoch - 1)
-        train_loss, train_correct = torch.stack([loss_sum, correct.to(loss_sum.dtype)]).tolist()
-        val_loss, val_acc = evaluator.evaluate(data.x_val, data.y_val, cfg.trainer.eval_batch_size)
+        train_loss = sum(torch.stack(ls).float() @ batch_sizes for ls in losses)
+        train_correct = sum((torch.cat(out).argmax(dim=1) == ys[:n_used]).sum() for out in outputs)
+        val_sums = evaluator.evaluate_sums(data.x_val, data.y_val, cfg.trainer.eval_batch_size)
+        parts = [train_loss.reshape(1), train_correct.reshape(1).float(), val_sums.float()]
+        if probed is not None:
+            parts.append(probed)
+        flat = torch.cat(parts).tolist()  # the epoch's one host sync
         metrics = {
-            "train_loss": train_loss / (n_used * k),
-            "train_acc": train_correct / (n_used * k),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
+            "train_loss": flat[0] / (n_used * k),
+            "train_acc": flat[1] / (n_used * k),
+            "val_loss": flat[2] / len(data.y_val),
+            "val_acc": flat[3] / len(data.y_val),
             "lr": lr,
             "epoch_time": time.perf_counter() - t0,
-            **diagnostics,
         }
+        if probed is not None:
+            metrics.update(zip(probe.names, flat[4:]))  # type: ignore[union-attr]
+        train_loss, val_loss = metrics["train_loss"], metrics["val_loss"]
         result.history.append({"epoch": float(epoch), **metrics})
         if stopper.update(epoch, metrics) and es.patience > 0:
             best_state = evaluator.state()
