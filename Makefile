@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job on the embedded default, offline: a small sweep of the trick menu on digits
+# (2 workers, median pruning). Rerunning resumes the same study, so a second `make demo` is quick.
 demo: $(STAMP)
-	$(BIN)/ablate train data=digits model=mlp optimizer=adam norm=batch init=kaiming trainer.epochs=10
+	$(BIN)/ablate sweep tricks_digits n_trials=24 workers=2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

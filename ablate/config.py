@@ -412,6 +412,11 @@ def hydra_at(config_dir: Path | str) -> None:
 _initialized_at: str | None = None
 
 
+def is_group(key: str) -> bool:
+    """True when ``key`` names a config group (``optimizer``), not a field (``optimizer.lr``)."""
+    return "." not in key and (CONF_DIR / key).is_dir()
+
+
 def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> DictConfig:
     """Compose ``conf/`` with Hydra's compose API, then validate.
 

@@ -55,7 +55,7 @@ def check_trial_configs(spec: StudySpec) -> Any:
     """
     from optuna.distributions import CategoricalDistribution
 
-    from ablate.config import validate
+    from ablate.config import is_group, validate
 
     space = spec.space()
     rep = space.representative()
@@ -68,7 +68,7 @@ def check_trial_configs(spec: StudySpec) -> Any:
     missing = object()
     for key, dist in space.distributions.items():
         values = list(dist.choices) if isinstance(dist, CategoricalDistribution) else [dist.low, dist.high]
-        if _is_group(key):
+        if is_group(key):
             continue
         if OmegaConf.select(base, key, default=missing) is missing:
             raise ConfigError(f"params.{key}", key, "a field of the trial config (see `ablate train --cfg job`)")
@@ -84,19 +84,13 @@ def check_trial_configs(spec: StudySpec) -> Any:
     return base
 
 
-def _is_group(key: str) -> bool:
-    from ablate.config import CONF_DIR
-
-    return "." not in key and (CONF_DIR / key).is_dir()
-
-
 def _check_groups(spec: StudySpec, space: Any, rep: dict[str, Any]) -> Any:
     """Compose the representative trial and one trial per other option of each searched group."""
-    from ablate.config import compose
+    from ablate.config import compose, is_group
 
     base = compose(space.overrides(rep))
     for key, dist in space.distributions.items():
-        if _is_group(key):
+        if is_group(key):
             for value in dist.choices[1:]:
                 compose(space.overrides({**rep, key: value}))
     return base
