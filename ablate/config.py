@@ -185,6 +185,7 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "ablate"
     run_name: str | None = None
+    flush_every: float = 2.0  # seconds between MLflow writes of per-epoch metrics; 0 = every epoch
 
 
 @dataclass
@@ -322,6 +323,7 @@ RULES: dict[str, Rule] = {
     "trainer.eval_batch_size": _AT_LEAST_ONE,
     "trainer.threads": _AT_LEAST_ONE,
     "trainer.device": _device,
+    "tracking.flush_every": _NON_NEGATIVE,
     "seed": _NON_NEGATIVE,
 }
 

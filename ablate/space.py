@@ -47,6 +47,15 @@ class SearchSpace:
         """The Hydra overrides of one trial: the fixed ones, then each sampled value."""
         return [*self.fixed, *(format_override(k, params[k]) for k in self.distributions)]
 
+    independent_groups = True  # each searched group's node can be composed on its own
+
+    def split(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(config-group choices, field values)`` of one trial's parameters."""
+        from ablate.config import is_group
+
+        groups = {k: v for k, v in params.items() if is_group(k)}
+        return groups, {k: v for k, v in params.items() if k not in groups}
+
     def representative(self) -> dict[str, Any]:
         """One valid value per parameter (the first choice, or the low end)."""
         from optuna.distributions import CategoricalDistribution

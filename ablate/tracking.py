@@ -112,6 +112,11 @@ class RunTracker:
                                      run_name=cfg.tracking.get("run_name"))
         self.run_id: str = run.info.run_id
         self.run_name: str = run.info.run_name
+        # Per-epoch metrics are buffered and written at most every `flush_every` seconds: an
+        # MLflow write costs ~10 ms on SQLite, as much as a small model's epoch.
+        self.flush_every = float(cfg.tracking.get("flush_every", 0.0))
+        self._pending: list[Any] = []
+        self._flushed = time.monotonic()
 
     def log_config(self) -> None:
         from mlflow.entities import Param
@@ -122,17 +127,24 @@ class RunTracker:
                 self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_CALL])
             self.client.log_text(self.run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = True) -> None:
+        """Queue ``metrics`` at ``step``; write the queue now (``flush``) or when it is due."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._pending.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if flush or time.monotonic() - self._flushed >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        self._flushed = time.monotonic()
         with signals_deferred():
             for i in range(0, len(batch), _MAX_METRICS_PER_CALL):
                 self.client.log_batch(self.run_id, metrics=batch[i:i + _MAX_METRICS_PER_CALL])
 
     def __call__(self, epoch: int, metrics: Mapping[str, float]) -> bool:
-        self.log_metrics(metrics, step=epoch)
+        self.log_metrics(metrics, step=epoch, flush=False)
         return False
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -147,7 +159,8 @@ class RunTracker:
         from mlflow.entities import Param
 
         if params:
-            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            with signals_deferred():
+                self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self.log_metrics(final, step=0)  # NaN is kept: a diverged run's test_acc is unknown, not 0
         self.set_tags({"stop_reason": stop_reason, "status": "finished", **(tags or {})})
         with signals_deferred():
@@ -156,6 +169,7 @@ class RunTracker:
     def end(self, status: str, error: BaseException | None = None) -> None:
         from mlflow.entities import RunTag
 
+        self.flush()  # the curves up to the interruption are worth keeping
         tags: dict[str, str] = {"status": status.lower()}
         if error is not None:
             tags["error"] = f"{type(error).__name__}: {error}"[:5000]

@@ -130,37 +130,53 @@ class _StopAware:
 
 
 class TrialComposer:
-    """Trial configs for one study, asking Hydra once per combination of searched config groups.
+    """Trial configs for one study, asking Hydra once per searched group option, not per trial.
 
-    Hydra's composition costs a few tenths of a second; a worker that runs hundreds of short trials
-    composes each combination of group choices (``optimizer=adam``, ``init=kaiming``) once, then sets
-    the searched fields on a copy. The copy keeps the structured schema, so a value of the wrong
-    type is still refused, and every trial is validated as ``compose`` would.
+    Hydra's composition costs a few tenths of a second, as much as a small trial trains. Each
+    group's file fills only its own node, so the composer composes the representative trial once,
+    and each searched group option (``optimizer=adam``) once, with the study's fixed overrides; a
+    trial is then a copy of the representative with its group nodes swapped in and its searched
+    fields set. The copy keeps the structured schema, so a value of the wrong type is still
+    refused, and every trial is validated as ``compose`` would.
     """
 
     def __init__(self, space: Any, extra: list[str]) -> None:
-        from ablate.config import is_group
-
         self.space = space
         self.extra = extra
-        self.groups = [k for k in space.distributions if is_group(k)]
-        self.cache: dict[tuple[Any, ...], Any] = {}
+        self.base: Any = None
+        self.nodes: dict[tuple[str, Any], Any] = {}
+
+    def _compose(self, params: Mapping[str, Any]) -> Any:
+        from ablate.config import compose
+
+        return compose([*self.space.overrides(params), *self.extra])
 
     def __call__(self, params: Mapping[str, Any], run_name: str) -> Any:
         import copy
 
         from omegaconf import OmegaConf
 
-        from ablate.config import compose, translate_compose_error, validate
+        from ablate.config import translate_compose_error, validate
 
-        key = tuple(params[k] for k in self.groups)
-        if key not in self.cache:
-            self.cache[key] = compose([*self.space.overrides(params), *self.extra])
-        cfg = copy.deepcopy(self.cache[key])
+        rep = self.space.representative()
+        if self.base is None:
+            self.base = self._compose(rep)
+        cfg = copy.deepcopy(self.base)
+        groups, leaves = self.space.split(params)
         try:
-            for name, value in params.items():
-                if name not in self.groups:
-                    OmegaConf.update(cfg, name, value, merge=False)
+            for group, option in groups.items():
+                if (group, option) not in self.nodes:
+                    if self.space.independent_groups:  # a search: one node per group option
+                        self.nodes[group, option] = self._compose({**rep, group: option})[group]
+                    else:  # an ablation: one whole config per arm
+                        self.nodes[group, option] = self._compose(params)
+                node = copy.deepcopy(self.nodes[group, option])
+                if self.space.independent_groups:
+                    cfg[group] = node
+                else:
+                    cfg = node
+            for name, value in leaves.items():
+                OmegaConf.update(cfg, name, value, merge=False)
             cfg.tracking.run_name = run_name
         except Exception as exc:
             translated = translate_compose_error(exc)

@@ -77,6 +77,7 @@ def test_artifacts_go_beside_the_database(store, client):
 
 def test_one_log_batch_per_epoch_with_the_epoch_as_step(store, client, monkeypatch):
     cfg = _cfg(store, "epochs")
+    cfg.tracking.flush_every = 0.0  # write every epoch
     with track_run(cfg) as tracker:
         calls = []
         real = tracker.client.log_batch
@@ -204,3 +205,35 @@ class _RacingClient:
 
 def test_get_or_create_experiment_survives_a_concurrent_create():
     assert get_or_create_experiment(_RacingClient(), "x", "sqlite:///m.db") == "7"
+
+
+def test_buffered_epochs_are_written_in_one_batch(store, client, monkeypatch):
+    cfg = _cfg(store, "buffered")
+    cfg.tracking.flush_every = 3600.0  # nothing is due during the run: one write at the end
+    with track_run(cfg) as tracker:
+        calls = []
+        real = tracker.client.log_batch
+
+        def spy(run_id, metrics=(), params=(), tags=(), **kwargs):
+            calls.append(len(metrics))
+            return real(run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+        monkeypatch.setattr(tracker.client, "log_batch", spy)
+        for epoch in (1, 2, 3, 4):
+            tracker(epoch, {"val_acc": 0.1 * epoch, "train_loss": 1.0})
+        assert calls == []
+        tracker.finish(FINAL, "completed")
+        assert calls[0] == 8 + len(FINAL)  # the four epochs and the final metrics: one write
+    history = client.get_metric_history(tracker.run_id, "val_acc")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+
+
+def test_interrupted_run_keeps_its_buffered_curves(store, client):
+    cfg = _cfg(store, "buffered-killed")
+    cfg.tracking.flush_every = 3600.0
+    with pytest.raises(KeyboardInterrupt), track_run(cfg) as tracker:
+        tracker(1, {"val_acc": 0.5})
+        tracker(2, {"val_acc": 0.6})
+        raise KeyboardInterrupt
+    assert client.get_run(tracker.run_id).info.status == "KILLED"
+    assert sorted(m.step for m in client.get_metric_history(tracker.run_id, "val_acc")) == [1, 2]
