@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ACTIVATIONS", "AVERAGINGS", "CLIPS", "DATASETS", "INITS", "MODELS", "MONITORS", "NORMS",
-    "OPTIMIZERS", "SCALINGS", "SCHEDULES",
+    "OFF_VALUES", "OPTIMIZERS", "SCALINGS", "SCHEDULES",
 ]
 
 DATASETS = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
@@ -22,3 +22,18 @@ CLIPS = ("none", "norm", "value")
 SCHEDULES = ("constant", "exponential", "step", "cosine")
 AVERAGINGS = ("none", "ensemble", "ema", "swa")
 MONITORS = ("val_acc", "val_loss")
+
+# The "off" value of each trick an ablation can switch by its config path alone.
+OFF_VALUES: dict[str, object] = {
+    "data.scaling": "none",
+    "init": "default",
+    "norm": "none",
+    "dropout": 0.0,
+    "weight_decay": 0.0,
+    "l1": 0.0,
+    "clip": "none",
+    "schedule": "constant",
+    "early_stopping.patience": 0,
+    "averaging": "none",
+    "model.residual": False,
+}

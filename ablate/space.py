@@ -28,7 +28,7 @@ from typing import Any
 
 from ablate.errors import ConfigError
 
-__all__ = ["SearchSpace", "format_override", "parse_space"]
+__all__ = ["AblationSpace", "SearchSpace", "fixed_overrides", "format_override", "parse_space"]
 
 
 @dataclass(frozen=True)
@@ -159,20 +159,64 @@ def parse_space(params: Mapping[str, Any], fixed: Mapping[str, Any] | None = Non
 
     parser = OverridesParser.create()
     distributions: dict[str, Any] = {}
-    fixed_overrides = []
-    for key, value in (fixed or {}).items():
-        override = _parse(parser, key, value, field="fixed")
-        if override.is_sweep_override():
-            raise ConfigError(f"fixed.{key}", value, "a single value (searched values go in params)")
-        fixed_overrides.append(override.input_line or format_override(key, value))
+    fixed = fixed_overrides(fixed or {})
     for key, expression in params.items():
         override = _parse(parser, key, expression, field="params")
         text = override.input_line or format_override(key, expression)
         if override.is_sweep_override():
             distributions[key] = _distribution(key, override.value())
         else:
-            fixed_overrides.append(text)
+            fixed.append(text)
     if not distributions:
         raise ConfigError("params", dict(params), "at least one searched parameter "
                           "(choice(...), range(...) or interval(...))")
-    return SearchSpace(distributions, fixed_overrides)
+    return SearchSpace(distributions, fixed)
+
+
+def fixed_overrides(fixed: Mapping[str, Any]) -> list[str]:
+    """``{path: value}`` -> ``["path=value", ...]`` in Hydra's grammar; sweeps are refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for key, value in fixed.items():
+        override = _parse(parser, key, value, field="fixed")
+        if override.is_sweep_override():
+            raise ConfigError(f"fixed.{key}", value, "a single value (searched values go in params)")
+        out.append(override.input_line or format_override(key, value))
+    return out
+
+
+@dataclass(frozen=True)
+class AblationSpace:
+    """The trials of an ablation: every arm with every seed, run as Optuna parameters ``arm`` and
+    ``seed`` (queued in advance, so the sampler never chooses)."""
+
+    arms: dict[str, list[str]]
+    seeds: list[int]
+    fixed: list[str]
+
+    independent_groups = False  # an arm is a whole recipe, composed as one
+
+    @property
+    def distributions(self) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution
+
+        return {"arm": CategoricalDistribution(list(self.arms)), "seed": CategoricalDistribution(self.seeds)}
+
+    def overrides(self, params: Mapping[str, Any]) -> list[str]:
+        """The fixed overrides, then the arm's (which win on the same key), then the seed."""
+        merged: dict[str, str] = {}
+        for text in [*self.fixed, *self.arms[params["arm"]], f"seed={params['seed']}"]:
+            merged[text.split("=", 1)[0].lstrip("+~")] = text
+        return list(merged.values())
+
+    def split(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"arm": params["arm"]}, {"seed": params["seed"]}
+
+    def representative(self) -> dict[str, Any]:
+        return {"arm": next(iter(self.arms)), "seed": self.seeds[0]}
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every (arm, seed), seed-major so that partial results stay balanced across arms."""
+        return [{"arm": arm, "seed": seed} for seed in self.seeds for arm in self.arms]

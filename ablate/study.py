@@ -134,6 +134,11 @@ class StudyConfig:
     devices: list[int] = field(default_factory=list)  # CUDA device ids; empty = no pinning
     trials_per_device: int = 1
     experiment: Optional[str] = None  # MLflow experiment; null = the study name
+    # Ablations (design set): arms x seeds instead of a search over params.
+    design: Optional[str] = None  # leave_one_out | add_one_in | cumulative | factorial
+    reference: Any = None  # the full recipe {config path: value}, or best_of:<study>
+    tricks: Any = None  # [config path, ...] or {config path: off value}; null = the menu's off value
+    seeds: int = 5  # per arm; the same seeds 0..n-1 in every arm, so comparisons are paired
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {
@@ -192,12 +197,17 @@ class StudySpec:
     trials_per_device: int
     experiment: str
     tracking_uri: str = ""  # the trials' MLflow store, made absolute when the study starts
+    design: str | None = None
+    arms: dict[str, list[str]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    comparisons: list[dict[str, str]] = field(default_factory=list)
+    factors: dict[str, dict[str, bool]] = field(default_factory=dict)
 
     @property
     def recipe(self) -> dict[str, Any]:
         """What defines the study's trials; a resumed or joined study must match it exactly."""
         return {"metric": self.metric, "direction": self.direction, "fixed": self.fixed,
-                "params": self.params}
+                "params": self.params, "design": self.design, "arms": self.arms, "seeds": self.seeds}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -207,8 +217,11 @@ class StudySpec:
         return cls(**json.loads(text))
 
     def space(self) -> Any:
-        from ablate.space import parse_space
+        """A :class:`~ablate.space.SearchSpace`, or an :class:`~ablate.space.AblationSpace`."""
+        from ablate.space import AblationSpace, fixed_overrides, parse_space
 
+        if self.design:
+            return AblationSpace(self.arms, self.seeds, fixed_overrides(self.fixed))
         return parse_space(self.params, self.fixed)
 
 
@@ -316,6 +329,7 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
     base = Path(cwd or os.getcwd()).resolve()
     out_dir = Path(raw.get("out_dir") or f"runs/{name}")
     out_dir = out_dir if out_dir.is_absolute() else base / out_dir
+    design = _ablation(raw, base)
     storage = raw.get("storage") or str(out_dir / "journal.log")
     if "://" not in storage and not Path(storage).is_absolute():
         storage = str(base / storage)
@@ -324,9 +338,26 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         params=raw["params"], sampler=raw["sampler"], pruner=raw["pruner"],
         n_trials=raw["n_trials"], timeout=raw["timeout"], workers=raw["workers"], storage=storage,
         out_dir=str(out_dir), devices=list(raw["devices"]), trials_per_device=raw["trials_per_device"],
-        experiment=raw.get("experiment") or name)
+        experiment=raw.get("experiment") or name, **design)
     _check(spec)
     return spec
+
+
+def _ablation(raw: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """The arms, seeds and comparisons of an ablation study (nothing for a search)."""
+    from ablate.ablation import build_design, resolve_reference
+
+    if not raw.get("design"):
+        return {}
+    seeds = raw.get("seeds")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError("seeds", seeds, "a number of seeds per arm >= 1")
+    reference = _flat(resolve_reference(raw.get("reference"), cwd=cwd))
+    design = build_design(raw["design"], reference=reference, tricks=raw.get("tricks"))
+    raw["n_trials"] = len(design.arms) * seeds  # the design is the budget
+    raw["params"] = {}
+    return {"design": raw["design"], "arms": design.arms, "seeds": list(range(seeds)),
+            "comparisons": design.comparisons, "factors": design.factors}
 
 
 # --- Optuna objects ------------------------------------------------------------------------------

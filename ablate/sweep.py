@@ -59,6 +59,8 @@ def check_trial_configs(spec: StudySpec) -> Any:
 
     space = spec.space()
     rep = space.representative()
+    if spec.design:
+        return _check_arms(spec, space)
     try:
         base = _check_groups(spec, space, rep)
     except ConfigError as exc:
@@ -96,6 +98,20 @@ def _check_groups(spec: StudySpec, space: Any, rep: dict[str, Any]) -> Any:
     return base
 
 
+def _check_arms(spec: StudySpec, space: Any) -> Any:
+    """Compose every arm of an ablation once; an error names the arm."""
+    from ablate.config import compose
+
+    base = None
+    for arm in space.arms:
+        try:
+            cfg = compose(space.overrides({"arm": arm, "seed": space.seeds[0]}))
+        except ConfigError as exc:
+            raise ConfigError(exc.field, exc.value, f"{exc.allowed} (in arm {arm!r})") from None
+        base = base if base is not None else cfg
+    return base
+
+
 def prepare_study(spec: StudySpec) -> tuple[Any, StudySpec, str]:
     """Validate, then create (or reopen) the Optuna study and its MLflow parent run.
 
@@ -120,6 +136,9 @@ def prepare_study(spec: StudySpec) -> tuple[Any, StudySpec, str]:
         study = optuna.load_study(study_name=spec.name, storage=storage)
     except KeyError:
         study = optuna.create_study(study_name=spec.name, storage=storage, direction=direction)
+        if spec.design:  # every (arm, seed) queued once: the workers run exactly the design
+            for params in spec.space().trials():
+                study.enqueue_trial(params)
     else:
         stored = load_spec(study)
         if stored.recipe != spec.recipe:
@@ -135,15 +154,27 @@ def prepare_study(spec: StudySpec) -> tuple[Any, StudySpec, str]:
         client.update_run(parent, status="RUNNING")
     else:
         tags = {"ablate.kind": "study", "optuna.study": spec.name, "optuna.storage": redact(spec.storage),
-                "status": "running"}
+                "ablate.design": spec.design or "search", "status": "running"}
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
         parent = client.create_run(experiment_id, run_name=spec.name, tags=tags).info.run_id
         study.set_user_attr(PARENT_ATTR, parent)
-        client.log_text(parent, OmegaConf.to_yaml(OmegaConf.create(
-            {k: v for k, v in spec.__dict__.items()})), "study.yaml")
+        client.log_text(parent, study_document(spec), "study.json")
     return study, spec, parent
+
+
+def study_document(spec: StudySpec) -> str:
+    """The study as the report reads it: the spec, with the search distributions as Optuna JSON."""
+    import json
+
+    from optuna.distributions import distribution_to_json
+
+    doc = json.loads(spec.to_json())
+    doc["storage"] = redact(spec.storage)
+    doc["distributions"] = {} if spec.design else {
+        k: distribution_to_json(d) for k, d in spec.space().distributions.items()}
+    return json.dumps(doc, indent=2, sort_keys=True)
 
 
 @dataclass

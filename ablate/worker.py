@@ -247,6 +247,8 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
             break
         if sampler.exhausted or (ppid != 1 and os.getppid() != ppid):  # exhausted, or orphaned
             break
+        if spec.design and not any(t.state == TrialState.WAITING for t in trials):
+            break  # an ablation runs its queued (arm, seed) trials and nothing else
         if before_ask is not None:
             before_ask()
         trial = study.ask()
@@ -271,6 +273,8 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
             continue
         tags = {"optuna.study": spec.name, "optuna.trial_number": str(trial.number),
                 "worker": me, "device": device or str(cfg.trainer.device)}
+        if spec.design:
+            tags.update({"ablate.arm": str(params["arm"]), "ablate.design": spec.design})
         pruned_at: list[int] = []
         try:
             with track_run(cfg, tags=tags, parent_run_id=parent_run_id) as tracker:

@@ -158,13 +158,17 @@ def normalise_spec(spec: Mapping[str, Any] | None, *, name: str, design: str | N
     fixed, experiment.
     """
     spec = dict(spec or {})
+    chosen = spec.get("design", design) or design
+    seeds_given = spec.get("seeds")
+    if isinstance(seeds_given, int):  # a study file's "seeds: 5" means 0..4
+        seeds_given = list(range(seeds_given))
     out: dict[str, Any] = {
         "name": spec.get("name") or name,
         "metric": spec.get("metric") or "val_acc",
         "direction": spec.get("direction") or "maximize",
-        "design": spec.get("design", design) or design,
+        "design": None if chosen in (None, "", "search", "none") else str(chosen),
         "arms": dict(spec.get("arms") or {a: [] for a in arms}),
-        "seeds": list(spec.get("seeds") or sorted(set(seeds))),
+        "seeds": [int(s) for s in (seeds_given or sorted(set(seeds)))],
         "comparisons": [dict(c) for c in spec.get("comparisons") or []],
         "factors": {k: dict(v) for k, v in (spec.get("factors") or {}).items()},
         "params": dict(spec.get("params") or {}),
@@ -172,7 +176,7 @@ def normalise_spec(spec: Mapping[str, Any] | None, *, name: str, design: str | N
         "fixed": dict(spec.get("fixed") or {}),
         "experiment": spec.get("experiment"),
     }
-    if out["params"] and not out["distributions"]:
+    if out["design"] is None and out["params"] and not out["distributions"]:
         # An older study recorded its search space only as grammar strings: parse them again.
         try:
             from optuna.distributions import distribution_to_json
