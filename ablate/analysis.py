@@ -121,13 +121,20 @@ def _resample(x: np.ndarray, n_boot: int, seed: int, statistic: str) -> np.ndarr
     call on any one column would draw with the same seed.
     """
     n, m = x.shape
+    # Resample deviations from the first row: a constant sample then gives its value exactly,
+    # and small differences between large values lose no digits in the sums.
+    origin = x[0]
+    x = x - origin
     rng = np.random.default_rng(seed)
     rows = max(1, _CHUNK_ELEMENTS // n)
     out = np.empty((n_boot, m))
     for start in range(0, n_boot, rows):  # blocks of resamples, vectorised inside
         stop = min(start + rows, n_boot)
         idx = rng.integers(0, n, size=(stop - start, n))
-        if statistic == "mean":
+        if statistic == "mean" and m <= 2:
+            for j in range(m):  # a plain gather is cheapest for one or two columns
+                out[start:stop, j] = x[idx, j].mean(axis=1)
+        elif statistic == "mean":
             # The mean of a resample is (counts of each row) @ x / n: one BLAS product for all
             # columns instead of gathering an (n_boot, n, m) array.
             offsets = n * np.arange(stop - start)[:, None]
@@ -136,7 +143,7 @@ def _resample(x: np.ndarray, n_boot: int, seed: int, statistic: str) -> np.ndarr
         else:
             for j in range(m):
                 out[start:stop, j] = np.median(x[idx, j], axis=1)
-    return out
+    return out + origin
 
 
 def _levels(ci: float, n: int, statistic: str, method: str) -> tuple[float, float]:
@@ -189,8 +196,9 @@ def bootstrap_ci(values: Any, *, ci: float = 0.95, n_boot: int = 2000, seed: int
         seed: Seed of the resampling; the same values and seed give the same interval.
         statistic: ``"mean"`` or ``"median"``.
         method: ``"expanded"`` (default) widens the percentile levels of a mean for small
-            samples (Hesterberg 2015) so that a 95 % interval covers about 95 % from n = 5 on;
-            ``"percentile"`` is the plain percentile interval (about 90 % coverage at n = 10).
+            samples (Hesterberg 2015): on normal data a 95 % interval covers about 93 % at
+            n = 5 and 95 % from n = 10 on; ``"percentile"`` is the plain percentile interval
+            (about 85 % at n = 5, 90 % at n = 10, 92 % at n = 20).
             The median always uses plain percentile levels.
 
     Returns:
@@ -452,7 +460,8 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
         arm, s = sub.loc[dup, ["arm", "seed"]].iloc[0]
         raise AblateError(f"runs: arm {arm!r} has several runs with seed {s} and a {metric}; "
                           f"compare pairs one run per (arm, seed)")
-    table = sub.pivot(index="seed", columns="arm", values="y")
+    # reindex: an arm whose runs all have a NaN metric still gets a (fully NaN) column.
+    table = sub.pivot(index="seed", columns="arm", values="y").reindex(columns=sorted(arms))
 
     columns = {arm: i for i, arm in enumerate(table.columns)}
     matrix = table.to_numpy(dtype=np.float64)
@@ -498,12 +507,20 @@ def epochs_to_target(history: pd.DataFrame, target: float, *, metric: str = "val
         Float series indexed by ``run_id`` (every run with that metric in ``history``, in order
         of first appearance), named ``epochs_to_target``: the smallest ``step`` reaching the
         target, NaN if never.
+
+    Raises:
+        AblateError: ``history`` has no row for ``metric`` (a misspelt name would otherwise
+            read as "no run ever converged").
     """
     _require_frame(history, "history", ["run_id", "metric", "step", "value"])
     if isinstance(target, bool) or not isinstance(target, (int, float, np.number)) \
             or not math.isfinite(target):
         raise AblateError(f"target: {target!r} is not allowed; expected a finite number")
     curve = history[history["metric"] == metric]
+    if curve.empty:
+        known = sorted(map(str, pd.unique(history["metric"].dropna())))
+        raise AblateError(f"metric: no {metric!r} rows in history; metrics are "
+                          f"{', '.join(known[:8]) + (', ...' if len(known) > 8 else '') or 'none'}")
     values = _numeric(curve, "value", "history")
     hit = values >= target if maximize else values <= target
     first = _numeric(curve, "step", "history")[hit].groupby(curve["run_id"][hit]).min()
@@ -674,13 +691,21 @@ def expected_best(values: Any, *, n_max: int | None = None, maximize: bool = Tru
         raise AblateError(f"n_max: {n_max!r} is not allowed; expected an integer >= 1 or None")
     if size == 0:
         return np.full(n_max, np.nan)
-    cdf = np.arange(size + 1) / size  # (i/N) for i = 0..N
+    # Abel summation of the closed form: E[max of n] = v_(N) - sum_{i<N} (i/N)^n (v_(i+1) - v_(i)),
+    # so only the gaps between sorted values matter and terms with (i/N)^n below e^-45
+    # (~3e-20 of the value range) can be skipped, which keeps n_max = N = 10^4 fast.
+    log_cdf = np.log(np.arange(1, size) / size)
+    gaps = np.diff(v)
+    used = gaps > 0  # ties add nothing
+    log_cdf, gaps = log_cdf[used], gaps[used]
     out = np.empty(n_max)
-    rows = max(1, _CHUNK_ELEMENTS // (size + 1))
-    for start in range(0, n_max, rows):  # blocks of n, bounding the (n, N) power matrix
-        n = np.arange(start + 1, min(start + rows, n_max) + 1, dtype=np.float64)[:, None]
-        weights = np.diff(cdf[None, :] ** n, axis=1)  # P(max of n draws is v_(i))
-        out[start:start + n.shape[0]] = weights @ v
+    start = 1
+    while start <= n_max:
+        live = start * log_cdf > -45.0  # shrinks as n grows: (i/N)^n decreases in n
+        rows = max(1, _CHUNK_ELEMENTS // max(1, int(live.sum())))
+        n = np.arange(start, min(start + rows, n_max + 1), dtype=np.float64)[:, None]
+        out[start - 1:start - 1 + n.shape[0]] = v[-1] - np.exp(n * log_cdf[live]) @ gaps[live]
+        start += n.shape[0]
     return out if maximize else -out
 
 

@@ -9,7 +9,7 @@ store) in a fresh temporary folder, and compares variants measured in the same i
 
 - pruning: the same study, sampler and seed with each pruner; total epochs trained and best value.
   Bar: at most 1/3 of the epochs for a best within 0.5 points of no pruning.
-- async: 2 workers on trials of unequal length (trainer.epochs drawn from {3, 30}), pulling freely
+- async: 2 workers on trials of unequal length (trainer.epochs drawn from {2, 40}), pulling freely
   against the same workers held to a batch-of-2 barrier (what the stock Hydra sweeper does).
   Bar: >= 1.3x trials per hour.
 - overhead: one worker; sweep wall time divided by the sum of the trials' fit() time (imports,
@@ -57,18 +57,19 @@ def pruning(args: argparse.Namespace) -> None:
     print(f"pruning: study {args.study}, {args.n_trials} trials, 2 workers, sampler tpe seed 0")
     print(f"{'pruner':<12} {'epochs':>7} {'share':>6} {'best':>7} {'Δbest':>7} {'pruned':>7} {'wall s':>7}")
     base_epochs = base_best = None
-    for pruner in args.pruners.split(","):
+    for item in args.pruners.split(","):
+        pruner, *settings = item.split(";")  # e.g. "hyperband;pruner.reduction_factor=4"
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
             wall = _sweep(cwd, args.study, f"n_trials={args.n_trials}", "workers=2", f"pruner={pruner}",
-                          "sampler.seed=0")
+                          "sampler.seed=0", *settings)
             study = _load(cwd, args.study)
             epochs = sum(int(t.user_attrs.get("ablate.epochs_run", 0)) for t in study.trials)
             best = study.best_value
             pruned = count_states(study.trials)["pruned"]
         base_epochs = base_epochs or epochs
         base_best = base_best if base_best is not None else best
-        print(f"{pruner:<12} {epochs:>7} {epochs / base_epochs:>6.2f} {best:>7.4f} "
+        print(f"{item:<12} {epochs:>7} {epochs / base_epochs:>6.2f} {best:>7.4f} "
               f"{100 * (best - base_best):>+7.2f} {pruned:>7} {wall:>7.1f}", flush=True)
     print("share = epochs / epochs without pruning (bar <= 0.33); Δbest in points vs no pruning "
           "(bar >= -0.5)")
@@ -97,7 +98,7 @@ def asynchronous(args: argparse.Namespace) -> None:
 
     ctx = mp.get_context("spawn")
     rates = {}
-    print(f"async: {args.n_trials} trials of 3 or 30 epochs on digits, 2 worker processes")
+    print(f"async: {args.n_trials} trials of 2 or 40 epochs on digits, 2 worker processes")
     for mode in ("barrier", "async"):
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
@@ -107,7 +108,7 @@ def asynchronous(args: argparse.Namespace) -> None:
                 n_trials: {args.n_trials}
                 workers: 2
                 params:
-                  trainer.epochs: choice(3, 30)
+                  trainer.epochs: choice(2, 40)
                   seed: range(0, 1000)
             """))
             os.chdir(cwd)
