@@ -6,6 +6,7 @@ runs, threads or processes never step on each other's state.
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 import threading
@@ -26,6 +27,7 @@ _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 _MAX_METRICS_PER_CALL = 1000
 
 
+@functools.lru_cache(maxsize=8)
 def git_commit(cwd: str | Path | None = None) -> str | None:
     """The HEAD commit of the repository holding ``cwd`` (or this package), if any."""
     for where in (cwd, Path(__file__).resolve().parent):

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,12 +116,27 @@ def _state(run: Any) -> str:
     return status  # failed | killed | running
 
 
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a download progress bar on stderr; a report reading one small file needs none."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def _read_artifact(client: Any, run_id: str, path: str) -> str | None:
     try:
         names = {a.path for a in client.list_artifacts(run_id)}
         if path not in names:
             return None
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
             local = client.download_artifacts(run_id, path, tmp)
             return Path(local).read_text(encoding="utf-8")
     except Exception:  # an unreadable artifact store: fall back to what the tags say
@@ -376,10 +393,11 @@ def collect(study: str | None, *, tracking_uri: str, experiment: str | None = No
         runs["arm"] = derive_arms(params).to_numpy()
         arm_source = "differing params"
 
-    # The objective a run was trained for: its study's metric; plain runs have none of their own.
-    if spec_raw is not None:
-        runs["objective"] = spec_raw.get("metric") or "val_acc"
-    elif study is None and "tags.mlflow.parentRunId" in runs:
+    if "dataset" in runs:
+        check_single(runs, "dataset")
+    # Runs gathered by experiment or tag may come from several studies: their metrics must agree
+    # (plain runs optimise nothing of their own and fit any).
+    if study is None and "tags.mlflow.parentRunId" in runs:
         objective: dict[str, Any] = {}
         for pid in _unique(runs["tags.mlflow.parentRunId"]):
             try:
@@ -387,11 +405,7 @@ def collect(study: str | None, *, tracking_uri: str, experiment: str | None = No
             except Exception:
                 loaded = None
             objective[pid] = (loaded or {}).get("metric")
-        runs["objective"] = runs["tags.mlflow.parentRunId"].map(objective).astype(object)
-    if "dataset" in runs:
-        check_single(runs[runs["dataset"].notna()], "dataset")
-    if "objective" in runs:
-        check_single(runs[runs["objective"].notna()], "objective")
+        check_single(pd.DataFrame({"metric": runs["tags.mlflow.parentRunId"].map(objective)}), "metric")
 
     keys = {}
     for r in kept:
@@ -410,6 +424,12 @@ def collect(study: str | None, *, tracking_uri: str, experiment: str | None = No
     def tag_values(key: str) -> list[str]:
         return _unique(r.data.tags.get(key) for r in kept)
 
+    excluded = [{"run_id": r.info.run_id, "run_name": r.info.run_name or "", "state": _state(r),
+                 "arm": r.data.tags.get("ablate.arm")
+                 or (f"trial {r.data.tags['optuna.trial_number']}" if "optuna.trial_number" in r.data.tags
+                     else None),
+                 "seed": r.data.params.get("seed", "")}
+                for r in selected if _state(r) not in _KEPT_STATES]
     starts = [r.info.start_time for r in selected if r.info.start_time]
     ends = [r.info.end_time for r in selected if r.info.end_time]
     meta = {
@@ -420,6 +440,7 @@ def collect(study: str | None, *, tracking_uri: str, experiment: str | None = No
         "tag": tag,
         "arm_source": arm_source,
         "counts": dict(sorted(states.items())),
+        "excluded_runs": excluded,
         "versions": tag_values("ablate.versions"),
         "hardware": tag_values("ablate.hardware"),
         "commits": tag_values("mlflow.source.git.commit"),

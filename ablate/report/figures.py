@@ -93,6 +93,12 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def _integer_x(ax: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _colours(n: int) -> list[Any]:
     import matplotlib
 
@@ -151,6 +157,7 @@ def learning_curves(stats: pd.DataFrame, arms: Sequence[str], *, ylabel: str, sc
             ax.axhline(target * scale, color=_NEUTRAL, linestyle="--", linewidth=0.9,
                        label=f"target {target * scale:g}")
         ax.set_xlabel("epoch")
+        _integer_x(ax)
         ax.set_ylabel(ylabel)
         if title:
             ax.set_title(title)
@@ -265,6 +272,7 @@ def grad_norm_curves(history: pd.DataFrame, runs: pd.DataFrame, arms: Sequence[s
             ax.set_yscale("log")
             ax.set_title(_short(arm, 48))
             ax.set_xlabel("epoch")
+            _integer_x(ax)
             if k % ncols == 0:
                 ax.set_ylabel("gradient norm")
             if layers and not legend_done:
@@ -320,6 +328,7 @@ def expected_best_chart(expected: np.ndarray, observed: np.ndarray, *, ylabel: s
         ax.step(m, np.asarray(observed) * scale, where="post", color=_NEUTRAL, linewidth=1.0,
                 label="best so far (trial order)")
         ax.set_xlabel("number of trials")
+        _integer_x(ax)
         ax.set_ylabel(ylabel)
         ax.legend(loc="lower right")
         return _png(fig)
