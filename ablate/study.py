@@ -118,6 +118,24 @@ class ThresholdPrunerConfig(PrunerConfig):
 
 
 @dataclass
+class LauncherConfig:
+    name: str = MISSING  # local | slurm
+
+
+@dataclass
+class SlurmLauncherConfig(LauncherConfig):
+    cluster: Optional[str] = None  # None = auto; "local" runs the jobs on this machine
+    partition: Optional[str] = None
+    timeout_min: int = 60
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float = 8.0
+    additional: dict[str, Any] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+
+
+@dataclass
 class StudyConfig:
     name: Optional[str] = None  # default: the study file's name
     metric: str = "val_acc"  # reported every epoch (pruning) and optimised (its best epoch)
@@ -134,6 +152,11 @@ class StudyConfig:
     devices: list[int] = field(default_factory=list)  # CUDA device ids; empty = no pinning
     trials_per_device: int = 1
     experiment: Optional[str] = None  # MLflow experiment; null = the study name
+    # RDB storages: a running trial whose worker (on any machine) has not heart-beaten for
+    # grace_period seconds is failed and queued again by the next worker that asks.
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    launcher: Any = None  # local worker processes (null) or slurm (submitit)
     # Ablations (design set): arms x seeds instead of a search over params.
     design: Optional[str] = None  # leave_one_out | add_one_in | cumulative | factorial
     reference: Any = None  # the full recipe {config path: value}, or best_of:<study>
@@ -145,6 +168,7 @@ _SCHEMAS: dict[str, dict[str, type]] = {
     "sampler": {"base_sampler": SamplerConfig, "base_tpe": TPESamplerConfig,
                 "base_cmaes": CmaEsSamplerConfig, "base_qmc": QMCSamplerConfig,
                 "base_gp": GPSamplerConfig},
+    "launcher": {"base_launcher": LauncherConfig, "base_slurm": SlurmLauncherConfig},
     "pruner": {"base_pruner": PrunerConfig, "base_median": MedianPrunerConfig,
                "base_percentile": PercentilePrunerConfig,
                "base_successive_halving": SuccessiveHalvingPrunerConfig,
@@ -197,6 +221,9 @@ class StudySpec:
     trials_per_device: int
     experiment: str
     tracking_uri: str = ""  # the trials' MLflow store, made absolute when the study starts
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    launcher: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
     design: str | None = None
     arms: dict[str, list[str]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
@@ -251,6 +278,13 @@ def _check(spec: StudySpec) -> None:
         raise ConfigError("n_trials", spec.n_trials, "a number >= 1")
     if spec.timeout is not None and spec.timeout <= 0:
         raise ConfigError("timeout", spec.timeout, "a number of seconds > 0")
+    if spec.launcher.get("name") not in ("local", "slurm"):
+        raise ConfigError("launcher", spec.launcher.get("name"), "one of: local, slurm")
+    if not isinstance(spec.heartbeat_interval, int) or spec.heartbeat_interval < 1:
+        raise ConfigError("heartbeat_interval", spec.heartbeat_interval, "a whole number of seconds >= 1")
+    if not isinstance(spec.grace_period, int) or spec.grace_period <= spec.heartbeat_interval:
+        raise ConfigError("grace_period", spec.grace_period,
+                          f"a whole number of seconds > heartbeat_interval ({spec.heartbeat_interval})")
     if spec.workers < 1:
         raise ConfigError("workers", spec.workers, "a number >= 1")
     if spec.trials_per_device < 1:
@@ -338,7 +372,9 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         params=raw["params"], sampler=raw["sampler"], pruner=raw["pruner"],
         n_trials=raw["n_trials"], timeout=raw["timeout"], workers=raw["workers"], storage=storage,
         out_dir=str(out_dir), devices=list(raw["devices"]), trials_per_device=raw["trials_per_device"],
-        experiment=raw.get("experiment") or name, **design)
+        experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
+        heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
+        **design)
     _check(spec)
     return spec
 
@@ -424,8 +460,14 @@ def build_pruner(spec: StudySpec, *, epochs: int) -> Any:
     raise ConfigError("pruner", name, "one of: " + ", ".join(PRUNERS))
 
 
-def open_storage(url: str, *, create_dirs: bool = False) -> Any:
+def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int | None = 60,
+                 grace_period: int | None = 180) -> Any:
     """An Optuna storage: a JournalStorage file (a path) or an RDB URL (``postgresql://...``).
+
+    An RDB storage records each running trial's heartbeat every ``heartbeat_interval`` seconds; a
+    trial silent for ``grace_period`` seconds (its worker died, on whatever machine) is failed and
+    queued again by Optuna's retry callback (see :class:`ablate.worker.RetryStaleTrial`). A journal
+    file has no heartbeats (the supervisor of the machine that ran the trial retries it).
 
     Raises:
         AblateError: the storage cannot be reached (one line; the password is never shown).
@@ -444,7 +486,13 @@ def open_storage(url: str, *, create_dirs: bool = False) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+            if not heartbeat_interval:
+                return optuna.storages.RDBStorage(url)
+            from ablate.worker import RetryStaleTrial, stale_callback_keyword
+
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
+                                              grace_period=grace_period,
+                                              **{stale_callback_keyword(): RetryStaleTrial(max_retry=3)})
     except Exception as exc:
         reason = " ".join(str(exc).split())[:300]
         raise AblateError(f"storage: cannot reach {redact(url)} ({redact_text(reason, url)})") from None

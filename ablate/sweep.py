@@ -129,7 +129,8 @@ def prepare_study(spec: StudySpec) -> tuple[Any, StudySpec, str]:
 
     base = check_trial_configs(spec)
     spec = replace(spec, tracking_uri=_absolute_uri(base.tracking.uri, Path.cwd()))
-    storage = open_storage(spec.storage, create_dirs=True)
+    storage = open_storage(spec.storage, create_dirs=True, heartbeat_interval=spec.heartbeat_interval,
+                           grace_period=spec.grace_period)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = spec.direction
     try:
@@ -144,7 +145,8 @@ def prepare_study(spec: StudySpec) -> tuple[Any, StudySpec, str]:
         if stored.recipe != spec.recipe:
             raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
                               "recipe (fixed/params/metric/direction); use a new name= or remove its storage")
-    study.set_user_attr(SPEC_ATTR, spec.to_json())
+    # Workers are told the storage URL; the stored copy (optuna-dashboard shows it) has no password.
+    study.set_user_attr(SPEC_ATTR, replace(spec, storage=redact(spec.storage)).to_json())
     Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
 
     client = MlflowClient(tracking_uri=spec.tracking_uri)
@@ -172,6 +174,7 @@ def study_document(spec: StudySpec) -> str:
 
     doc = json.loads(spec.to_json())
     doc["storage"] = redact(spec.storage)
+    doc["tracking_uri"] = redact(spec.tracking_uri)
     doc["distributions"] = {} if spec.design else {
         k: distribution_to_json(d) for k, d in spec.space().distributions.items()}
     return json.dumps(doc, indent=2, sort_keys=True)
@@ -269,13 +272,26 @@ class Supervisor:
         self.logs = Path(spec.out_dir)
 
     def _spawn(self, slot: _Slot) -> None:
+        if self.spec.launcher.get("name") == "slurm":
+            from ablate.launchers import submit_worker
+
+            env = {"ABLATE_THREADS": str(self.spec.launcher.get("cpus_per_task", self.threads))}
+            if int(self.spec.launcher.get("gpus_per_node", 0)):
+                env["ABLATE_DEVICE"] = "cuda"
+            slot.process = submit_worker(self.spec.launcher, folder=self.logs, study=self.spec.name,  # type: ignore[assignment]
+                                         storage=self.spec.storage, index=slot.index,
+                                         deadline=self.deadline, env=env)
+            return
+        self._spawn_process(slot)
+
+    def _spawn_process(self, slot: _Slot) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", ABLATE_THREADS=str(self.threads))
         env.pop("MLFLOW_RUN_ID", None)  # would hijack every child run
         if slot.device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot.device)
             env["ABLATE_DEVICE"] = "cuda"
-        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--storage", self.spec.storage,
-                   "--index", str(slot.index)]
+        env["ABLATE_STORAGE"] = self.spec.storage  # not in argv, where ps and logs would show a password
+        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", str(slot.index)]
         if self.deadline:
             command += ["--deadline", repr(self.deadline)]
         log = open(self.logs / f"worker-{slot.index}.log", "ab")  # noqa: SIM115 (the child owns it)
@@ -339,6 +355,12 @@ class Supervisor:
         finally:
             self.progress.update(self.study, force=True)
             self.progress.close()
+            if self.spec.launcher.get("name") == "slurm":
+                import gc
+
+                for slot in self.slots:  # submitit's local jobs must not outlive the interpreter's modules
+                    slot.process = None
+                gc.collect()
         return 0
 
     def stop(self, grace: float = 60.0) -> None:
@@ -409,7 +431,8 @@ def summary(study: Any, spec: StudySpec, parent_run_id: str, elapsed: float, wor
     storage = redact(spec.storage)
     shown = os.path.relpath(storage) if "://" not in storage else storage
     lines.append(f"Optuna:  optuna-dashboard {shown}")
-    lines.append(f"Logs:    {os.path.relpath(spec.out_dir)}/worker-*.log")
+    logs = "slurm/*_log.out" if spec.launcher.get("name") == "slurm" else "worker-*.log"
+    lines.append(f"Logs:    {os.path.relpath(spec.out_dir)}/{logs}")
     return "\n".join(lines)
 
 

@@ -207,3 +207,25 @@ def test_bad_sweep_input_is_one_line_and_creates_nothing(tmp_path, monkeypatch, 
     assert "s3cret" not in err[0]
     assert not (tmp_path / "runs").exists()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_slurm_launcher_submits_workers_with_submitit(tmp_path):
+    pytest.importorskip("submitit")
+    _study_file(tmp_path, "on_slurm", """
+        n_trials: 4
+        workers: 2
+        fixed:
+          trainer.epochs: 3
+        params:
+          optimizer: choice(sgd, adam)
+    """)
+    # submitit's local executor runs the same jobs as SLURM would, on this machine
+    out = _sweep(tmp_path, "on_slurm", "+launcher=slurm", "launcher.cluster=local")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    study = _load(tmp_path, "on_slurm")
+    assert count_states(study.trials)["finished"] == 4
+    jobs = {p.name.split("_")[0] for p in (tmp_path / "runs/on_slurm/slurm").glob("*_submitted.pkl")}
+    assert len(jobs) == 2
+    holders = {t.user_attrs[WORKER_ATTR].rsplit(":", 1)[1] for t in study.trials if WORKER_ATTR in t.user_attrs}
+    assert holders <= jobs  # a local job's id is its process id
