@@ -28,6 +28,7 @@ __all__ = [
     "grad_norm_curves",
     "grad_spread",
     "importance_chart",
+    "layer_key",
     "learning_curves",
     "natural_key",
 ]
@@ -66,6 +67,13 @@ _POSITIVE, _NEGATIVE, _NEUTRAL = "#2a7d46", "#b8412c", "#6b6b6b"
 def natural_key(text: str) -> list[Any]:
     """Sort key that orders ``layers.2`` before ``layers.10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def layer_key(name: str) -> tuple[int, list[Any]]:
+    """Input-to-output order of ablate's layer names: ``stem``, ``blocks.<i>`` (numerically), ``head``."""
+    bare = name.split("/", 1)[1] if name.startswith(("grad_norm/", "act_std/")) else name
+    rank = 0 if bare.startswith("stem") else 2 if bare.startswith("head") else 1
+    return rank, natural_key(bare)
 
 
 def _short(text: str, width: int = 42) -> str:
@@ -143,19 +151,23 @@ def learning_curves(stats: pd.DataFrame, arms: Sequence[str], *, ylabel: str, sc
         title: Optional title.
     """
     arms = list(arms)[:MAX_ARMS]
+    # tab10 pairs no two similar hues; past ten arms the colours repeat with dashed lines.
+    palette = _colours(10)
     with _figure(7.6, 3.8) as (fig, ax):
-        for arm, colour in zip(arms, _colours(len(arms))):
+        for i, arm in enumerate(arms):
+            colour = palette[i % 10]
             s = stats[stats["arm"] == arm]
             if s.empty:
                 continue
             x = s["step"].to_numpy()
-            ax.plot(x, s["mean"].to_numpy() * scale, color=colour, label=_short(arm))
+            ax.plot(x, s["mean"].to_numpy() * scale, color=colour, label=_short(arm),
+                    linestyle="-" if i < 10 else "--")
             if (s["n"] > 1).any():
                 ax.fill_between(x, s["low"].to_numpy() * scale, s["high"].to_numpy() * scale,
                                 color=colour, alpha=0.15, linewidth=0)
         if target is not None:
             ax.axhline(target * scale, color=_NEUTRAL, linestyle="--", linewidth=0.9,
-                       label=f"target {target * scale:g}")
+                       label=f"target {target * scale:g}{' %' if scale == 100 else ''}")
         ax.set_xlabel("epoch")
         _integer_x(ax)
         ax.set_ylabel(ylabel)
@@ -169,11 +181,13 @@ def learning_curves(stats: pd.DataFrame, arms: Sequence[str], *, ylabel: str, sc
 
 
 def effect_chart(labels: Sequence[str], effect: Sequence[float], low: Sequence[float],
-                 high: Sequence[float], *, xlabel: str, title: str | None = None) -> bytes:
+                 high: Sequence[float], *, xlabel: str, title: str | None = None,
+                 higher_is_better: bool = True) -> bytes:
     """One point per trick with its CI as whiskers, and a zero line.
 
-    Green: the CI lies above zero; red: below; grey: it straddles zero (or is unknown). Rows are
-    drawn top to bottom in the order given.
+    Green: the CI lies wholly on the better side of zero (above it, or below it for a loss); red:
+    wholly on the worse side; grey: it straddles zero (or is unknown). Rows are drawn top to bottom
+    in the order given.
     """
     n = len(labels)
     effect_a = np.asarray(effect, dtype=np.float64)
@@ -181,7 +195,8 @@ def effect_chart(labels: Sequence[str], effect: Sequence[float], low: Sequence[f
     high_a = np.asarray(high, dtype=np.float64)
     with _figure(7.0, max(1.6, 0.36 * n + 0.9)) as (fig, ax):
         y = np.arange(n)[::-1]
-        colours = [_POSITIVE if lo > 0 else _NEGATIVE if hi < 0 else _NEUTRAL
+        up, down = (_POSITIVE, _NEGATIVE) if higher_is_better else (_NEGATIVE, _POSITIVE)
+        colours = [up if lo > 0 else down if hi < 0 else _NEUTRAL
                    for lo, hi in zip(np.nan_to_num(low_a, nan=-np.inf), np.nan_to_num(high_a, nan=np.inf))]
         has_ci = ~(np.isnan(low_a) | np.isnan(high_a))
         err = np.vstack([effect_a - low_a, high_a - effect_a])
@@ -242,7 +257,7 @@ def grad_spread(history: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 def grad_norm_curves(history: pd.DataFrame, runs: pd.DataFrame, arms: Sequence[str]) -> bytes:
     """Per-layer gradient norm (log y, geometric mean over seeds), one panel per arm.
 
-    Layers are coloured from dark (first, in natural name order) to light (last); at most
+    Layers are coloured from dark (input side) to light (output side), see :func:`layer_key`; at most
     :data:`MAX_LAYERS` layers (evenly spaced, first and last kept) and :data:`MAX_GRAD_PANELS`
     panels are drawn.
     """
@@ -260,7 +275,7 @@ def grad_norm_curves(history: pd.DataFrame, runs: pd.DataFrame, arms: Sequence[s
         for k, arm in enumerate(arms):
             ax = axes[k // ncols][k % ncols]
             part = frame[frame["arm"] == arm]
-            layers = sorted(part["layer"].unique(), key=natural_key)
+            layers = sorted(part["layer"].unique(), key=layer_key)
             if len(layers) > MAX_LAYERS:
                 pick = np.unique(np.linspace(0, len(layers) - 1, MAX_LAYERS).round().astype(int))
                 layers = [layers[i] for i in pick]
@@ -312,7 +327,8 @@ def importance_chart(table: pd.DataFrame, *, max_params: int = 15) -> bytes:
         return _png(fig)
 
 
-def expected_best_chart(expected: np.ndarray, observed: np.ndarray, *, ylabel: str, scale: float = 1.0) -> bytes:
+def expected_best_chart(expected: np.ndarray, observed: np.ndarray, *, ylabel: str,
+                        scale: float = 1.0) -> bytes:
     """Expected best value of n random trials (Dodge et al. 2019) against n, with the best so far.
 
     Args:
@@ -323,7 +339,8 @@ def expected_best_chart(expected: np.ndarray, observed: np.ndarray, *, ylabel: s
     """
     with _figure(6.4, 3.4) as (fig, ax):
         n = np.arange(1, len(expected) + 1)
-        ax.plot(n, np.asarray(expected) * scale, color=_colours(1)[0], label="expected best of n random trials")
+        ax.plot(n, np.asarray(expected) * scale, color=_colours(1)[0],
+                label="expected best of n random trials")
         m = np.arange(1, len(observed) + 1)
         ax.step(m, np.asarray(observed) * scale, where="post", color=_NEUTRAL, linewidth=1.0,
                 label="best so far (trial order)")

@@ -1,0 +1,426 @@
+"""``ablate.report``: real MLflow stores built as ablate writes them, read back into Markdown and HTML.
+
+The stores are made with ``MlflowClient`` the way :mod:`ablate.tracking`, :mod:`ablate.sweep` and
+:mod:`ablate.worker` record runs: flattened config params, per-epoch metrics at step = epoch, final
+metrics at step 0, the study parent run with ``study.json`` and child runs tagged with their arm.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from markdown_it import MarkdownIt
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from ablate import report as report_pkg
+from ablate.errors import AblateError
+from ablate.report import build_report, render_html, render_markdown, write_report
+from ablate.report.collect import collect, derive_arms
+
+XSS = "<script>alert(1)</script>"
+PIPE_ARM = "-a|b"
+EPOCHS = 6
+VERSIONS = "torch 2.14.1, optuna 5.0.0, mlflow 3.17.2"
+
+
+# --- building stores ------------------------------------------------------------------------------
+
+
+def _curve(final: float, speed: float) -> np.ndarray:
+    return final * (1 - np.exp(-np.arange(1, EPOCHS + 1) / speed))
+
+
+def _log_run(client: MlflowClient, exp_id: str, *, name: str | None, params: dict, tags: dict,
+             curve: np.ndarray, status: str = "FINISHED", grad_decay: float = 0.3,
+             stop_reason: str = "completed") -> str:
+    """One run as ``RunTracker`` records it (params, per-epoch batch, final metrics at step 0)."""
+    run = client.create_run(exp_id, tags={"status": "running", **{k: v for k, v in tags.items()
+                                                                   if k in ("mlflow.parentRunId",)}},
+                            run_name=name)
+    rid = run.info.run_id
+    now = int(time.time() * 1000)
+    metrics = []
+    for epoch, v in enumerate(curve, 1):
+        values = {"val_acc": v, "train_acc": min(1.0, v + 0.03), "val_loss": 2 * (1 - v),
+                  "train_loss": 2 * (1 - v) - 0.05, "lr": 0.1, "epoch_time": 0.01}
+        metrics += [Metric(k, float(x), now, epoch) for k, x in values.items()]
+        metrics += [Metric(f"grad_norm/layers.{2 * i}", float(10 ** (-i * grad_decay) / epoch), now, epoch)
+                    for i in range(3)]
+        metrics += [Metric(f"act_std/layers.{2 * i}", 1.0, now, epoch) for i in range(3)]
+    final = {"test_acc": float(curve[-1] - 0.01), "test_loss": 0.5, "best_val_acc": float(np.nanmax(curve)),
+             "best_epoch": float(np.nanargmax(curve) + 1), "epochs_run": float(len(curve)), "train_time": 1.5,
+             "n_params": 1234.0}
+    if status == "FINISHED":
+        metrics += [Metric(k, v, now, 0) for k, v in final.items()]
+    all_tags = {"status": "finished", "stop_reason": stop_reason,
+                "tricks": "digits/standard | mlp d2 w128 relu",
+                "mlflow.source.git.commit": "0123456789abcdef0123", "ablate.versions": VERSIONS,
+                "ablate.hardware": "CPU: test (2 cores)", **tags}
+    if status != "FINISHED":
+        all_tags["status"] = status.lower()
+    flat = {"data.name": all_tags.get("dataset", "digits"), "model.name": "mlp",
+            "tracking.run_name": str(name), "tracking.uri": "sqlite:///mlflow.db", **params}
+    client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)) for k, v in flat.items()],
+                     tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+    client.set_terminated(rid, status)
+    return rid
+
+
+def _parent(client: MlflowClient, exp_id: str, name: str, doc: dict | None, design: str) -> str:
+    tags = {"ablate.kind": "study", "optuna.study": name, "ablate.design": design, "status": "finished",
+            "mlflow.source.git.commit": "0123456789abcdef0123"}
+    rid = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    if doc is not None:
+        client.log_text(rid, json.dumps(doc, indent=2), "study.json")
+    client.set_terminated(rid, "FINISHED")
+    return rid
+
+
+ARMS = {"reference": 0.93, "-norm=batch": 0.85, PIPE_ARM: 0.90}
+SEEDS = [0, 1, 2, 3]
+
+
+def _ablation(client: MlflowClient, name: str = "abl", *, dataset_of=lambda arm, seed: "digits") -> None:
+    from ablate.tracking import artifact_location
+
+    exp_id = client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
+    doc = {"name": name, "metric": "val_acc", "direction": "maximize", "design": "leave_one_out",
+           "arms": {a: [] for a in ARMS}, "seeds": SEEDS, "experiment": name,
+           "comparisons": [{"label": "norm=batch", "with_arm": "reference", "without_arm": "-norm=batch"},
+                           {"label": "a|b", "with_arm": "reference", "without_arm": PIPE_ARM}],
+           "factors": {}, "params": {}, "distributions": {}, "fixed": {}}
+    parent = _parent(client, exp_id, name, doc, "leave_one_out")
+    rng = np.random.default_rng(0)
+    trial = 0
+    for arm, level in ARMS.items():
+        for seed in SEEDS:
+            run_name = XSS if (arm == "reference" and seed == 0) else f"{name}-t{trial:04d}"
+            _log_run(client, exp_id, name=run_name, curve=_curve(level + rng.normal(0, 0.005), 1.5),
+                     params={"seed": seed, "sampled.arm": arm, "sampled.seed": seed},
+                     tags={"mlflow.parentRunId": parent, "ablate.arm": arm, "ablate.design": "leave_one_out",
+                           "optuna.study": name, "optuna.trial_number": trial, "optuna.state": "COMPLETE",
+                           "status": "completed", "dataset": dataset_of(arm, seed)},
+                     grad_decay=1.5 if arm == "-norm=batch" else 0.2)
+            trial += 1
+    # One pruned and one failed trial: counted in the header, left out of the tables.
+    _log_run(client, exp_id, name=f"{name}-t{trial:04d}", curve=_curve(0.5, 3)[:2],
+             params={"seed": 9}, tags={"mlflow.parentRunId": parent, "ablate.arm": "reference",
+                                       "optuna.study": name, "optuna.state": "PRUNED", "status": "pruned",
+                                       "dataset": "digits"}, stop_reason="pruned")
+    _log_run(client, exp_id, name=f"{name}-t{trial + 1:04d}", curve=_curve(0.5, 3)[:1], status="FAILED",
+             params={"seed": 8}, tags={"mlflow.parentRunId": parent, "ablate.arm": "reference",
+                                       "optuna.study": name, "dataset": "digits"})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One SQLite store holding every scenario (creating its tables costs a couple of seconds)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, distribution_to_json
+
+    root = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    _ablation(client, "abl")
+
+    # A search: 12 trials over lr (log) and optimizer; each trial is its own arm.
+    exp = client.create_experiment("srch")
+    dists = {"optimizer.lr": FloatDistribution(1e-4, 1.0, log=True),
+             "optimizer": CategoricalDistribution(["sgd", "adam"])}
+    doc = {"name": "srch", "metric": "val_acc", "direction": "maximize", "design": None, "arms": {},
+           "seeds": [], "comparisons": [], "factors": {}, "params": {"optimizer.lr": "interval(1e-4, 1, log)",
+                                                        "optimizer": "choice(sgd, adam)"},
+           "distributions": {k: distribution_to_json(d) for k, d in dists.items()}, "fixed": {}}
+    parent = _parent(client, exp, "srch", doc, "search")
+    rng = np.random.default_rng(1)
+    for t in range(12):
+        lr = float(10 ** rng.uniform(-4, 0))
+        opt = ["sgd", "adam"][t % 2]
+        level = 0.95 - 0.1 * abs(np.log10(lr) + 2) / 2 - (0.05 if opt == "sgd" else 0)
+        _log_run(client, exp, name=f"srch-t{t:04d}", curve=_curve(level, 2),
+                 params={"seed": 0, "optimizer.lr": lr, "optimizer.name": opt, "sampled.optimizer.lr": lr,
+                         "sampled.optimizer": opt},
+                 tags={"mlflow.parentRunId": parent, "optuna.study": "srch", "optuna.trial_number": t,
+                       "optuna.state": "COMPLETE", "status": "completed", "dataset": "digits"})
+
+    # `ablate train -m optimizer=sgd,adam seed=0,1,2`: no parent, arms from the differing params.
+    exp = client.create_experiment("plain")
+    for opt, lr, extra, level in (("sgd", 0.1, {"optimizer.momentum": 0.0}, 0.88),
+                                  ("adam", 0.001, {"optimizer.betas": "[0.9, 0.999]"}, 0.92)):
+        for seed in range(3):
+            _log_run(client, exp, name=None, curve=_curve(level, 2),
+                     params={"seed": seed, "optimizer.name": opt, "optimizer.lr": lr, **extra},
+                     tags={"dataset": "digits"})
+
+    # Runs of two datasets in one experiment.
+    exp = client.create_experiment("mixed")
+    for dataset in ("digits", "mnist1d"):
+        _log_run(client, exp, name=None, curve=_curve(0.9, 2), params={"seed": 0, "data.name": dataset},
+                 tags={"dataset": dataset})
+
+    # A study whose every trial failed.
+    exp = client.create_experiment("dead")
+    parent = _parent(client, exp, "dead", None, "leave_one_out")
+    for seed in range(2):
+        _log_run(client, exp, name=None, curve=_curve(0.5, 2)[:1], status="FAILED", params={"seed": seed},
+                 tags={"mlflow.parentRunId": parent, "optuna.study": "dead", "ablate.arm": "reference",
+                       "dataset": "digits"})
+    return uri
+
+
+# --- reading reports back ---------------------------------------------------------------------------
+
+
+def _tables(markdown: str) -> list[list[list[str]]]:
+    """Every GFM table as rows of cell texts (header row first), parsed by markdown-it."""
+    md = MarkdownIt("commonmark").enable("table")
+    tables: list[list[list[str]]] = []
+    row: list[str] | None = None
+    tokens = md.parse(markdown)
+    for i, tok in enumerate(tokens):
+        if tok.type == "table_open":
+            tables.append([])
+        elif tok.type == "tr_open":
+            row = []
+        elif tok.type == "tr_close":
+            tables[-1].append(row)  # type: ignore[arg-type]
+        elif tok.type == "inline" and row is not None and tokens[i - 1].type in ("th_open", "td_open"):
+            row.append("".join(c.content for c in tok.children or [] if c.type in ("text", "code_inline")))
+        elif tok.type == "table_close":
+            row = None
+    return tables
+
+
+def _table_with(tables: list[list[list[str]]], first_header: str) -> list[list[str]]:
+    return next(t for t in tables if t[0][0] == first_header)
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        self.tags.append(tag)
+        self.attrs.extend(attrs)
+
+    def handle_data(self, data):  # type: ignore[no-untyped-def]
+        self.text.append(data)
+
+
+def _page(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    return page
+
+
+def _leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.rglob("*")) if out.exists() else []
+
+
+# --- tests ----------------------------------------------------------------------------------------------
+
+
+def test_ablation_report_markdown_and_html(store, tmp_path):
+    paths = write_report("abl", out=tmp_path / "reports", tracking_uri=store)
+    folder = tmp_path / "reports" / "abl"
+    assert paths == [folder / "report.md", folder / "report.html"]
+    text = paths[0].read_text(encoding="utf-8")
+
+    # Every image the Markdown references sits beside it.
+    images = {line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")}
+    assert {"learning_curves.png", "effects.png", "grad_norms.png"} <= images
+    for image in images:
+        assert (folder / image).read_bytes().startswith(b"\x89PNG")
+
+    tables = _tables(text)
+    header = {r[0]: r[1] for r in _table_with(tables, "Field")[1:]}
+    assert header["Study"] == "abl" and header["Dataset"] == "digits" and header["Model"] == "mlp"
+    assert header["Seeds"] == "0–3 (4 per arm)"
+    assert "12 finished" in header["Runs"] and "1 pruned" in header["Runs"] and "1 failed" in header["Runs"]
+    assert header["Versions"] == VERSIONS and header["Git commit"] == "0123456789ab"
+
+    arms = _table_with(tables, "arm")
+    assert len(arms) == 1 + len(ARMS)  # header + one row per arm
+    assert {r[0] for r in arms[1:]} == set(ARMS)  # the "|" in an arm survives as text
+    assert all(len(r) == len(arms[0]) for r in arms)
+    assert arms[1][0] == "reference" and arms[1][1] == "4"  # best first
+
+    ablation = _table_with(tables, "trick")
+    assert [r[0] for r in ablation[1:]] == ["norm=batch", "a|b"]  # sorted by effect: 8 pts, 3 pts
+    assert [r[2] for r in ablation[1:]] == ["-norm=batch", PIPE_ARM]
+    assert float(ablation[1][4]) == pytest.approx(8.0, abs=1.0)
+
+    runs = _table_with(tables, "MLflow run id")
+    assert len(runs) == 1 + 12 + 2  # finished, pruned and failed runs, each traceable
+    assert XSS in [r[1] for r in runs]
+
+    # The plain-language lines.
+    line = next(ln for ln in text.splitlines() if ln.startswith("- **norm=batch**"))
+    assert "pts best val acc [95 % CI" in line.replace("\\[", "[") and "P(better) = 1.00" in line
+    assert "reaches" in line and "epochs" in line
+
+    # The self-contained HTML: no script, nothing fetched, the hostile run name shown as text.
+    page_text = paths[1].read_text(encoding="utf-8")
+    assert "<script" not in page_text.lower()
+    page = _page(page_text)
+    assert "script" not in page.tags
+    assert not [v for k, v in page.attrs if k in ("src", "href") and v and not v.startswith("data:")]
+    assert "http" not in " ".join(v or "" for k, v in page.attrs if k in ("src", "href"))
+    assert html.escape(XSS) in page_text and XSS in page.text
+    assert page.tags.count("img") == 3 and PIPE_ARM in page.text
+    assert "leave-one-out" in page_text and "What each trick contributes" in page.text
+
+
+def test_search_report_has_best_trials_importance_and_expected_best(store, tmp_path):
+    (md,) = write_report("srch", out=tmp_path, formats="md", tracking_uri=store)
+    text = md.read_text(encoding="utf-8")
+    assert not (md.parent / "report.html").exists()
+    best = _table_with(_tables(text), "rank")
+    assert len(best) == 1 + 10
+    assert best[0][4:6] == ["optimizer.lr", "optimizer"]
+    values = [float(r[2]) for r in best[1:]]
+    assert values == sorted(values, reverse=True)
+    written = {p.name for p in md.parent.iterdir()}
+    assert {"importance.png", "expected_best.png", "learning_curves.png"} <= written
+    assert "Search report: srch" in text
+
+
+def test_plain_runs_arms_from_differing_params(store, tmp_path):
+    collected = collect(None, tracking_uri=store, experiment="plain")
+    assert collected.spec is None and collected.parent_run_id is None
+    # lr, momentum and betas follow the optimizer's name: only the name makes the arm.
+    assert sorted(collected.runs["arm"].unique()) == ["optimizer.name=adam", "optimizer.name=sgd"]
+    assert sorted(collected.runs["seed"]) == [0, 0, 1, 1, 2, 2]
+    assert set(collected.history["metric"]) >= {"val_acc", "train_acc", "val_loss", "train_loss",
+                                                 "grad_norm/layers.0"}
+    assert len(collected.history) == 6 * EPOCHS * (4 + 3)
+    (path,) = write_report(None, experiment="plain", out=tmp_path, formats=["html"], tracking_uri=store)
+    assert path == tmp_path / "plain" / "report.html"
+    assert "optimizer.name=adam" in path.read_text(encoding="utf-8")
+
+
+def test_collect_by_tag_and_derived_arms():
+    params = pd.DataFrame({"seed": ["0", "1", "0", "1"], "norm": ["none", "none", "batch", "batch"],
+                           "optimizer.name": ["sgd"] * 4, "tracking.run_name": ["a", "b", "c", "d"]})
+    assert derive_arms(params).tolist() == ["norm=none", "norm=none", "norm=batch", "norm=batch"]
+    assert derive_arms(params[["seed"]]).tolist() == ["all runs"] * 4
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"study": "nope"}, "study: 'nope' has no MLflow runs in sqlite:///"),
+    ({"study": "dead"}, "has no finished runs"),
+    ({"study": None, "experiment": "mixed"}, "runs: mixed dataset (digits, mnist1d)"),
+    ({"study": None, "experiment": "nope"}, "experiment: 'nope' is not in sqlite:///"),
+    ({"study": "abl", "formats": ("md", "pdf")}, "--format: 'md,pdf' is not allowed; expected md, html"),
+    ({"study": "abl", "target": 95}, "--target: 95 is not allowed"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(store, tmp_path, kwargs, message):
+    out = tmp_path / "reports"
+    study = kwargs.pop("study")
+    with pytest.raises(AblateError) as err:
+        write_report(study, out=out, tracking_uri=store, **kwargs)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert _leftovers(out) == []
+    if study == "nope":
+        assert "(experiments: " in str(err.value) and "abl" in str(err.value)
+
+
+def test_rerun_replaces_the_report_atomically(store, tmp_path, monkeypatch):
+    out = tmp_path / "reports"
+    (md,) = write_report("abl", out=out, formats="md", tracking_uri=store)
+    first = md.read_text(encoding="utf-8")
+    (md.parent / "stale.png").write_bytes(b"old")
+
+    def broken(report):  # type: ignore[no-untyped-def]
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report_pkg, "render_html", broken)
+    with pytest.raises(RuntimeError):
+        write_report("abl", out=out, tracking_uri=store)
+    # The failed run left the previous report as it was, and no staging folder.
+    assert md.read_text(encoding="utf-8") == first and (md.parent / "stale.png").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["abl"]
+    assert not (md.parent / "report.html").exists()
+
+    monkeypatch.undo()
+    paths = write_report("abl", out=out, tracking_uri=store)
+    assert [p.name for p in paths] == ["report.md", "report.html"]
+    assert not (md.parent / "stale.png").exists()  # the new folder replaced the old one whole
+    assert sorted(p.name for p in out.iterdir()) == ["abl"]
+
+
+# --- the pure path: no MLflow ----------------------------------------------------------------------
+
+
+def _synthetic(arms: dict[str, float], seeds: int = 5, *,
+               epochs: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(3)
+    rows, hist = [], []
+    for arm, level in arms.items():
+        for seed in range(seeds):
+            rid = f"{arm}/{seed}"
+            curve = _curve(level + rng.normal(0, 0.004), 2.0)[:epochs]
+            rows.append({"run_id": rid, "arm": arm, "seed": seed, "best_val_acc": curve.max(),
+                         "val_acc": curve[-1], "train_acc": curve[-1] + 0.02, "test_acc": curve[-1] - 0.01,
+                         "epochs_run": epochs, "train_time": 2.0, "stop_reason": "completed"})
+            hist += [(rid, "val_acc", e, v) for e, v in enumerate(curve, 1)]
+    return pd.DataFrame(rows), pd.DataFrame(hist, columns=["run_id", "metric", "step", "value"])
+
+
+def test_factorial_and_cumulative_sections_without_mlflow():
+    cells = {"baseline": 0.80, "norm": 0.86, "dropout": 0.82, "norm + dropout": 0.90}
+    runs, history = _synthetic(cells)
+    factors = {"norm": {a: "norm" in a for a in cells}, "dropout": {a: "dropout" in a for a in cells}}
+    spec = {"name": "fac", "metric": "val_acc", "design": "factorial", "arms": {a: [] for a in cells},
+            "factors": factors, "comparisons": [
+                {"label": "norm", "with_arm": "norm + dropout", "without_arm": "dropout"},
+                {"label": "dropout", "with_arm": "norm + dropout", "without_arm": "norm"}]}
+    report = build_report(runs, history, spec, {"name": "fac"}, figures=False)
+    text, files = render_markdown(report)
+    assert files == {}
+    effects = _table_with(_tables(text), "term")
+    assert [r[0] for r in effects[1:]] == ["norm", "dropout", "norm:dropout"]
+    assert float(effects[1][2]) == pytest.approx(7.0, abs=0.6)
+
+    steps = {"baseline": 0.80, "+norm": 0.86, "+adam": 0.91}
+    runs, history = _synthetic(steps)
+    # study.json is written with sorted keys: the order of the steps comes from the comparisons.
+    spec = {"name": "cum", "design": "cumulative", "arms": {a: [] for a in sorted(steps)}, "comparisons": [
+        {"label": "norm", "with_arm": "+norm", "without_arm": "baseline"},
+        {"label": "adam", "with_arm": "+adam", "without_arm": "+norm"}]}
+    report = build_report(runs, history, spec, {"name": "cum"}, target=0.8)
+    text, files = render_markdown(report)
+    cumulative = _table_with(_tables(text), "step")
+    assert [r[1] for r in cumulative[1:]] == ["baseline", "+norm", "+adam"]
+    assert cumulative[1][3] == "—" and float(cumulative[3][3]) == pytest.approx(5.0, abs=0.6)
+    assert "reaches 80 % in" in text
+    assert "learning_curves.png" in files and "grad_norms.png" not in files  # no gradient history
+    assert "<script" not in render_html(report)
+
+
+def test_loss_metric_duplicates_and_escaping_without_mlflow():
+    runs, history = _synthetic({"base": 0.80, "+trick": 0.88})
+    # A repeated (arm, seed): the comparison keeps the latest.
+    runs = pd.concat([runs, runs.iloc[[0]].assign(run_id="rerun")], ignore_index=True)
+    history = pd.concat([history, history[history["run_id"] == runs["run_id"][0]].assign(run_id="rerun")])
+    loss = history.assign(metric="val_loss", value=1.0 - history["value"])
+    runs["run_name"] = ["# heading", "1. item", "*bold*", "line\nbreak"] + [""] * (len(runs) - 4)
+    spec = {"name": "loss", "metric": "val_loss", "direction": "minimize", "design": "add_one_in",
+            "comparisons": [{"label": "trick", "with_arm": "+trick", "without_arm": "base"}]}
+    report = build_report(runs, pd.concat([history, loss]), spec, {"name": "loss"}, figures=False)
+    text, _ = render_markdown(report)
+    line = next(ln for ln in text.splitlines() if ln.startswith("- **trick**"))
+    assert ": -0.0" in line and "best val loss" in line and "P(better) = 1.00" in line  # lower is better
+    assert "repeat an (arm, seed) pair" in text
+    names = [r[1] for r in _table_with(_tables(text), "MLflow run id")[1:]]
+    assert {"# heading", "1. item", "*bold*", "line break"} <= set(names)  # shown as written, one line each
