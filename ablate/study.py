@@ -466,7 +466,7 @@ def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int
 
     An RDB storage records each running trial's heartbeat every ``heartbeat_interval`` seconds; a
     trial silent for ``grace_period`` seconds (its worker died, on whatever machine) is failed and
-    queued again by Optuna's retry callback (see :class:`ablate.worker.RetryStaleTrial`). A journal
+    queued again by Optuna's retry callback (:func:`ablate.worker.stale_trial_callback`). A journal
     file has no heartbeats (the supervisor of the machine that ran the trial retries it).
 
     Raises:
@@ -488,11 +488,11 @@ def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if not heartbeat_interval:
                 return optuna.storages.RDBStorage(url)
-            from ablate.worker import RetryStaleTrial, stale_callback_keyword
+            from ablate.worker import stale_trial_callback
 
+            keyword, callback = stale_trial_callback()
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
-                                              grace_period=grace_period,
-                                              **{stale_callback_keyword(): RetryStaleTrial(max_retry=3)})
+                                              grace_period=grace_period, **{keyword: callback})
     except Exception as exc:
         reason = " ".join(str(exc).split())[:300]
         raise AblateError(f"storage: cannot reach {redact(url)} ({redact_text(reason, url)})") from None

@@ -338,8 +338,9 @@ class Supervisor:
                     if slot.done or slot.process is None or slot.process.poll() is None:
                         continue
                     rc = slot.process.returncode
-                    if rc != 0:
+                    if rc != 0:  # by pid, and by liveness (a submitit job's pid is its wrapper's)
                         self.fail_stale(pids={slot.process.pid})
+                        self.fail_stale()
                     if self._remaining() and rc != 0 and slot.restarts < _MAX_RESTARTS:
                         slot.restarts += 1
                         print(f"worker {slot.index} exited with {rc}; restarting it "

@@ -227,5 +227,4 @@ def test_slurm_launcher_submits_workers_with_submitit(tmp_path):
     assert count_states(study.trials)["finished"] == 4
     jobs = {p.name.split("_")[0] for p in (tmp_path / "runs/on_slurm/slurm").glob("*_submitted.pkl")}
     assert len(jobs) == 2
-    holders = {t.user_attrs[WORKER_ATTR].rsplit(":", 1)[1] for t in study.trials if WORKER_ATTR in t.user_attrs}
-    assert holders <= jobs  # a local job's id is its process id
+    assert len({t.user_attrs[WORKER_ATTR] for t in study.trials if WORKER_ATTR in t.user_attrs}) == 2
