@@ -396,8 +396,10 @@ def _paired_p_values(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarr
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # zero-variance columns, replaced below
             p = np.atleast_1d(stats.ttest_rel(w, wo, axis=0).pvalue).astype(np.float64)
-        # Zero variance: t is +-inf unless the mean is 0 as well; scipy answers NaN for both.
-        p[constant] = np.where(d[0, constant] != 0.0, 0.0, 1.0)
+        # Zero variance (frequent with few seeds and a discrete metric like accuracy): t is
+        # undefined. Use the exact sign-flip permutation test instead, whose two-sided p-value for
+        # n identical non-zero differences is 2 / 2^n, not the 0 an infinite t would claim.
+        p[constant] = np.where(d[0, constant] != 0.0, min(1.0, 2.0 ** (1 - size)), 1.0)
         out[members] = p
     return out
 
@@ -431,7 +433,8 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
           P(with > without), the "probability of improvement" of Bouthillier et al. 2021
           (*Accounting for variance in ML benchmarks*) and rliable (Agarwal et al. 2021).
         * ``p_value``: two-sided paired t-test (``scipy.stats.ttest_rel``); NaN with fewer than
-          2 pairs; when every d is the same, 0 if that difference is non-zero, else 1.
+          2 pairs; when every d is the same, the exact sign-flip test's 2 / 2^n if that difference
+          is non-zero, else 1.
         * ``p_holm``: Holm-Bonferroni adjusted ``p_value`` across the rows of this call.
     """
     _require_frame(runs, "runs", ["arm", "seed", metric])

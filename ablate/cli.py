@@ -27,6 +27,9 @@ commands:
                          ablate sweep tricks_digits workers=2 n_trials=40 pruner=hyperband
   worker <study> --storage URL
                          join a running study from another shell or machine
+  report <study> [--format md,html] [--out reports] [--experiment E] [--tag K=V] [tracking.uri=...]
+                         what each trick contributes: tables, CIs and figures as Markdown and HTML,
+                         read from MLflow (a study, or `ablate train -m` runs by experiment or tag)
   ui [--port N] [tracking.uri=...]
                          serve the MLflow UI on 127.0.0.1 against the same store
 """
@@ -199,6 +202,37 @@ def _worker(args: list[str]) -> int:
 _received: list[int] = []
 
 
+def _report(args: list[str]) -> int:
+    import argparse
+
+    from ablate.config import compose
+
+    parser = argparse.ArgumentParser(prog="ablate report", description="Write the ablation report of "
+                                     "a study (or of runs selected by --experiment / --tag) from MLflow.")
+    parser.add_argument("study", nargs="?", help="the study name (omit with --experiment or --tag)")
+    parser.add_argument("--format", default="md,html", help="md, html or md,html (default)")
+    parser.add_argument("--out", default="reports", help="folder receiving <name>/report.* (default reports)")
+    parser.add_argument("--experiment", help="select `ablate train -m` runs of this MLflow experiment")
+    parser.add_argument("--tag", help="select runs with this tag, KEY=VALUE")
+    parser.add_argument("--target", type=float, help="val_acc level for 'epochs to reach' (default: auto)")
+    parser.add_argument("overrides", nargs="*", help="tracking.uri=... (default sqlite:///mlflow.db)")
+    ns, extra = parser.parse_known_args(args)
+    study, overrides = ns.study, list(ns.overrides) + extra
+    if study is not None and "=" in study:  # `ablate report tracking.uri=...` with --experiment
+        overrides.insert(0, study)
+        study = None
+    if study is None and not (ns.experiment or ns.tag):
+        parser.error("give a study, or --experiment / --tag to select runs")
+    from ablate.report import write_report
+
+    cfg = compose(overrides)
+    paths = write_report(study, out=ns.out, formats=ns.format, tracking_uri=cfg.tracking.uri,
+                         experiment=ns.experiment, tag=ns.tag, target=ns.target)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
     _received.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
@@ -222,11 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sweep(rest)
         if command == "worker":
             return _worker(rest)
+        if command == "report":
+            return _report(rest)
     except AblateError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", 128 + (_received[-1] if _received else signal.SIGINT))
-    return _fail(f"unknown command {command!r}; expected one of: train, sweep, worker, ui")
+    return _fail(f"unknown command {command!r}; expected one of: train, sweep, worker, report, ui")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ runs, threads or processes never step on each other's state.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import subprocess
 import threading
@@ -39,6 +40,36 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict[str, str]:
+    """Tags that say what produced a run: library versions and the hardware it trained on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "absent"
+
+    versions = ", ".join(f"{n} {v(n)}" for n in ("ablate", "torch", "optuna", "mlflow", "hydra-core"))
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    hardware = f"CPU: {cpu} ({os.cpu_count()} cores)"
+    import torch  # already imported by whoever trains
+
+    if torch.cuda.is_available():
+        hardware = f"GPU: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}; " + hardware
+    return {"ablate.versions": versions, "ablate.hardware": hardware,
+            "ablate.python": platform.python_version()}
 
 
 def artifact_location(uri: str) -> str | None:
@@ -104,6 +135,7 @@ class RunTracker:
             "tricks": trick_summary(cfg),
             "status": "running",
         }
+        all_tags.update(environment())
         commit = git_commit()
         if commit:
             all_tags["mlflow.source.git.commit"] = commit

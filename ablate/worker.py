@@ -11,6 +11,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ WORKER_ATTR = "ablate.worker"  # host:pid of the process that holds the trial
 OUTCOME_ATTR = "ablate.outcome"  # completed | pruned | diverged | failed | surplus
 RUN_ATTR = "ablate.mlflow_run_id"
 RETRY_ATTR = "ablate.retry_of"  # on a queued trial: the number of the killed trial it reruns
+HEARTBEAT_ATTR = "ablate.heartbeat_interval"  # on a trial whose worker records heartbeats (RDB)
 
 
 def worker_id() -> str:
@@ -58,7 +60,8 @@ def count_states(trials: list[Any]) -> dict[str, int]:
     from optuna.trial import TrialState
 
     counts = dict.fromkeys(("complete", "pruned", "diverged", "failed", "killed", "running", "waiting"), 0)
-    retried = {t.user_attrs.get(RETRY_ATTR) for t in trials} - {None}
+    retried = {t.user_attrs.get(RETRY_ATTR) for t in trials} | {retried_from(t) for t in trials}
+    retried.discard(None)
     for t in trials:
         outcome = t.user_attrs.get(OUTCOME_ATTR)
         if outcome == "diverged":
@@ -77,6 +80,101 @@ def count_states(trials: list[Any]) -> dict[str, int]:
             counts["failed"] += 1
     counts["finished"] = counts["complete"] + counts["pruned"] + counts["diverged"]
     return counts
+
+
+def retried_from(trial: Any) -> int | None:
+    """The trial that Optuna's stale-trial callback queued ``trial`` to rerun, else None.
+
+    That is the last entry of ``RetryHeartbeatStaleTrialCallback.retry_history(trial)`` (read from
+    the system attrs it documents, as the accessor warns as experimental), not
+    ``retried_trial_number``, which names the first trial of a chain of retries.
+    """
+    history = trial.system_attrs.get("retry_history") or []
+    return int(history[-1]) if history else None
+
+
+def stale_trial_callback(max_retry: int | None = 3) -> tuple[str, Callable[[Any, Any], None]]:
+    """The RDBStorage keyword and callback that retry a trial whose worker stopped heart-beating.
+
+    Optuna's retry callback queues the trial again (same params, distributions and user attrs;
+    ``failed_trial`` / ``retry_history`` system attrs); ablate also ends its MLflow run KILLED.
+    The worker that picks the retry up sets ``ablate.retry_of`` (see :func:`retried_from`).
+    """
+    import inspect
+    import warnings
+
+    import optuna
+
+    storages = optuna.storages
+    retry_class = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = retry_class(max_retry=max_retry)
+    keyword = ("heartbeat_stale_trial_callback"
+               if "heartbeat_stale_trial_callback" in inspect.signature(storages.RDBStorage).parameters
+               else "failed_trial_callback")
+
+    def callback(study: Any, trial: Any) -> None:
+        retry(study, trial)
+        _end_killed_run(study, trial)
+
+    return keyword, callback
+
+
+class _Heartbeat:
+    """Records the held trial's heartbeat every ``interval`` seconds, as ``Study.optimize`` does.
+
+    Optuna beats only inside ``optimize``; workers ask and tell, so they beat themselves. Workers
+    anywhere then fail (and queue again) a trial whose worker went silent for the grace period.
+    """
+
+    def __init__(self, storage: Any, interval: int) -> None:
+        import threading
+
+        self.storage, self.interval, self.trial_id = storage, interval, None
+        self.stopped = threading.Event()
+        threading.Thread(target=self._run, name="ablate-heartbeat", daemon=True).start()
+
+    def hold(self, trial_id: int | None) -> None:
+        self.trial_id = trial_id
+        if trial_id is not None:
+            self.storage.record_heartbeat(trial_id)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            trial_id = self.trial_id
+            if trial_id is not None:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - a database hiccup: the next beat tries again
+                    pass
+
+    def fail_stale(self, study: Any) -> None:
+        """Fail the study's trials whose worker went silent; Optuna's callback queues them again."""
+        import warnings
+
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+
+def _others_hold_the_rest(trials: list[Any], spec: StudySpec) -> bool:
+    """True when trials running elsewhere (with heartbeats) cover what is left to run.
+
+    Asking now would only make a surplus trial, yet one of them may still die and be queued
+    again: the worker waits instead of leaving.
+    """
+    from optuna.trial import TrialState
+
+    if any(t.state == TrialState.WAITING for t in trials):
+        return False
+    beating = sum(t.state == TrialState.RUNNING and HEARTBEAT_ATTR in t.user_attrs for t in trials)
+    if not beating:
+        return False
+    return bool(spec.design) or (spec.n_trials is not None
+                                 and sum(map(is_finished, trials)) + beating >= spec.n_trials)
 
 
 def load_spec(study: Any) -> StudySpec:
@@ -215,9 +313,15 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
     from ablate.train import fit, load_data
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(storage_url)
-    probe = optuna.load_study(study_name=study_name, storage=storage)
+    probe = _load_study(study_name, storage_url)
     spec = load_spec(probe)
+    storage = probe._storage
+    heart = None
+    if "://" in storage_url:  # an RDB storage: heartbeats, with the study's own settings
+        storage = open_storage(storage_url, heartbeat_interval=spec.heartbeat_interval,
+                               grace_period=spec.grace_period)
+        heart = _Heartbeat(storage, spec.heartbeat_interval)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     space = spec.space()
     parent_run_id = probe.user_attrs.get(PARENT_ATTR)
     base = compose(space.overrides(space.representative()))
@@ -247,16 +351,28 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
             break
         if sampler.exhausted or (ppid != 1 and os.getppid() != ppid):  # exhausted, or orphaned
             break
+        if heart is not None:
+            heart.fail_stale(study)
+            if _others_hold_the_rest(study.get_trials(deepcopy=False), spec):
+                time.sleep(min(2.0, spec.heartbeat_interval))
+                continue
         if spec.design and not any(t.state == TrialState.WAITING for t in trials):
             break  # an ablation runs its queued (arm, seed) trials and nothing else
         if before_ask is not None:
             before_ask()
         trial = study.ask()
+        if heart is not None:
+            heart.hold(trial._trial_id)
         if spec.n_trials is not None and _is_surplus(study, trial.number, spec.n_trials):
             trial.set_user_attr(OUTCOME_ATTR, "surplus")
             study.tell(trial, state=TrialState.FAIL)
             break
         trial.set_user_attr(WORKER_ATTR, me)
+        if heart is not None:
+            trial.set_user_attr(HEARTBEAT_ATTR, spec.heartbeat_interval)
+            retry_of = retried_from(storage.get_trial(trial._trial_id))
+            if retry_of is not None:  # queued again by Optuna's stale-trial callback
+                trial.set_user_attr(RETRY_ATTR, retry_of)
         if device:
             trial.set_user_attr("ablate.device", device)
         params = {key: suggest(trial, key, dist) for key, dist in space.distributions.items()}
@@ -365,6 +481,10 @@ def _fail_and_retry(study: Any, number: int, params: Mapping[str, Any]) -> None:
 def fail_stale_trial(study: Any, trial: Any) -> None:
     """Close a RUNNING trial whose worker died (FAIL), end its MLflow run KILLED, queue a retry."""
     _fail_and_retry(study, trial.number, trial.params)
+    _end_killed_run(study, trial)
+
+
+def _end_killed_run(study: Any, trial: Any) -> None:
     run_id = trial.user_attrs.get(RUN_ATTR)
     spec = load_spec(study)
     if run_id and spec.tracking_uri:

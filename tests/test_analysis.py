@@ -97,8 +97,8 @@ def test_p_better_counts_ties_as_half_and_zero_variance_p_values():
     out = compare(runs, "m", [Comparison("mixed", "mixed", "ref"), Comparison("shift", "shift", "ref"),
                               Comparison("same", "same", "ref")]).set_index("label")
     assert out.loc["mixed", "p_better"] == pytest.approx((2 + 0.5 * 2) / 5)
-    # every difference identical: t is infinite (p = 0) unless the difference is 0 (p = 1)
-    assert out.loc["shift", "p_value"] == 0.0 and out.loc["shift", "p_better"] == 1.0
+    # every difference identical: t is undefined; the exact sign-flip test gives 2 / 2^5
+    assert out.loc["shift", "p_value"] == pytest.approx(2 / 2**5) and out.loc["shift", "p_better"] == 1.0
     assert out.loc["same", "p_value"] == 1.0 and out.loc["same", "p_better"] == 0.5
     assert out.loc["same", "ci_low"] == out.loc["same", "ci_high"] == 0.0
 
