@@ -424,3 +424,46 @@ def test_loss_metric_duplicates_and_escaping_without_mlflow():
     assert "repeat an (arm, seed) pair" in text
     names = [r[1] for r in _table_with(_tables(text), "MLflow run id")[1:]]
     assert {"# heading", "1. item", "*bold*", "line break"} <= set(names)  # shown as written, one line each
+
+
+def test_html_report_in_headless_chromium(store, tmp_path):
+    """The HTML opens in a real browser: no console errors, a non-blank page, hostile text as text."""
+    import io
+    import shutil
+
+    from conftest import require_service
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    require_service(bool(chromium and chromedriver),
+                    "no headless Chromium: apt-get install chromium chromium-driver (.ci/run does)")
+    pytest.importorskip("selenium", reason="selenium is in the dev extras")
+    from matplotlib import image
+    from selenium import webdriver
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    (html,) = write_report("abl", out=tmp_path / "reports", tracking_uri=store, formats="html")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    try:
+        driver.get(html.as_uri())
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert  # noqa: B018 (the hostile run name must not have run)
+        assert XSS in driver.find_element(By.TAG_NAME, "body").text
+        assert driver.execute_script(
+            "return document.images.length > 0 && "
+            "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        pixels = image.imread(io.BytesIO(driver.get_screenshot_as_png()), format="png")
+    finally:
+        driver.quit()
+    assert pixels.shape[0] > 500 and pixels[..., :3].std() > 0.05  # not a blank page
+    assert len({tuple(p) for p in pixels[::17, ::17, :3].reshape(-1, 3).round(2)}) > 20
