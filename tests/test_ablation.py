@@ -72,3 +72,58 @@ def test_shipped_ablation_studies_compose():
 def test_arm_overrides_win_over_fixed_ones():
     space = AblationSpace({"a": ["norm=batch", "trainer.epochs=5"]}, [0, 1], ["data=digits", "trainer.epochs=20"])
     assert space.overrides({"arm": "a", "seed": 1}) == ["data=digits", "trainer.epochs=5", "norm=batch", "seed=1"]
+
+
+def test_small_leave_one_out_end_to_end(tmp_path):
+    """ablate sweep runs every (arm, seed) as a child of the study's parent run; the report's
+    per-arm table lists every arm with n = seeds."""
+    import subprocess
+    import sys
+
+    from markdown_it import MarkdownIt
+    from mlflow.tracking import MlflowClient
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "tiny_loo.yaml").write_text(
+        "defaults: [base_study, {sampler: random}, {pruner: none}, _self_]\n"
+        "design: leave_one_out\nseeds: 2\nworkers: 2\n"
+        "fixed: {data: digits, model: mlp, trainer.epochs: 3}\n"
+        "reference: {norm: batch, optimizer: adam}\n"
+        "tricks: {norm: null, optimizer: sgd}\n")
+    run = subprocess.run([sys.executable, "-m", "ablate", "sweep", "tiny_loo"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    report = subprocess.run([sys.executable, "-m", "ablate", "report", "tiny_loo", "--out", "reports"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert report.returncode == 0, report.stderr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny_loo")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("ablate.kind") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    arms = ["reference", "-norm=batch", "-optimizer=adam"]
+    assert sorted((r.data.tags["ablate.arm"], r.data.params["seed"]) for r in children) == sorted(
+        (a, str(s)) for a in arms for s in (0, 1))
+    assert all(r.info.status == "FINISHED" for r in children)
+
+    text = (tmp_path / "reports" / "tiny_loo" / "report.md").read_text(encoding="utf-8")
+    tokens = MarkdownIt().enable("table").parse(text)
+    tables, rows, cells, current = [], None, None, None
+    for tok in tokens:
+        if tok.type == "table_open":
+            rows = []
+        elif tok.type == "tr_open":
+            cells = []
+        elif tok.type == "inline" and cells is not None:
+            current = tok.content
+        elif tok.type in ("th_close", "td_close"):
+            cells.append(current)
+        elif tok.type == "tr_close":
+            rows.append(cells)
+            cells = None
+        elif tok.type == "table_close":
+            tables.append(rows)
+    per_arm = next(t for t in tables if t[0][:2] == ["arm", "n"])
+    assert sorted(r[0].replace("\\", "") for r in per_arm[1:]) == sorted(arms)
+    assert all(r[1] == "2" for r in per_arm[1:])
