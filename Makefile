@@ -17,9 +17,13 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job on the embedded default, offline: a small sweep of the trick menu on digits
-# (2 workers, median pruning). Rerunning resumes the same study, so a second `make demo` is quick.
+# (2 workers, median pruning), then a leave-one-out ablation of the menu's tricks over 3 paired
+# seeds and its report in reports/. Rerunning resumes both studies, so a second `make demo` is quick.
 demo: $(STAMP)
 	$(BIN)/ablate sweep tricks_digits n_trials=24 workers=2
+	$(BIN)/ablate sweep ablation_digits seeds=3 workers=2
+	$(BIN)/ablate report ablation_digits --out reports
+	@echo "Report: reports/ablation_digits/report.html (and report.md); runs: $(BIN)/ablate ui"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
