@@ -25,8 +25,9 @@ commands:
                          run a study from sweeps/ (./sweeps first) with parallel workers, pruning,
                          resume and MLflow parent/child runs, e.g.
                          ablate sweep tricks_digits workers=2 n_trials=40 pruner=hyperband
-  worker <study> --storage URL
-                         join a running study from another shell or machine
+  worker <study> --storage URL [overrides]
+                         join a running study from another shell or machine (overrides, or a
+                         ./sweeps/<study>.yaml, must give the stored recipe; devices=[1] pins a GPU)
   report <study> [--format md,html] [--out reports] [--experiment E] [--tag K=V] [tracking.uri=...]
                          what each trick contributes: tables, CIs and figures as Markdown and HTML,
                          read from MLflow (a study, or `ablate train -m` runs by experiment or tag)
@@ -189,13 +190,28 @@ def _worker(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ablate worker", description="Pull and run trials of a "
                                      "study until it has its n_trials finished trials.")
     parser.add_argument("study")
-    parser.add_argument("--storage", required=True, help="the study's Optuna storage (file or URL)")
+    parser.add_argument("--storage", default=None, help="the study's Optuna storage (file or URL); "
+                        "default: $ABLATE_STORAGE, which keeps a password out of the command line")
     parser.add_argument("--index", type=int, default=0, help="offsets the sampler seed")
     parser.add_argument("--deadline", type=float, default=None, help="unix time; no trial starts after")
-    ns = parser.parse_args(args)
-    from ablate.worker import run_worker
+    parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # by ablate sweep
+    parser.add_argument("overrides", nargs="*", help="the study's overrides, checked against its stored "
+                        "recipe; devices=[1] pins this worker to a GPU")
+    ns = parser.parse_intermixed_args(args)
+    from ablate.errors import ConfigError
+    from ablate.worker import check_join, run_worker
 
-    run_worker(ns.study, ns.storage, index=ns.index, deadline=ns.deadline)
+    storage = ns.storage or os.environ.get("ABLATE_STORAGE")
+    execution = {} if ns.supervised else check_join(ns.study, storage, ns.overrides)
+    storage = storage or execution.get("storage")
+    if not storage:
+        return _fail("storage: missing; pass --storage URL (or set ABLATE_STORAGE) as given to ablate sweep")
+    devices = execution.get("devices") or []
+    if len(devices) > 1 or not all(isinstance(d, int) and d >= 0 for d in devices):
+        raise ConfigError("devices", devices, "one CUDA device index like [1] (a worker runs one trial at a time)")
+    if devices:
+        os.environ.update(CUDA_VISIBLE_DEVICES=str(devices[0]), ABLATE_DEVICE="cuda")
+    run_worker(ns.study, storage, index=ns.index, deadline=ns.deadline)
     return 0
 
 

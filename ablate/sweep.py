@@ -291,7 +291,8 @@ class Supervisor:
             env["CUDA_VISIBLE_DEVICES"] = str(slot.device)
             env["ABLATE_DEVICE"] = "cuda"
         env["ABLATE_STORAGE"] = self.spec.storage  # not in argv, where ps and logs would show a password
-        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", str(slot.index)]
+        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", str(slot.index),
+                   "--supervised"]  # the stored recipe is this sweep's: no study file to compare with
         if self.deadline:
             command += ["--deadline", repr(self.deadline)]
         log = open(self.logs / f"worker-{slot.index}.log", "ab")  # noqa: SIM115 (the child owns it)

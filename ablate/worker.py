@@ -12,11 +12,12 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from ablate.errors import AblateError
-from ablate.study import StudySpec, build_pruner, build_sampler, open_storage
+from ablate.errors import AblateError, ConfigError
+from ablate.study import StudySpec, build_pruner, build_sampler, open_storage, redact
 
 __all__ = ["SPEC_ATTR", "PARENT_ATTR", "count_states", "is_finished", "load_spec", "run_worker",
            "suggest"]
@@ -146,7 +147,7 @@ class _Heartbeat:
             if trial_id is not None:
                 try:
                     self.storage.record_heartbeat(trial_id)
-                except Exception:  # noqa: BLE001 - a database hiccup: the next beat tries again
+                except Exception:  # noqa: BLE001, S110 - a database hiccup: the next beat tries again
                     pass
 
     def fail_stale(self, study: Any) -> None:
@@ -175,6 +176,75 @@ def _others_hold_the_rest(trials: list[Any], spec: StudySpec) -> bool:
         return False
     return bool(spec.design) or (spec.n_trials is not None
                                  and sum(map(is_finished, trials)) + beating >= spec.n_trials)
+
+
+def _load_study(study_name: str, storage_url: str) -> Any:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat_interval=None))
+    except KeyError:
+        raise AblateError(f"study: no study {study_name!r} in {redact(storage_url)} "
+                          "(ablate sweep creates it)") from None
+
+
+_EXECUTION = ("devices", "trials_per_device", "workers", "storage")  # how a worker runs, not what
+
+
+def check_join(study_name: str, storage_url: str | None, overrides: Sequence[str] = (), *,
+               cwd: str | Path | None = None) -> dict[str, Any]:
+    """What ``ablate worker <study> [overrides]`` may join with: its execution overrides.
+
+    With recipe overrides, or a study file ``./sweeps/<study>.yaml`` here, the study is composed
+    and its recipe compared with the stored one (the stored spec is what the worker runs);
+    execution overrides (``devices=[1]``) are returned as values.
+
+    Raises:
+        AblateError: another recipe (naming what differs), no such study, a bad override.
+    """
+    import json
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ablate.study import compose_study
+
+    execution, recipe = {}, []
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if key in _EXECUTION:
+            try:
+                execution[key] = OverridesParser.create().parse_override(override).value()
+            except Exception:  # noqa: BLE001 - Hydra's grammar errors: one line naming the field
+                raise ConfigError(key, redact(override.partition("=")[2]), "a value like devices=[0]") from None
+        else:
+            recipe.append(override)
+    local_file = Path(cwd or os.getcwd()) / "sweeps" / f"{study_name}.yaml"
+    storage_url = storage_url or execution.get("storage")
+    if storage_url and (recipe or local_file.is_file()):
+        local = compose_study(study_name, overrides, cwd=cwd)
+        stored = load_spec(_load_study(study_name, storage_url))
+        differ = _differences(stored.recipe, json.loads(json.dumps(local.recipe)))
+        if differ:
+            where = (f"sweeps/{study_name}.yaml" if local_file.is_file() else f"study file {study_name!r}")
+            where += " with these overrides" if recipe else ""
+            raise AblateError(f"study: {study_name!r} in {redact(storage_url)} has another recipe than {where} "
+                              f"here ({', '.join(differ[:4])} differ{'s' if len(differ) == 1 else ''}); "
+                              "run the same study file and overrides")
+    return execution
+
+
+def _differences(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
+    """``["params.optimizer", "metric"]``: the recipe entries that differ."""
+    out: list[str] = []
+    for key, value in theirs.items():
+        other = mine.get(key)
+        if value == other:
+            continue
+        if isinstance(value, dict) and isinstance(other, dict):
+            out += [f"{key}.{k}" for k in sorted({*value, *other}, key=str) if value.get(k, ...) != other.get(k, ...)]
+        else:
+            out.append(key)
+    return out
 
 
 def load_spec(study: Any) -> StudySpec:
@@ -352,6 +422,7 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
         if sampler.exhausted or (ppid != 1 and os.getppid() != ppid):  # exhausted, or orphaned
             break
         if heart is not None:
+            heart.hold(None)
             heart.fail_stale(study)
             if _others_hold_the_rest(study.get_trials(deepcopy=False), spec):
                 time.sleep(min(2.0, spec.heartbeat_interval))
