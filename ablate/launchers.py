@@ -24,7 +24,8 @@ def _job(study: str, storage: str, index: int, deadline: float | None, setup_env
     os.environ.update(setup_env)
     from ablate.worker import run_worker
 
-    return run_worker(study, storage, index=index, deadline=deadline)
+    # A storage with a password travels in the job's inherited environment, not in its pickle.
+    return run_worker(study, storage or os.environ["ABLATE_STORAGE"], index=index, deadline=deadline)
 
 
 class SubmititWorker:
@@ -91,4 +92,9 @@ def submit_worker(launcher: dict[str, Any], *, folder: Path, study: str, storage
         executor.update_parameters(**params)
     except Exception as exc:
         raise AblateError(f"launcher: {' '.join(str(exc).split())}") from None
+    from ablate.study import redact
+
+    if redact(storage) != storage:  # jobs inherit the environment (sbatch --export=ALL, local jobs)
+        os.environ["ABLATE_STORAGE"] = storage
+        storage = ""
     return SubmititWorker(executor.submit(_job, study, storage, index, deadline, env))
