@@ -9,7 +9,7 @@ store) in a fresh temporary folder, and compares variants measured in the same i
 
 - pruning: the same study, sampler and seed with each pruner; total epochs trained and best value.
   Bar: at most 1/3 of the epochs for a best within 0.5 points of no pruning.
-- async: 2 workers on trials of unequal length (trainer.epochs drawn from {2, 40}), pulling freely
+- async: 2 workers on trials of unequal length (trainer.epochs drawn from {2, 60}), pulling freely
   against the same workers held to a batch-of-2 barrier (what the stock Hydra sweeper does).
   Bar: >= 1.3x trials per hour.
 - overhead: one worker; sweep wall time divided by the sum of the trials' fit() time (imports,
@@ -99,7 +99,7 @@ def asynchronous(args: argparse.Namespace) -> None:
 
     ctx = mp.get_context("spawn")
     rates = {}
-    print(f"async: {args.n_trials} trials of 2 or 40 epochs on digits, 2 worker processes")
+    print(f"async: {args.n_trials} trials of 2 or 60 epochs on digits, 2 worker processes")
     for mode in ("barrier", "async"):
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
@@ -109,7 +109,7 @@ def asynchronous(args: argparse.Namespace) -> None:
                 n_trials: {args.n_trials}
                 workers: 2
                 params:
-                  trainer.epochs: choice(2, 40)
+                  trainer.epochs: choice(2, 60)
                   seed: range(0, 1000)
             """))
             os.chdir(cwd)
@@ -117,7 +117,7 @@ def asynchronous(args: argparse.Namespace) -> None:
             study, spec, _ = prepare_study(spec)
             rng = random.Random(0)  # the same queue of trials in both modes
             for i in range(args.n_trials):
-                study.enqueue_trial({"trainer.epochs": rng.choice([2, 40]), "seed": i})
+                study.enqueue_trial({"trainer.epochs": rng.choice([2, 60]), "seed": i})
             barrier = ctx.Barrier(2) if mode == "barrier" else None
             procs = [ctx.Process(target=_async_worker, args=(spec.name, spec.storage, i, barrier, tmp))
                      for i in range(2)]
