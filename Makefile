@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job on the embedded default, offline: a small sweep of the trick menu on digits
-# (2 workers, median pruning), then a leave-one-out ablation of the menu's tricks over 3 paired
+# (2 workers, successive-halving pruning), then a leave-one-out ablation of the menu's tricks over 3 paired
 # seeds and its report in reports/. Rerunning resumes both studies, so a second `make demo` is quick.
 demo: $(STAMP)
 	$(BIN)/ablate sweep tricks_digits n_trials=24 workers=2
