@@ -221,14 +221,30 @@ class _Progress:
         text = self.line(study)
         now = time.time()
         if self.tty:
-            width = os.get_terminal_size(self.stream.fileno()).columns if self.stream.isatty() else 120
-            self.stream.write("\r\x1b[2K" + text[: max(20, width - 1)])
-            self.stream.flush()
+            self._draw(text.split(" | "))
             return
         core = text.split("] ", 1)[1]
         if force or core != self.last_line or now - self.last_print >= 30:
             print(text, file=self.stream, flush=True)
             self.last_line, self.last_print = core, now
+
+    def _draw(self, lines: list[str]) -> None:
+        """Redraw the block in place: counts, best so far, ETA, one per line, cut to the width."""
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        except OSError:
+            width = 0
+        width = width if width >= 40 else 120  # some terminals (and `script`) report 0
+        up = f"\x1b[{self.drawn - 1}F" if self.drawn > 1 else ""
+        body = "\n".join("\x1b[2K" + line[: width - 1] for line in lines)
+        self.stream.write("\r" + up + body)
+        # a block that shrank leaves its old last lines behind: clear them
+        for _ in range(max(0, self.drawn - len(lines))):
+            self.stream.write("\n\x1b[2K")
+        if self.drawn > len(lines):
+            self.stream.write(f"\x1b[{self.drawn - len(lines)}F")
+        self.stream.flush()
+        self.drawn = max(len(lines), 1)
 
     def close(self) -> None:
         if self.tty:
