@@ -233,15 +233,20 @@ _GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-def register_configs() -> None:
-    """Register every schema with Hydra's ConfigStore (idempotent)."""
+def store_schemas(name: str, root: type, groups: dict[str, dict[str, type]]) -> None:
+    """Register a root schema and its groups' schemas with Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    for group, schemas in _GROUP_SCHEMAS.items():
-        for name, schema in schemas.items():
-            cs.store(group=group, name=name, node=schema)
+    cs.store(name=name, node=root)
+    for group, schemas in groups.items():
+        for schema_name, schema in schemas.items():
+            cs.store(group=group, name=schema_name, node=schema)
+
+
+def register_configs() -> None:
+    """Register every training schema with Hydra's ConfigStore (idempotent)."""
+    store_schemas("base_config", Config, _GROUP_SCHEMAS)
 
 
 # --- validation ----------------------------------------------------------------------------------

@@ -178,13 +178,10 @@ _SCHEMAS: dict[str, dict[str, type]] = {
 
 
 def register_study_configs() -> None:
-    from hydra.core.config_store import ConfigStore
+    """Register the study schemas (study, sampler, pruner, launcher) with Hydra's ConfigStore."""
+    from ablate.config import store_schemas
 
-    cs = ConfigStore.instance()
-    cs.store(name="base_study", node=StudyConfig)
-    for group, schemas in _SCHEMAS.items():
-        for name, schema in schemas.items():
-            cs.store(group=group, name=name, node=schema)
+    store_schemas("base_study", StudyConfig, _SCHEMAS)
 
 
 # --- the resolved study ----------------------------------------------------------------------------
