@@ -314,7 +314,7 @@ class TrialComposer:
         self.base: Any = None
         self.nodes: dict[tuple[str, Any], Any] = {}
 
-    def _compose(self, params: Mapping[str, Any]) -> Any:
+    def compose_params(self, params: Mapping[str, Any]) -> Any:
         from ablate.config import compose
 
         return compose([*self.space.overrides(params), *self.extra])
@@ -328,16 +328,16 @@ class TrialComposer:
 
         rep = self.space.representative()
         if self.base is None:
-            self.base = self._compose(rep)
+            self.base = self.compose_params(rep)
         cfg = copy.deepcopy(self.base)
         groups, leaves = self.space.split(params)
         try:
             for group, option in groups.items():
                 if (group, option) not in self.nodes:
                     if self.space.independent_groups:  # a search: one node per group option
-                        self.nodes[group, option] = self._compose({**rep, group: option})[group]
+                        self.nodes[group, option] = self.compose_params({**rep, group: option})[group]
                     else:  # an ablation: one whole config per arm
-                        self.nodes[group, option] = self._compose(params)
+                        self.nodes[group, option] = self.compose_params(params)
                 node = copy.deepcopy(self.nodes[group, option])
                 if self.space.independent_groups:
                     cfg[group] = node
@@ -378,7 +378,6 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
     import optuna
     from optuna.trial import TrialState
 
-    from ablate.config import compose
     from ablate.tracking import signals_deferred, track_run
     from ablate.train import fit, load_data
 
@@ -394,12 +393,6 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     space = spec.space()
     parent_run_id = probe.user_attrs.get(PARENT_ATTR)
-    base = compose(space.overrides(space.representative()))
-    sampler = _StopAware(build_sampler(spec, worker_index=index))
-    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler.sampler,
-                              pruner=build_pruner(spec, epochs=base.trainer.epochs))
-    me = worker_id()
-    ppid = os.getppid()
     extra = [f"tracking.experiment={spec.experiment}"]
     if spec.tracking_uri:
         extra.append(f"tracking.uri={spec.tracking_uri}")
@@ -411,6 +404,12 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
         extra.append(f"trainer.device={device}")
     data_cache: dict[Any, Any] = {}
     composer = TrialComposer(space, extra)
+    composer.base = composer.compose_params(space.representative())  # also the trials' starting point
+    sampler = _StopAware(build_sampler(spec, worker_index=index))
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler.sampler,
+                              pruner=build_pruner(spec, epochs=composer.base.trainer.epochs))
+    me = worker_id()
+    ppid = os.getppid()
     ran = 0
 
     while True:
