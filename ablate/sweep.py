@@ -208,7 +208,7 @@ class _Progress:
         n = self.spec.n_trials
         text = (f"[{_clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
                 f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) running {c['running']}")
-        best = _best(study)
+        best = _best(study, trials)  # one storage read per refresh, not two
         if best is not None:
             params = " ".join(f"{k}={_short(v)}" for k, v in best.params.items())
             text += f" | best {self.spec.metric} {best.value:.4f} (trial {best.number}: {params})"
@@ -262,11 +262,14 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _best(study: Any) -> Any:
+def _best(study: Any, trials: list[Any] | None = None) -> Any:
+    """The best complete trial; ``trials`` saves reading the storage again when already read."""
     from optuna.trial import TrialState
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.value is not None and math.isfinite(t.value)]
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE
+            and t.value is not None and math.isfinite(t.value)]
     if not done:
         return None
     pick = max if study.direction.name == "MAXIMIZE" else min
@@ -412,11 +415,12 @@ def finish_parent(study: Any, spec: StudySpec, parent_run_id: str, status: str) 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=spec.tracking_uri)
-    counts = count_states(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    counts = count_states(trials)
     now = int(time.time() * 1000)
     metrics = [Metric(f"n_{k}", float(v), now, 0) for k, v in counts.items()]
     tags = [RunTag("status", status.lower())]
-    best = _best(study)
+    best = _best(study, trials)
     if best is not None:
         metrics.append(Metric(f"best_{spec.metric}", float(best.value), now, 0))
         tags += [RunTag("best_trial", str(best.number)),
@@ -433,11 +437,12 @@ def best_command(spec: StudySpec, best: Any) -> str:
 
 
 def summary(study: Any, spec: StudySpec, parent_run_id: str, elapsed: float, workers: int) -> str:
-    counts = count_states(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    counts = count_states(trials)
     lines = [f"Study {spec.name}: {counts['finished']} finished (complete {counts['complete']}, pruned "
              f"{counts['pruned']}, diverged {counts['diverged']}, failed {counts['failed']}) in "
              f"{_clock(elapsed)} with {workers} worker{'s' if workers != 1 else ''}"]
-    best = _best(study)
+    best = _best(study, trials)
     if best is None:
         lines.append(f"No complete trial yet: no best {spec.metric}.")
     else:
