@@ -55,25 +55,32 @@ def _sweep(cwd: Path, *args: str) -> float:
 def pruning(args: argparse.Namespace) -> None:
     from ablate.worker import count_states
 
-    print(f"pruning: study {args.study}, {args.n_trials} trials, 2 workers, sampler tpe seed 0")
-    print(f"{'pruner':<12} {'epochs':>7} {'share':>6} {'best':>7} {'Δbest':>7} {'pruned':>7} {'wall s':>7}")
-    base_epochs = base_best = None
+    seeds = list(range(args.seeds))
+    print(f"pruning: study {args.study}, {args.n_trials} trials, 2 workers, sampler tpe, seeds {seeds}")
+    print(f"{'pruner':<40} {'epochs':>7} {'share':>6} {'best':>7} {'Δbest':>7} {'worst Δ':>7} "
+          f"{'pruned':>7} {'wall s':>7}")
+    base: dict[int, tuple[int, float]] = {}
     for item in args.pruners.split(","):
         pruner, *settings = item.split(";")  # e.g. "hyperband;pruner.reduction_factor=4"
-        with tempfile.TemporaryDirectory() as tmp:
-            cwd = Path(tmp)
-            wall = _sweep(cwd, args.study, f"n_trials={args.n_trials}", "workers=2", f"pruner={pruner}",
-                          "sampler.seed=0", *settings)
-            study = _load(cwd, args.study)
-            epochs = sum(int(t.user_attrs.get("ablate.epochs_run", 0)) for t in study.trials)
-            best = study.best_value
-            pruned = count_states(study.trials)["pruned"]
-        base_epochs = base_epochs or epochs
-        base_best = base_best if base_best is not None else best
-        print(f"{item:<12} {epochs:>7} {epochs / base_epochs:>6.2f} {best:>7.4f} "
-              f"{100 * (best - base_best):>+7.2f} {pruned:>7} {wall:>7.1f}", flush=True)
-    print("share = epochs / epochs without pruning (bar <= 0.33); Δbest in points vs no pruning "
-          "(bar >= -0.5)")
+        rows = []
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                cwd = Path(tmp)
+                wall = _sweep(cwd, args.study, f"n_trials={args.n_trials}", "workers=2", f"pruner={pruner}",
+                              f"sampler.seed={seed}", *settings)
+                study = _load(cwd, args.study)
+                epochs = sum(int(t.user_attrs.get("ablate.epochs_run", 0)) for t in study.trials)
+                rows.append((seed, epochs, study.best_value, count_states(study.trials)["pruned"], wall))
+        if not base:  # the first entry (none) is what the others are compared with, seed by seed
+            base = {seed: (epochs, best) for seed, epochs, best, _, _ in rows}
+        share = sum(e for _, e, _, _, _ in rows) / sum(base[s][0] for s in seeds)
+        deltas = [100 * (best - base[seed][1]) for seed, _, best, _, _ in rows]
+        print(f"{item:<40} {sum(r[1] for r in rows) / len(rows):>7.0f} {share:>6.2f} "
+              f"{sum(r[2] for r in rows) / len(rows):>7.4f} {sum(deltas) / len(deltas):>+7.2f} "
+              f"{min(deltas):>+7.2f} {sum(r[3] for r in rows) / len(rows):>7.1f} "
+              f"{sum(r[4] for r in rows) / len(rows):>7.1f}", flush=True)
+    print("means over the seeds; share = epochs / epochs without pruning (bar <= 0.33); Δbest = best val "
+          "acc minus no pruning's with the same seed, in points (bar: mean >= -0.5)")
 
 
 def _async_worker(name: str, storage: str, index: int, barrier, cwd: str) -> None:
@@ -143,11 +150,22 @@ def overhead(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         extra = [f"trainer.epochs={args.epochs}"] if args.epochs else []
+        started = time.time()
         wall = _sweep(cwd, args.study, f"n_trials={args.n_trials}", "workers=1", "pruner=none", *extra)
-        study = _load(cwd, args.study)
-        train = sum(float(t.user_attrs.get("ablate.train_time", 0.0)) for t in study.trials)
-    print(f"wall {wall:.1f} s, sum of fit() time {train:.1f} s, per trial overhead "
-          f"{(wall - train) / args.n_trials:.2f} s; wall / training = {wall / train:.2f} (bar <= 1.10)")
+        ended = started + wall
+        trials = sorted(_load(cwd, args.study).trials, key=lambda t: t.number)
+    train = sum(float(t.user_attrs.get("ablate.train_time", 0.0)) for t in trials)
+    # Where the rest goes, from the trials' ask and tell times in the storage.
+    starts = [t.datetime_start.timestamp() for t in trials]
+    ends = [t.datetime_complete.timestamp() for t in trials]
+    inside = sum(e - s - float(t.user_attrs.get("ablate.train_time", 0.0))
+                 for s, e, t in zip(starts, ends, trials))
+    between = sum(s - e for s, e in zip(starts[1:], ends[:-1]))
+    print(f"wall {wall:.1f} s = training {train:.1f} s + start-up {starts[0] - started:.1f} s (sweep start to "
+          f"the first ask) + {inside:.1f} s inside trials (compose, MLflow, reports; {inside / len(trials):.3f} "
+          f"s each) + {between:.1f} s between trials ({between / max(1, len(trials) - 1):.3f} s each) + "
+          f"{ended - ends[-1]:.1f} s wind-down")
+    print(f"mean fit() {train / len(trials):.2f} s per trial; wall / training = {wall / train:.2f} (bar <= 1.10)")
 
 
 def main() -> None:
@@ -157,6 +175,7 @@ def main() -> None:
     p.add_argument("--n-trials", type=int, default=0)
     p.add_argument("--epochs", type=int, default=0, help="overhead: trainer.epochs of every trial")
     p.add_argument("--pruners", default="none,median,hyperband")
+    p.add_argument("--seeds", type=int, default=3, help="pruning: sampler seeds 0..N-1 per pruner")
     args = p.parse_args()
     args.n_trials = args.n_trials or {"pruning": 40, "async": 24, "overhead": 12}[args.what]
     print(f"python {platform.python_version()} | {os.cpu_count()} cpus | {time.strftime('%Y-%m-%d')}")
