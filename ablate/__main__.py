@@ -1,7 +1,5 @@
 """``python -m ablate`` is the ``ablate`` command (workers are started this way)."""
 
-import sys
+from ablate.cli import run
 
-from ablate.cli import main
-
-sys.exit(main())
+run()

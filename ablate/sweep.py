@@ -45,28 +45,31 @@ def _absolute_uri(uri: str, base: Path) -> str:
 def check_trial_configs(spec: StudySpec) -> Any:
     """Fail before anything is created when some trial could not be composed.
 
-    Composes the study's representative trial, then every option of every searched config group
-    (``optimizer: choice(sgd, adam)``) with the other parameters in place, so a field that exists
-    for one option only (``optimizer.momentum`` with adam) is caught; leaf parameters are range-
-    checked at both ends of their distributions.
+    Composes every node a trial can need (:meth:`TrialComposer.compose_all`: the representative
+    trial, every option of every searched config group, every arm), so a field that exists for one
+    option only (``optimizer.momentum`` with adam) is caught; leaf parameters are range-checked at
+    both ends of their distributions.
 
     Returns:
-        The representative trial's composed config.
+        The :class:`TrialComposer`, composed: its ``base`` is the representative trial's config,
+        and the workers of this sweep receive its nodes instead of composing them again.
     """
     from optuna.distributions import CategoricalDistribution
 
     from ablate.config import is_group, validate
+    from ablate.worker import TrialComposer
 
     space = spec.space()
-    rep = space.representative()
-    if spec.design:
-        return _check_arms(spec, space)
+    composer = TrialComposer(space)
     try:
-        base = _check_groups(spec, space, rep)
+        composer.compose_all()
     except ConfigError as exc:
         if exc.field in space.distributions:  # name the study's field, not the trial's
             raise ConfigError(f"params.{exc.field}", spec.params[exc.field], exc.allowed) from None
         raise
+    if spec.design:
+        return composer
+    base = composer.base
     missing = object()
     for key, dist in space.distributions.items():
         values = list(dist.choices) if isinstance(dist, CategoricalDistribution) else [dist.low, dist.high]
@@ -83,37 +86,11 @@ def check_trial_configs(spec: StudySpec) -> Any:
                 raise ConfigError(f"params.{key}", spec.params[key], f"values where {exc.field} is {exc.allowed}") from None
     if spec.metric not in ("train_loss", "train_acc", "val_loss", "val_acc"):
         raise ConfigError("metric", spec.metric, "one of: val_acc, val_loss, train_acc, train_loss")
-    return base
+    return composer
 
 
-def _check_groups(spec: StudySpec, space: Any, rep: dict[str, Any]) -> Any:
-    """Compose the representative trial and one trial per other option of each searched group."""
-    from ablate.config import compose, is_group
-
-    base = compose(space.overrides(rep))
-    for key, dist in space.distributions.items():
-        if is_group(key):
-            for value in dist.choices[1:]:
-                compose(space.overrides({**rep, key: value}))
-    return base
-
-
-def _check_arms(spec: StudySpec, space: Any) -> Any:
-    """Compose every arm of an ablation once; an error names the arm."""
-    from ablate.config import compose
-
-    base = None
-    for arm in space.arms:
-        try:
-            cfg = compose(space.overrides({"arm": arm, "seed": space.seeds[0]}))
-        except ConfigError as exc:
-            raise ConfigError(exc.field, exc.value, f"{exc.allowed} (in arm {arm!r})") from None
-        base = base if base is not None else cfg
-    return base
-
-
-def prepare_study(spec: StudySpec) -> tuple[Any, StudySpec, str]:
-    """Validate, then create (or reopen) the Optuna study and its MLflow parent run.
+def prepare_study(spec: StudySpec, composer: Any = None) -> tuple[Any, StudySpec, str]:
+    """Validate (unless ``composer`` says it was), then create or reopen the study and its parent run.
 
     Returns:
         ``(study, spec, parent_run_id)``; ``spec`` carries the absolute MLflow URI.
@@ -127,7 +104,7 @@ def prepare_study(spec: StudySpec) -> tuple[Any, StudySpec, str]:
 
     from ablate.tracking import get_or_create_experiment, git_commit
 
-    base = check_trial_configs(spec)
+    base = (composer or check_trial_configs(spec)).base
     spec = replace(spec, tracking_uri=_absolute_uri(base.tracking.uri, Path.cwd()))
     storage = open_storage(spec.storage, create_dirs=True, heartbeat_interval=spec.heartbeat_interval,
                            grace_period=spec.grace_period)
@@ -187,6 +164,7 @@ class _Slot:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     done: bool = False
+    early: Any = None  # what a standby worker printed before it was told where its log is
 
 
 class _Progress:
@@ -277,21 +255,46 @@ def _best(study: Any, trials: list[Any] | None = None) -> Any:
 
 
 class Supervisor:
-    """Starts and watches the worker processes of one study."""
+    """Starts and watches the worker processes of one study.
 
-    def __init__(self, study: Any, spec: StudySpec, *, stream: Any = None) -> None:
-        self.study = study
+    Local workers start before the study is checked (:meth:`warm_up`): they import torch, MLflow and
+    Optuna while the supervisor composes and validates, and wait on their stdin, having written
+    nothing, for where to log and the composed trial configs (:meth:`run`). Bad input kills them
+    (:meth:`abandon`).
+    """
+
+    def __init__(self, spec: StudySpec, *, stream: Any = None) -> None:
         self.spec = spec
+        self.study: Any = None
         devices: list[int | None] = [d for d in spec.devices for _ in range(spec.trials_per_device)]
         n = len(devices) if devices else spec.workers
         self.slots = [_Slot(i, devices[i] if devices else None) for i in range(n)]
-        self.deadline = time.time() + spec.timeout if spec.timeout else None
+        self.deadline: float | None = None
         self.progress = _Progress(spec, stream)
         self.threads = max(1, (os.cpu_count() or 1) // n)
         self.logs = Path(spec.out_dir)
+        self.composed_file: str | None = None  # the composed trial configs, pickled for the workers
+        self.local = spec.launcher.get("name") != "slurm"
+
+    def warm_up(self) -> None:
+        """Start the local workers in standby: they import, then wait for :meth:`run`."""
+        if self.local:
+            for slot in self.slots:
+                self._start(slot)
+
+    def abandon(self) -> None:
+        """Stop standby workers (the study was refused): they have written nothing."""
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.kill()
+                slot.process.wait()
+                slot.process = None
+            if slot.early is not None:
+                slot.early.close()
+                slot.early = None
 
     def _spawn(self, slot: _Slot) -> None:
-        if self.spec.launcher.get("name") == "slurm":
+        if not self.local:
             from ablate.launchers import submit_worker
 
             env = {"ABLATE_THREADS": str(self.spec.launcher.get("cpus_per_task", self.threads))}
@@ -301,9 +304,13 @@ class Supervisor:
                                          storage=self.spec.storage, index=slot.index,
                                          deadline=self.deadline, env=env)
             return
-        self._spawn_process(slot)
+        if slot.process is None or slot.process.poll() is not None:  # not warm (a restart, or it died)
+            self._start(slot)
+        self._go(slot)
 
-    def _spawn_process(self, slot: _Slot) -> None:
+    def _start(self, slot: _Slot) -> None:
+        import tempfile
+
         env = dict(os.environ, PYTHONUNBUFFERED="1", ABLATE_THREADS=str(self.threads))
         env.pop("MLFLOW_RUN_ID", None)  # would hijack every child run
         if slot.device is not None:
@@ -311,14 +318,37 @@ class Supervisor:
             env["ABLATE_DEVICE"] = "cuda"
         env["ABLATE_STORAGE"] = self.spec.storage  # not in argv, where ps and logs would show a password
         command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", str(slot.index),
-                   "--supervised"]  # the stored recipe is this sweep's: no study file to compare with
-        if self.deadline:
-            command += ["--deadline", repr(self.deadline)]
-        log = open(self.logs / f"worker-{slot.index}.log", "ab")  # noqa: SIM115 (the child owns it)
+                   "--supervised", "--standby"]  # the stored recipe is this sweep's: nothing to compare
+        # Until it is told its log, a worker's output goes to an unnamed file (kept if it dies early).
+        slot.early = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _reap / abandon)
         # A session of their own: Ctrl-C reaches the supervisor, which forwards it once, in order.
-        slot.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
-        log.close()
+        slot.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=slot.early,
+                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def _go(self, slot: _Slot) -> None:
+        """Tell a standby worker where to log, its deadline and where the composed configs are."""
+        import json
+
+        assert slot.process is not None and slot.process.stdin is not None
+        go = {"log": str((self.logs / f"worker-{slot.index}.log").resolve()), "deadline": self.deadline,
+              "composed": self.composed_file}
+        try:  # a short line: the pipe takes it without waiting for the worker
+            slot.process.stdin.write(json.dumps(go).encode() + b"\n")
+            slot.process.stdin.close()
+        except OSError:  # it died while importing: _reap keeps what it printed
+            pass
+
+    def _reap(self, slot: _Slot) -> None:
+        """After a worker exits: what it printed before it had a log goes into its log."""
+        if slot.early is None:
+            return
+        slot.early.seek(0)
+        early = slot.early.read()
+        slot.early.close()
+        slot.early = None
+        if early.strip():
+            with open(self.logs / f"worker-{slot.index}.log", "ab") as log:
+                log.write(early)
 
     def _remaining(self) -> bool:
         if self.deadline and time.time() >= self.deadline:
@@ -345,11 +375,30 @@ class Supervisor:
                 failed += 1
         return failed
 
-    def run(self) -> int:
+    def run(self, study: Any, spec: StudySpec, composer: Any = None) -> int:
+        """Run the workers until the study is done; ``composer`` (checked) gives them its configs."""
+        import pickle
+        import tempfile
+
+        self.study, self.spec = study, spec
+        self.deadline = time.time() + spec.timeout if spec.timeout else None
         self.fail_stale()  # a previous session's workers may have been killed mid-trial
         if not self._remaining():
+            self.abandon()
             self.progress.update(self.study, force=True)
             return 0
+        if composer is not None and self.local:
+            fd, self.composed_file = tempfile.mkstemp(prefix="ablate-composed-", suffix=".pkl")
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(composer.composed, f)
+        try:
+            return self._watch()
+        finally:
+            if self.composed_file:
+                os.unlink(self.composed_file)
+                self.composed_file = None
+
+    def _watch(self) -> int:
         for slot in self.slots:
             self._spawn(slot)
         try:
@@ -357,6 +406,7 @@ class Supervisor:
                 for slot in self.slots:
                     if slot.done or slot.process is None or slot.process.poll() is None:
                         continue
+                    self._reap(slot)
                     rc = slot.process.returncode
                     if rc != 0:  # by pid, and by liveness (a submitit job's pid is its wrapper's)
                         self.fail_stale(pids={slot.process.pid})
@@ -396,6 +446,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for slot in self.slots:
+            self._reap(slot)
         self.fail_stale(pids={p.pid for p in alive})
 
 
@@ -462,15 +514,21 @@ def summary(study: Any, spec: StudySpec, parent_run_id: str, elapsed: float, wor
 def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
     """``ablate sweep <name> [overrides]``: returns the process exit code."""
     spec = compose_study(name, overrides)
-    study, spec, parent = prepare_study(spec)
-    supervisor = Supervisor(study, spec)
+    supervisor = Supervisor(spec)
+    supervisor.warm_up()  # the workers import while the study is checked and created
+    try:
+        composer = check_trial_configs(spec)
+        study, spec, parent = prepare_study(spec, composer)
+    except BaseException:
+        supervisor.abandon()
+        raise
     n = len(supervisor.slots)
     print(f"Study {spec.name}: {spec.n_trials or 'unlimited'} trials, {n} worker{'s' if n != 1 else ''}, "
           f"sampler {spec.sampler['name']}, pruner {spec.pruner['name']}; storage {redact(spec.storage)}",
           flush=True)
     started = time.time()
     try:
-        supervisor.run()
+        supervisor.run(study, spec, composer)
     except KeyboardInterrupt:
         finish_parent(study, spec, parent, "KILLED")
         print(f"interrupted; rerun the same command to resume study {spec.name}", file=sys.stderr)

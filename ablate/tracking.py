@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,10 @@ from ablate.config import flatten, trick_summary
 __all__ = ["RunTracker", "artifact_location", "get_or_create_experiment", "git_commit", "signals_deferred",
            "track_run"]
 
-_MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+_MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limits
+_MAX_TAGS_PER_CALL = 100
 _MAX_METRICS_PER_CALL = 1000
+_MAX_ENTITIES_PER_CALL = 1000
 
 
 @functools.lru_cache(maxsize=8)
@@ -93,6 +95,9 @@ def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
         return experiment.experiment_id
 
 
+_experiment_ids: dict[tuple[str, str], str] = {}
+
+
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold Ctrl-C / SIGTERM until an MLflow write is done, then raise KeyboardInterrupt.
@@ -115,6 +120,44 @@ def signals_deferred() -> Iterator[None]:
             raise KeyboardInterrupt(f"signal {pending[0]}")
 
 
+class _Writer:
+    """Runs queued MLflow writes (and what must follow them) on one background thread, in order.
+
+    A sweep worker's writes then overlap the training that follows them: the last batch of a trial
+    and its Optuna ``tell`` run while the next trial starts. Jobs never raise: a tracker records
+    its own first error (see :meth:`RunTracker.wait`).
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="ablate-mlflow-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(job)
+
+    def drain(self) -> None:
+        """Wait until every queued job has run."""
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                job()
+            except BaseException:  # noqa: BLE001, S110 - jobs record their own errors
+                pass
+            finally:
+                self._queue.task_done()
+
+
+WRITER = _Writer()
+
+
 class RunTracker:
     """One MLflow run: params and tags at start, per-epoch metrics in one batch per epoch.
 
@@ -123,13 +166,17 @@ class RunTracker:
     """
 
     def __init__(self, cfg: DictConfig, *, tags: Mapping[str, str] | None = None,
-                 parent_run_id: str | None = None) -> None:
+                 parent_run_id: str | None = None, background: bool = False,
+                 on_created: Callable[[str], None] | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.cfg = cfg
-        uri = cfg.tracking.uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = get_or_create_experiment(self.client, cfg.tracking.experiment, uri)
+        self.background = background  # every write, creation included, goes to the WRITER thread
+        self.error: BaseException | None = None  # the first failed background write
+        self.experiment_id: str | None = None
+        self.run_id: str | None = None
+        self.run_name: str | None = None
+        self.client = MlflowClient(tracking_uri=cfg.tracking.uri)
         all_tags = {
             "dataset": cfg.data.name,
             "tricks": trick_summary(cfg),
@@ -142,24 +189,56 @@ class RunTracker:
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         all_tags.update(tags or {})
-        run = self.client.create_run(self.experiment_id, tags=all_tags,
-                                     run_name=cfg.tracking.get("run_name"))
-        self.run_id: str = run.info.run_id
-        self.run_name: str = run.info.run_name
+
+        def create() -> None:
+            uri, name = cfg.tracking.uri, cfg.tracking.experiment
+            if (uri, name) not in _experiment_ids:  # a worker's runs share one experiment: look it up once
+                _experiment_ids[uri, name] = get_or_create_experiment(self.client, name, uri)
+            self.experiment_id = _experiment_ids[uri, name]
+            run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=cfg.tracking.get("run_name"))
+            self.run_id, self.run_name = run.info.run_id, run.info.run_name
+            if on_created is not None:
+                on_created(self.run_id)
+        self._write(create)
         # Per-epoch metrics are buffered and written at most every `flush_every` seconds: an
         # MLflow write costs ~10 ms on SQLite, as much as a small model's epoch.
         self.flush_every = float(cfg.tracking.get("flush_every", 0.0))
         self._pending: list[Any] = []
         self._flushed = time.monotonic()
 
+    def _write(self, write: Callable[[], None]) -> None:
+        """Run an MLflow write now (signals held), or queue it on the writer thread."""
+        if not self.background:
+            with signals_deferred():
+                write()
+            return
+
+        def job() -> None:
+            if self.error is None:  # after a failed write the run's later writes are moot
+                try:
+                    write()
+                except Exception as exc:  # noqa: BLE001 - reported by wait() / finish's then
+                    self.error = exc
+        WRITER.submit(job)
+
+    def wait(self) -> None:
+        """Wait for this run's queued writes; raise the first that failed."""
+        if self.background:
+            WRITER.drain()
+        if self.error is not None:
+            raise self.error
+
     def log_config(self) -> None:
         from mlflow.entities import Param
 
         params = [Param(k, "None" if v is None else str(v)) for k, v in flatten(self.cfg)]
-        with signals_deferred():
+        text = OmegaConf.to_yaml(self.cfg, resolve=True)
+
+        def write() -> None:
             for i in range(0, len(params), _MAX_PARAMS_PER_CALL):
                 self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_CALL])
-            self.client.log_text(self.run_id, OmegaConf.to_yaml(self.cfg, resolve=True), "config.yaml")
+            self.client.log_text(self.run_id, text, "config.yaml")
+        self._write(write)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = True) -> None:
         """Queue ``metrics`` at ``step``; write the queue now (``flush``) or when it is due."""
@@ -173,9 +252,13 @@ class RunTracker:
     def flush(self) -> None:
         batch, self._pending = self._pending, []
         self._flushed = time.monotonic()
-        with signals_deferred():
+        if not batch:
+            return
+
+        def write() -> None:
             for i in range(0, len(batch), _MAX_METRICS_PER_CALL):
                 self.client.log_batch(self.run_id, metrics=batch[i:i + _MAX_METRICS_PER_CALL])
+        self._write(write)
 
     def __call__(self, epoch: int, metrics: Mapping[str, float]) -> bool:
         self.log_metrics(metrics, step=epoch, flush=False)
@@ -184,25 +267,53 @@ class RunTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        with signals_deferred():
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._write(lambda: self.client.log_batch(self.run_id, tags=batch))
 
     def finish(self, final: Mapping[str, float], stop_reason: str, *,
-               params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None) -> None:
-        """Record final metrics, extra params and tags and the stop reason; end the run FINISHED."""
-        from mlflow.entities import Param
+               params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+               then: Callable[[BaseException | None], None] | None = None) -> None:
+        """Record final metrics, extra params and tags and the stop reason; end the run FINISHED.
 
-        if params:
-            with signals_deferred():
-                self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        self.log_metrics(final, step=0)  # NaN is kept: a diverged run's test_acc is unknown, not 0
-        self.set_tags({"stop_reason": stop_reason, "status": "finished", **(tags or {})})
-        with signals_deferred():
+        The curves still queued, the final metrics, the params and the tags go in one batch where
+        MLflow's limits allow (one write, not four). ``then(error)`` runs after the run's last
+        write (on the writer thread when in the background), with the first write that failed or
+        None: a sweep worker tells Optuna there, so a trial is never told before its run is ended.
+        Without ``then``, a failed write raises here.
+        """
+        from mlflow.entities import Param, RunTag
+
+        self.log_metrics(final, step=0, flush=False)  # NaN is kept: a diverged run's test_acc is unknown
+        metrics, self._pending = self._pending, []
+        all_params = [Param(k, str(v)) for k, v in (params or {}).items()]
+        all_tags = [RunTag(k, str(v)) for k, v in {"stop_reason": stop_reason, "status": "finished",
+                                                    **(tags or {})}.items()]
+
+        def write() -> None:
+            nonlocal metrics, all_params, all_tags
+            while metrics or all_params or all_tags:
+                p, all_params = all_params[:_MAX_PARAMS_PER_CALL], all_params[_MAX_PARAMS_PER_CALL:]
+                t, all_tags = all_tags[:_MAX_TAGS_PER_CALL], all_tags[_MAX_TAGS_PER_CALL:]
+                room = min(_MAX_ENTITIES_PER_CALL - len(p) - len(t), _MAX_METRICS_PER_CALL)
+                m, metrics = metrics[:room], metrics[room:]
+                self.client.log_batch(self.run_id, metrics=m, params=p, tags=t)
             self.client.set_terminated(self.run_id, "FINISHED")
+        self._write(write)
+        if then is None:
+            self.wait()
+        elif self.background:
+            WRITER.submit(lambda: then(self.error))
+        else:
+            then(None)
 
     def end(self, status: str, error: BaseException | None = None) -> None:
         from mlflow.entities import RunTag
 
+        self.background = False  # from here on, write now: the process may be on its way out
+        WRITER.drain()  # this run's queued writes first (a no-op when nothing was queued)
+        self.error = None
+        if self.run_id is None:  # its creation failed: there is no run to end
+            return
         self.flush()  # the curves up to the interruption are worth keeping
         tags: dict[str, str] = {"status": status.lower()}
         if error is not None:
@@ -214,12 +325,16 @@ class RunTracker:
 
 @contextmanager
 def track_run(cfg: DictConfig, *, tags: Mapping[str, str] | None = None,
-              parent_run_id: str | None = None) -> Iterator[RunTracker]:
+              parent_run_id: str | None = None, background: bool = False,
+              on_created: Callable[[str], None] | None = None) -> Iterator[RunTracker]:
     """Open an MLflow run for ``cfg``; the body must call ``tracker.finish(...)`` on success.
 
     An exception ends the run FAILED, Ctrl-C (KeyboardInterrupt) KILLED; neither leaves it RUNNING.
+    ``background``: every write, the run's creation included, goes to a writer thread (see
+    ``finish``); ``tracker.run_id`` is set once it is created, when ``on_created(run_id)`` runs.
     """
-    tracker = RunTracker(cfg, tags=tags, parent_run_id=parent_run_id)
+    tracker = RunTracker(cfg, tags=tags, parent_run_id=parent_run_id, background=background,
+                         on_created=on_created)
     try:
         tracker.log_config()
         yield tracker

@@ -7,6 +7,7 @@ starts them; ``ablate worker <study> --storage URL`` joins a running study from 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import socket
@@ -298,26 +299,70 @@ class _StopAware:
 
 
 class TrialComposer:
-    """Trial configs for one study, asking Hydra once per searched group option, not per trial.
+    """Trial configs for one study, composed by Hydra once per study, not once per trial.
 
     Hydra's composition costs a few tenths of a second, as much as a small trial trains. Each
-    group's file fills only its own node, so the composer composes the representative trial once,
-    and each searched group option (``optimizer=adam``) once, with the study's fixed overrides; a
-    trial is then a copy of the representative with its group nodes swapped in and its searched
-    fields set. The copy keeps the structured schema, so a value of the wrong type is still
-    refused, and every trial is validated as ``compose`` would.
+    group's file fills only its own node, so :meth:`compose_all` composes the representative trial
+    and then, round after round, the k-th option of every searched group at once (as many rounds as
+    the largest group has options); an ablation composes each arm once. A trial is then a copy of
+    the representative with its group nodes (its arm) swapped in and its searched fields set. The
+    copies keep the structured schema, so a value of the wrong type is still refused, and every
+    trial is validated as ``compose`` would. ``ablate sweep`` composes in the supervisor (that is
+    its check of the study) and hands the result to its workers; a joining worker composes itself.
     """
 
-    def __init__(self, space: Any, extra: list[str]) -> None:
+    def __init__(self, space: Any, extra: Mapping[str, Any] | None = None, *, composed: Any = None) -> None:
         self.space = space
-        self.extra = extra
+        self.extra = dict(extra or {})  # field values this worker sets on every trial (tracking, threads)
         self.base: Any = None
         self.nodes: dict[tuple[str, Any], Any] = {}
+        if composed is not None:
+            self.base, self.nodes = composed
 
-    def compose_params(self, params: Mapping[str, Any]) -> Any:
-        from ablate.config import compose
+    @property
+    def composed(self) -> tuple[Any, dict[tuple[str, Any], Any]]:
+        """What :meth:`compose_all` made (picklable: the schema types travel with it)."""
+        return self.base, self.nodes
 
-        return compose([*self.space.overrides(params), *self.extra])
+    def compose_all(self) -> "TrialComposer":
+        """Compose every node a trial can need; a :class:`ConfigError` names the culprit.
+
+        Raises:
+            ConfigError: some option (or arm) cannot be composed with the study's overrides; its
+                ``field`` is the trial field, and an arm's name is added to ``allowed``.
+        """
+        from optuna.distributions import CategoricalDistribution
+
+        from ablate.config import compose, is_group
+
+        space = self.space
+        rep = space.representative()
+        if not space.independent_groups:  # an ablation: one whole config per arm
+            for arm in space.arms:
+                try:
+                    self.nodes["arm", arm] = compose(space.overrides({**rep, "arm": arm}))
+                except ConfigError as exc:
+                    raise ConfigError(exc.field, exc.value, f"{exc.allowed} (in arm {arm!r})") from None
+            self.base = self.nodes["arm", rep["arm"]]
+            return self
+        self.base = compose(space.overrides(rep))
+        options = {k: list(d.choices) for k, d in space.distributions.items()
+                   if is_group(k) and isinstance(d, CategoricalDistribution)}
+        for group, choices in options.items():
+            self.nodes[group, choices[0]] = self.base[group]
+        for k in range(1, max(map(len, options.values()), default=0)):
+            varied = {g: c[k] for g, c in options.items() if len(c) > k}
+            try:
+                cfg = compose(space.overrides({**rep, **varied}))
+            except ConfigError:
+                if len(varied) == 1:
+                    raise
+                for group, option in varied.items():  # which option was it: compose each alone
+                    compose(space.overrides({**rep, group: option}))
+                raise
+            for group, option in varied.items():
+                self.nodes[group, option] = cfg[group]
+        return self
 
     def __call__(self, params: Mapping[str, Any], run_name: str) -> Any:
         import copy
@@ -326,24 +371,19 @@ class TrialComposer:
 
         from ablate.config import translate_compose_error, validate
 
-        rep = self.space.representative()
         if self.base is None:
-            self.base = self.compose_params(rep)
-        cfg = copy.deepcopy(self.base)
+            self.compose_all()
         groups, leaves = self.space.split(params)
         try:
-            for group, option in groups.items():
-                if (group, option) not in self.nodes:
-                    if self.space.independent_groups:  # a search: one node per group option
-                        self.nodes[group, option] = self.compose_params({**rep, group: option})[group]
-                    else:  # an ablation: one whole config per arm
-                        self.nodes[group, option] = self.compose_params(params)
-                node = copy.deepcopy(self.nodes[group, option])
-                if self.space.independent_groups:
-                    cfg[group] = node
-                else:
-                    cfg = node
+            if self.space.independent_groups:
+                cfg = copy.deepcopy(self.base)
+                for group, option in groups.items():
+                    cfg[group] = copy.deepcopy(self.nodes[group, option])
+            else:
+                cfg = copy.deepcopy(self.nodes["arm", groups["arm"]])
             for name, value in leaves.items():
+                OmegaConf.update(cfg, name, value, merge=False)
+            for name, value in self.extra.items():
                 OmegaConf.update(cfg, name, value, merge=False)
             cfg.tracking.run_name = run_name
         except Exception as exc:
@@ -362,7 +402,8 @@ def _objective(history: list[Mapping[str, float]], metric: str, direction: str) 
 
 
 def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,
-               before_ask: Callable[[], None] | None = None, verbose: bool = True) -> int:
+               before_ask: Callable[[], None] | None = None, verbose: bool = True,
+               composed: Any = None) -> int:
     """Run trials of a study until it has ``n_trials`` finished trials (or the deadline passes).
 
     Args:
@@ -371,6 +412,8 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
         index: This worker's index: offsets the sampler seed.
         deadline: ``time.time()`` after which no new trial starts.
         before_ask: Called before each ask (benchmarks use it to impose a batch barrier).
+        composed: :attr:`TrialComposer.composed` of this study, made by the supervisor; None
+            composes here.
 
     Returns:
         The number of trials this worker ran.
@@ -378,7 +421,7 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
     import optuna
     from optuna.trial import TrialState
 
-    from ablate.tracking import signals_deferred, track_run
+    from ablate.tracking import WRITER, signals_deferred, track_run
     from ablate.train import fit, load_data
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -393,127 +436,161 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     space = spec.space()
     parent_run_id = probe.user_attrs.get(PARENT_ATTR)
-    extra = [f"tracking.experiment={spec.experiment}"]
+    extra: dict[str, Any] = {"tracking.experiment": spec.experiment}
     if spec.tracking_uri:
-        extra.append(f"tracking.uri={spec.tracking_uri}")
+        extra["tracking.uri"] = spec.tracking_uri
     threads = os.environ.get("ABLATE_THREADS")
     if threads:
-        extra.append(f"trainer.threads={threads}")
+        extra["trainer.threads"] = int(threads)
     device = os.environ.get("ABLATE_DEVICE")
     if device:
-        extra.append(f"trainer.device={device}")
+        extra["trainer.device"] = device
     data_cache: dict[Any, Any] = {}
-    composer = TrialComposer(space, extra)
-    composer.base = composer.compose_params(space.representative())  # also the trials' starting point
+    composer = TrialComposer(space, extra, composed=composed)
+    if composed is None:
+        composer.compose_all()
     sampler = _StopAware(build_sampler(spec, worker_index=index))
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler.sampler,
                               pruner=build_pruner(spec, epochs=composer.base.trainer.epochs))
     me = worker_id()
     ppid = os.getppid()
     ran = 0
+    telling: set[int] = set()  # trials whose last MLflow writes and tell are queued (see _teller)
 
-    while True:
-        trials = study.get_trials(deepcopy=False)
-        if spec.n_trials is not None and sum(map(is_finished, trials)) >= spec.n_trials:
-            break
-        if deadline is not None and time.time() >= deadline:
-            break
-        if sampler.exhausted or (ppid != 1 and os.getppid() != ppid):  # exhausted, or orphaned
-            break
-        if heart is not None:
-            heart.hold(None)
-            heart.fail_stale(study)
-            if _others_hold_the_rest(study.get_trials(deepcopy=False), spec):
-                time.sleep(min(2.0, spec.heartbeat_interval))
+    try:
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            if spec.n_trials is not None and sum(map(is_finished, trials)) + len(telling) >= spec.n_trials:
+                if telling:  # the queued tells may yet fail: wait for them, then look again
+                    WRITER.drain()
+                    continue
+                break
+            if deadline is not None and time.time() >= deadline:
+                break
+            if sampler.exhausted or (ppid != 1 and os.getppid() != ppid):  # exhausted, or orphaned
+                break
+            if heart is not None:
+                heart.hold(None)
+                heart.fail_stale(study)
+                if _others_hold_the_rest(study.get_trials(deepcopy=False), spec):
+                    time.sleep(min(2.0, spec.heartbeat_interval))
+                    continue
+            if spec.design and not any(t.state == TrialState.WAITING for t in trials):
+                break  # an ablation runs its queued (arm, seed) trials and nothing else
+            if before_ask is not None:
+                before_ask()
+            trial = study.ask()
+            if heart is not None:
+                heart.hold(trial._trial_id)
+            if spec.n_trials is not None and _is_surplus(study, trial.number, spec.n_trials):
+                trial.set_user_attr(OUTCOME_ATTR, "surplus")
+                study.tell(trial, state=TrialState.FAIL)
+                break
+            trial.set_user_attr(WORKER_ATTR, me)
+            if heart is not None:
+                trial.set_user_attr(HEARTBEAT_ATTR, spec.heartbeat_interval)
+                retry_of = retried_from(storage.get_trial(trial._trial_id))
+                if retry_of is not None:  # queued again by Optuna's stale-trial callback
+                    trial.set_user_attr(RETRY_ATTR, retry_of)
+            if device:
+                trial.set_user_attr("ablate.device", device)
+            params = {key: suggest(trial, key, dist) for key, dist in space.distributions.items()}
+            run_name = f"{spec.name}-t{trial.number:04d}"
+            try:
+                cfg = composer(params, run_name)
+                key = tuple(sorted(cfg.data.items()))
+                if key not in data_cache:
+                    data_cache[key] = load_data(cfg)
+            except AblateError as exc:
+                trial.set_user_attr(OUTCOME_ATTR, "failed")
+                trial.set_user_attr("ablate.error", str(exc))
+                study.tell(trial, state=TrialState.FAIL)
                 continue
-        if spec.design and not any(t.state == TrialState.WAITING for t in trials):
-            break  # an ablation runs its queued (arm, seed) trials and nothing else
-        if before_ask is not None:
-            before_ask()
-        trial = study.ask()
-        if heart is not None:
-            heart.hold(trial._trial_id)
-        if spec.n_trials is not None and _is_surplus(study, trial.number, spec.n_trials):
-            trial.set_user_attr(OUTCOME_ATTR, "surplus")
-            study.tell(trial, state=TrialState.FAIL)
-            break
-        trial.set_user_attr(WORKER_ATTR, me)
-        if heart is not None:
-            trial.set_user_attr(HEARTBEAT_ATTR, spec.heartbeat_interval)
-            retry_of = retried_from(storage.get_trial(trial._trial_id))
-            if retry_of is not None:  # queued again by Optuna's stale-trial callback
-                trial.set_user_attr(RETRY_ATTR, retry_of)
-        if device:
-            trial.set_user_attr("ablate.device", device)
-        params = {key: suggest(trial, key, dist) for key, dist in space.distributions.items()}
-        run_name = f"{spec.name}-t{trial.number:04d}"
-        try:
-            cfg = composer(params, run_name)
-            key = tuple(sorted(cfg.data.items()))
-            if key not in data_cache:
-                data_cache[key] = load_data(cfg)
-        except AblateError as exc:
-            trial.set_user_attr(OUTCOME_ATTR, "failed")
-            trial.set_user_attr("ablate.error", str(exc))
-            study.tell(trial, state=TrialState.FAIL)
-            continue
-        tags = {"optuna.study": spec.name, "optuna.trial_number": str(trial.number),
-                "worker": me, "device": device or str(cfg.trainer.device)}
-        if spec.design:
-            tags.update({"ablate.arm": str(params["arm"]), "ablate.design": spec.design})
-        pruned_at: list[int] = []
-        try:
-            with track_run(cfg, tags=tags, parent_run_id=parent_run_id) as tracker:
-                trial.set_user_attr(RUN_ATTR, tracker.run_id)
+            tags = {"optuna.study": spec.name, "optuna.trial_number": str(trial.number),
+                    "worker": me, "device": device or str(cfg.trainer.device)}
+            if spec.design:
+                tags.update({"ablate.arm": str(params["arm"]), "ablate.design": spec.design})
+            pruned_at: list[int] = []
+            try:
+                with track_run(cfg, tags=tags, parent_run_id=parent_run_id, background=True,
+                               on_created=functools.partial(trial.set_user_attr, RUN_ATTR)) as tracker:
 
-                def on_epoch(epoch: int, metrics: Mapping[str, float]) -> bool:
-                    tracker(epoch, metrics)
-                    value = metrics.get(spec.metric, math.nan)
-                    if math.isfinite(value):
-                        with signals_deferred():  # a half-written journal entry would stall everyone
-                            trial.report(value, epoch)
-                            prune = trial.should_prune()
-                        if prune:
-                            pruned_at.append(epoch)
-                            return True
-                    return False
+                    def on_epoch(epoch: int, metrics: Mapping[str, float]) -> bool:
+                        tracker(epoch, metrics)
+                        value = metrics.get(spec.metric, math.nan)
+                        if math.isfinite(value):
+                            with signals_deferred():  # a half-written journal entry would stall everyone
+                                trial.report(value, epoch)
+                                prune = trial.should_prune()
+                            if prune:
+                                pruned_at.append(epoch)
+                                return True
+                        return False
 
-                result = fit(cfg, on_epoch, data=data_cache[key])
-                value = _objective(result.history, spec.metric, spec.direction)
-                sampled = {f"sampled.{k}": v for k, v in params.items()}
-                if pruned_at:
-                    outcome, state = "pruned", TrialState.PRUNED
-                elif result.stop_reason == "diverged":
-                    outcome, state = "diverged", (TrialState.COMPLETE if math.isfinite(value)
-                                                  else TrialState.FAIL)
-                else:
-                    outcome, state = "completed", TrialState.COMPLETE
-                tracker.finish(result.final, "pruned" if pruned_at else result.stop_reason,
-                               params=sampled, tags={"optuna.state": state.name, "status": outcome,
-                                                     **({"pruned_at_epoch": pruned_at[0]} if pruned_at else {})})
-                with signals_deferred():
-                    trial.set_user_attr(OUTCOME_ATTR, outcome)
-                    trial.set_user_attr("ablate.epochs_run", result.epochs_run)
-                    trial.set_user_attr("ablate.train_time", result.final["train_time"])
-                    if state == TrialState.COMPLETE:
-                        study.tell(trial, value)
+                    result = fit(cfg, on_epoch, data=data_cache[key])
+                    value = _objective(result.history, spec.metric, spec.direction)
+                    sampled = {f"sampled.{k}": v for k, v in params.items()}
+                    if pruned_at:
+                        outcome, state = "pruned", TrialState.PRUNED
+                    elif result.stop_reason == "diverged":
+                        outcome, state = "diverged", (TrialState.COMPLETE if math.isfinite(value)
+                                                      else TrialState.FAIL)
                     else:
-                        study.tell(trial, state=state)
-        except KeyboardInterrupt:
-            _fail_and_retry(study, trial.number, params)
-            raise
-        except Exception as exc:  # a bug or a CUDA error: record it, keep the sweep going
-            trial.set_user_attr(OUTCOME_ATTR, "failed")
-            trial.set_user_attr("ablate.error", f"{type(exc).__name__}: {exc}"[:1000])
-            study.tell(trial, state=TrialState.FAIL)
-            if verbose:
-                print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", flush=True)
-            continue
-        ran += 1
-        if verbose:
-            print(f"trial {trial.number}: {outcome} after {result.epochs_run} epochs, "
-                  f"{spec.metric}={value:.4f} ({result.final['train_time']:.1f} s)", flush=True)
+                        outcome, state = "completed", TrialState.COMPLETE
+                    # The run's last writes and then the tell go to the writer thread: the next trial
+                    # starts meanwhile. Its trial stays RUNNING until then, so a worker killed in between
+                    # leaves it to be failed and retried like any other.
+                    telling.add(trial.number)
+                    tracker.finish(result.final, "pruned" if pruned_at else result.stop_reason,
+                                   params=sampled, tags={"optuna.state": state.name, "status": outcome,
+                                                         **({"pruned_at_epoch": pruned_at[0]} if pruned_at else {})},
+                                   then=_teller(study, trial, value, outcome, state, result, spec.metric,
+                                                telling, verbose))
+            except KeyboardInterrupt:
+                _fail_and_retry(study, trial.number, params)
+                raise
+            except Exception as exc:  # a bug or a CUDA error: record it, keep the sweep going
+                _tell_failed(study, trial, exc, verbose)
+                continue
+            ran += 1
+    finally:
+        WRITER.drain()  # never leave with a tell queued (a no-op when none is)
     return ran
+
+
+def _teller(study: Any, trial: Any, value: float, outcome: str, state: Any, result: Any, metric: str,
+            telling: set[int], verbose: bool) -> Callable[[BaseException | None], None]:
+    """The tell that follows a trial's last MLflow write (on the writer thread)."""
+    from optuna.trial import TrialState
+
+    def tell(error: BaseException | None) -> None:
+        try:
+            if error is not None:  # its run could not be recorded: the trial failed
+                _tell_failed(study, trial, error, verbose)
+                return
+            trial.set_user_attr(OUTCOME_ATTR, outcome)
+            trial.set_user_attr("ablate.epochs_run", result.epochs_run)
+            trial.set_user_attr("ablate.train_time", result.final["train_time"])
+            if state == TrialState.COMPLETE:
+                study.tell(trial, value)
+            else:
+                study.tell(trial, state=state)
+            if verbose:
+                print(f"trial {trial.number}: {outcome} after {result.epochs_run} epochs, "
+                      f"{metric}={value:.4f} ({result.final['train_time']:.1f} s)", flush=True)
+        finally:
+            telling.discard(trial.number)
+    return tell
+
+
+def _tell_failed(study: Any, trial: Any, exc: BaseException, verbose: bool) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr(OUTCOME_ATTR, "failed")
+    trial.set_user_attr("ablate.error", f"{type(exc).__name__}: {exc}"[:1000])
+    study.tell(trial, state=TrialState.FAIL)
+    if verbose:
+        print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 def _is_surplus(study: Any, number: int, n_trials: int) -> bool:

@@ -87,9 +87,13 @@ def test_workers_run_asynchronously(tmp_path):
     assert out.returncode == 0, out.stderr
     trials = [t for t in _load(tmp_path, "uneven").trials if t.state == TrialState.COMPLETE]
     assert len(trials) == 4
-    # Some trial started while another was still running, after a third had finished: a freed
-    # worker did not wait for its partner (no batch barrier).
-    assert any(a.datetime_start < c.datetime_start < a.datetime_complete and b.datetime_complete <= c.datetime_start
+    # A worker that had run trial b started c while the other worker's trial a, begun before c, was
+    # still running: the freed worker did not wait for its partner (no batch barrier). (A worker
+    # asks for its next trial while its last one's final MLflow writes and tell are under way, so
+    # b's tell may come just after c's start.)
+    holder = {t.number: t.user_attrs[WORKER_ATTR] for t in trials}
+    assert any(a.datetime_start < c.datetime_start < a.datetime_complete and b.datetime_start < c.datetime_start
+               and holder[b.number] == holder[c.number] != holder[a.number]
                for a in trials for b in trials for c in trials if len({a.number, b.number, c.number}) == 3)
     workers = {t.user_attrs[WORKER_ATTR] for t in trials}
     assert len(workers) == 2
