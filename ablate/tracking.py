@@ -302,9 +302,26 @@ class RunTracker:
         if then is None:
             self.wait()
         elif self.background:
-            WRITER.submit(lambda: then(self.error))
+            def after() -> None:
+                if self.error is not None and self.run_id is not None:
+                    self._end_failed(self.error)  # not left RUNNING if the store lets us
+                then(self.error)
+            WRITER.submit(after)
         else:
             then(None)
+
+    def _end_failed(self, error: BaseException) -> None:
+        from mlflow.entities import RunTag
+
+        try:
+            self.client.log_batch(self.run_id, tags=[RunTag("status", "failed"),
+                                                     RunTag("error", f"{type(error).__name__}: {error}"[:5000])])
+        except Exception:  # noqa: BLE001, S110 - the write that failed may fail again; the status matters more
+            pass
+        try:
+            self.client.set_terminated(self.run_id, "FAILED")
+        except Exception:  # noqa: BLE001, S110 - nothing more can be done from here
+            pass
 
     def end(self, status: str, error: BaseException | None = None) -> None:
         from mlflow.entities import RunTag

@@ -354,12 +354,16 @@ class TrialComposer:
             varied = {g: c[k] for g, c in options.items() if len(c) > k}
             try:
                 cfg = compose(space.overrides({**rep, **varied}))
-            except ConfigError:
-                if len(varied) == 1:
-                    raise
-                for group, option in varied.items():  # which option was it: compose each alone
-                    compose(space.overrides({**rep, group: option}))
-                raise
+            except ConfigError as exc:
+                culprit = next(iter(varied.items())) if len(varied) == 1 else None
+                for group, option in varied.items() if culprit is None else ():  # which: compose each alone
+                    try:
+                        compose(space.overrides({**rep, group: option}))
+                    except ConfigError as alone:
+                        exc, culprit = alone, (group, option)
+                        break
+                where = f" (with {culprit[0]}={culprit[1]})" if culprit else ""
+                raise ConfigError(exc.field, exc.value, exc.allowed + where) from None
             for group, option in varied.items():
                 self.nodes[group, option] = cfg[group]
         return self

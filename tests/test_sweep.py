@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
@@ -211,6 +212,43 @@ def test_bad_sweep_input_is_one_line_and_creates_nothing(tmp_path, monkeypatch, 
     assert "s3cret" not in err[0]
     assert not (tmp_path / "runs").exists()
     assert not (tmp_path / "mlflow.db").exists()
+    # The workers started in standby while the study was checked are gone, having written nothing.
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_one_bad_option_is_named_though_composed_with_other_groups(tmp_path, monkeypatch, capsys):
+    """Options are composed a round at a time (adam together with xavier here); a failing round is
+    taken apart so the error names the option that has no such field."""
+    _study_file(tmp_path, "mixed", """
+        params:
+          optimizer: choice(momentum, adam)
+          init: choice(default, xavier)
+          optimizer.momentum: interval(0.5, 0.9)
+    """)
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "mixed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ablate: error: params.optimizer.momentum") and "\n" not in err
+    assert err.endswith("(with optimizer=adam)")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_composed_rounds_give_each_option_the_node_it_gets_alone():
+    from omegaconf import OmegaConf
+
+    from ablate.config import compose, is_group
+    from ablate.study import compose_study
+    from ablate.sweep import check_trial_configs
+
+    spec = compose_study("tricks_digits", [])
+    space, composer = spec.space(), check_trial_configs(spec)
+    rep = space.representative()
+    groups = {(g, o) for g, d in space.distributions.items() if is_group(g) for o in d.choices}
+    assert set(composer.nodes) == groups
+    for group, option in sorted(groups, key=str):
+        alone = compose(space.overrides({**rep, group: option}))[group]
+        assert OmegaConf.to_container(composer.nodes[group, option]) == OmegaConf.to_container(alone)
+        assert OmegaConf.get_type(composer.nodes[group, option]) is OmegaConf.get_type(alone)
 
 
 def test_slurm_launcher_submits_workers_with_submitit(tmp_path):

@@ -237,3 +237,52 @@ def test_interrupted_run_keeps_its_buffered_curves(store, client):
         raise KeyboardInterrupt
     assert client.get_run(tracker.run_id).info.status == "KILLED"
     assert sorted(m.step for m in client.get_metric_history(tracker.run_id, "val_acc")) == [1, 2]
+
+
+def test_background_writes_end_the_run_before_then_runs(store, client):
+    """A sweep worker's mode: every write on the writer thread, in order; ``then`` follows the end."""
+    cfg = _cfg(store, "background")
+    seen = []
+    with track_run(cfg, background=True, on_created=lambda run_id: seen.append(("created", run_id))) as tracker:
+        for epoch in (1, 2, 3):
+            tracker(epoch, {"val_acc": 0.25 * epoch, "train_loss": 1.0 / epoch})
+        tracker.finish(FINAL, "completed", params={"sampled.lr": 0.1}, tags={"optuna.state": "COMPLETE"},
+                       then=lambda error: seen.append((error, client.get_run(tracker.run_id).info.status)))
+    tracking.WRITER.drain()
+    assert seen == [("created", tracker.run_id), (None, "FINISHED")]
+    run = client.get_run(tracker.run_id)
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "val_acc")] == [1, 2, 3]
+    assert run.data.params["sampled.lr"] == "0.1" and run.data.params["optimizer.name"] == "sgd"
+    assert run.data.tags["optuna.state"] == "COMPLETE" and run.data.tags["status"] == "finished"
+    assert run.data.metrics["test_acc"] == FINAL["test_acc"]
+    assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["config.yaml"]
+
+
+def test_a_failed_background_write_reaches_then_and_ends_the_run_failed(store, client, monkeypatch):
+    cfg = _cfg(store, "background-fails")
+    errors = []
+    with track_run(cfg, background=True) as tracker:
+        tracking.WRITER.drain()  # created, config logged
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("database is locked")
+        monkeypatch.setattr(tracker.client, "log_batch", broken)
+        tracker(1, {"val_acc": 0.5})
+        tracker.flush()
+        tracker.finish(FINAL, "completed", then=errors.append)
+    tracking.WRITER.drain()
+    assert len(errors) == 1 and "database is locked" in str(errors[0])
+    with pytest.raises(RuntimeError, match="database is locked"):
+        tracker.wait()
+    assert client.get_run(tracker.run_id).info.status == "FAILED"  # not left RUNNING
+
+
+def test_an_interrupted_background_run_waits_for_its_writes_then_ends_killed(store, client):
+    cfg = _cfg(store, "background-killed")
+    with pytest.raises(KeyboardInterrupt), track_run(cfg, background=True) as tracker:
+        tracker(1, {"val_acc": 0.5})
+        tracker.flush()
+        raise KeyboardInterrupt
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["status"] == "killed"
+    assert [m.value for m in client.get_metric_history(tracker.run_id, "val_acc")] == [0.5]

@@ -120,6 +120,19 @@ def test_callback_can_stop_the_run(digits):
     assert [e for e, _ in seen] == [1, 2, 3]
 
 
+def test_train_time_leaves_out_the_callers_time(digits):
+    """A sweep's per-epoch reporting is the caller's time: train_time does not count it."""
+    import time
+
+    def slow(epoch, metrics):
+        time.sleep(0.1)  # what a caller does per epoch (here: nothing but taking time)
+
+    t0 = time.perf_counter()
+    result = _fit(digits, "trainer.epochs=3", on_epoch=slow)
+    wall = time.perf_counter() - t0
+    assert 0 < result.final["train_time"] <= wall - 0.3
+
+
 def test_nan_loss_ends_as_diverged_without_exception(digits):
     result = _fit(digits, "optimizer.lr=1e4", "init=normal", "data.scaling=none", "trainer.epochs=20")
     assert result.stop_reason == "diverged"
