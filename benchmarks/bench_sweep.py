@@ -105,10 +105,13 @@ def asynchronous(args: argparse.Namespace) -> None:
     from ablate.study import compose_study
     from ablate.sweep import prepare_study
 
+    import statistics
+
     ctx = mp.get_context("spawn")
-    rates = {}
-    print(f"async: {args.n_trials} trials of 2 or 60 epochs on digits, 2 worker processes")
-    for mode in ("barrier", "async"):
+    rates: dict[str, list[float]] = {"barrier": [], "async": []}
+    print(f"async: {args.n_trials} trials of 2 or 60 epochs on digits, 2 worker processes, "
+          f"{args.repeats} repeats (modes alternate)")
+    for mode in ("barrier", "async") * args.repeats:
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
             (cwd / "sweeps").mkdir()
@@ -140,10 +143,12 @@ def asynchronous(args: argparse.Namespace) -> None:
             # From the first trial's start to the last one's end: the workers' start-up (imports,
             # the same in both modes) is left out, as it is paid once per sweep, not per trial.
             span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-            rates[mode] = len(done) / span * 3600
+            rates[mode].append(len(done) / span * 3600)
             print(f"{mode:<8} {len(done):>3} trials in {span:6.1f} s of trials ({wall:5.1f} s with start-up)"
-                  f" = {rates[mode]:8.0f} trials/hour", flush=True)
-    print(f"async / barrier = {rates['async'] / rates['barrier']:.2f}x (bar >= 1.3)")
+                  f" = {rates[mode][-1]:8.0f} trials/hour", flush=True)
+    each = ", ".join(f"{a / b:.2f}" for a, b in zip(rates["async"], rates["barrier"]))
+    print(f"async / barrier = {statistics.median(rates['async']) / statistics.median(rates['barrier']):.2f}x "
+          f"(medians; per repeat: {each}) (bar >= 1.3)")
 
 
 def _standalone_fit_time(cwd: Path, study_name: str, trials: list, overrides: list[str]) -> float:
@@ -228,6 +233,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=0, help="overhead: trainer.epochs of every trial")
     p.add_argument("--pruners", default="none,median,hyperband")
     p.add_argument("--seeds", type=int, default=3, help="pruning: sampler seeds 0..N-1 per pruner")
+    p.add_argument("--repeats", type=int, default=3, help="async: runs of each mode (the VM is noisy)")
     args = p.parse_args()
     args.n_trials = args.n_trials or {"pruning": 40, "async": 24, "overhead": 12}[args.what]
     print(f"python {platform.python_version()} | {os.cpu_count()} cpus | {time.strftime('%Y-%m-%d')}")
