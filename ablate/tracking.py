@@ -231,10 +231,9 @@ class RunTracker:
     def log_config(self) -> None:
         from mlflow.entities import Param
 
-        params = [Param(k, "None" if v is None else str(v)) for k, v in flatten(self.cfg)]
-        text = OmegaConf.to_yaml(self.cfg, resolve=True)
-
-        def write() -> None:
+        def write() -> None:  # flattening and serialising the config is part of the (queued) write
+            params = [Param(k, "None" if v is None else str(v)) for k, v in flatten(self.cfg)]
+            text = OmegaConf.to_yaml(self.cfg, resolve=True)
             for i in range(0, len(params), _MAX_PARAMS_PER_CALL):
                 self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_CALL])
             self.client.log_text(self.run_id, text, "config.yaml")
