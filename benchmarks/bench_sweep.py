@@ -1,7 +1,7 @@
 """Sweep benchmarks: pruning savings, asynchronous vs batch-synchronous workers, orchestration overhead.
 
     .venv/bin/python benchmarks/bench_sweep.py pruning   [--n-trials 40] [--pruners none,median,hyperband]
-    .venv/bin/python benchmarks/bench_sweep.py async     [--n-trials 16]
+    .venv/bin/python benchmarks/bench_sweep.py async     [--n-trials 48] [--repeats 3] [--short 1 --long 30]
     .venv/bin/python benchmarks/bench_sweep.py overhead  [--study tricks_digits] [--n-trials 12]
 
 Every run uses the real `ablate sweep` path (worker processes, a journal storage, a SQLite MLflow
@@ -9,9 +9,11 @@ store) in a fresh temporary folder, and compares variants measured in the same i
 
 - pruning: the same study, sampler and seed with each pruner; total epochs trained and best value.
   Bar: at most 1/3 of the epochs for a best within 0.5 points of no pruning.
-- async: 2 workers on trials of unequal length (trainer.epochs drawn from {2, 60}), pulling freely
-  against the same workers held to a batch-of-2 barrier (what the stock Hydra sweeper does).
-  Bar: >= 1.3x trials per hour.
+- async: 2 workers on trials of unequal length (mnist1d CNN trials of 1 or 30 epochs, half of each,
+  in a shuffled queue), pulling freely against the same workers held to a batch-of-2 barrier (what
+  the stock Hydra sweeper does), on several queues. Bar: >= 1.3x trials per hour. How much any
+  scheduler can gain depends on the queue's order, so each queue's ideal ratio is printed too: the
+  two schedules of its trials' measured durations, with no orchestration cost.
 - overhead: one worker; sweep wall time divided by the sum of the trials' fit() time (imports,
   composition, MLflow and Optuna bookkeeping are the overhead). Bar: <= 1.10. Also against a
   hand-written baseline: the same trial configs trained back to back by fit() in one process.
@@ -101,54 +103,84 @@ def _async_worker(name: str, storage: str, index: int, barrier, cwd: str) -> Non
             barrier.abort()
 
 
-def asynchronous(args: argparse.Namespace) -> None:
-    from ablate.study import compose_study
-    from ablate.sweep import prepare_study
+def _schedules(durations: list[float]) -> tuple[float, float]:
+    """Makespans of a queue of trial durations on 2 workers: pairs at a barrier, and pulling freely."""
+    barrier = sum(max(durations[i:i + 2]) for i in range(0, len(durations), 2))
+    free = [0.0, 0.0]
+    for d in durations:
+        free[free.index(min(free))] += d
+    return barrier, max(free)
 
+
+def asynchronous(args: argparse.Namespace) -> None:
     import statistics
 
     ctx = mp.get_context("spawn")
-    rates: dict[str, list[float]] = {"barrier": [], "async": []}
-    print(f"async: {args.n_trials} trials of 2 or 60 epochs on digits, 2 worker processes, "
-          f"{args.repeats} repeats (modes alternate)")
-    for mode in ("barrier", "async") * args.repeats:
-        with tempfile.TemporaryDirectory() as tmp:
-            cwd = Path(tmp)
-            (cwd / "sweeps").mkdir()
-            (cwd / "sweeps" / "uneven.yaml").write_text(textwrap.dedent(f"""\
-                defaults: [base_study, {{sampler: random}}, {{pruner: none}}, _self_]
-                n_trials: {args.n_trials}
-                workers: 2
-                params:
-                  trainer.epochs: choice(2, 60)
-                  seed: range(0, 1000)
-            """))
-            os.chdir(cwd)
+    fixed = {"data": args.data, "model": args.model, "data.root": None}
+    print(f"async: {args.n_trials} trials of {args.short} or {args.long} epochs ({args.data}, {args.model}), "
+          f"half of each in a shuffled queue, 2 worker processes, {args.repeats} repeats (a new queue each)")
+    with tempfile.TemporaryDirectory() as shared:
+        fixed["data.root"] = str(Path(shared) / "data")  # the dataset is made once, before the timed runs
+        subprocess.run([sys.executable, "-c", "from ablate.config import compose\nfrom ablate.train import "
+                        f"load_data\nload_data(compose({[f'{k}={v}' for k, v in fixed.items()]!r}))"], check=True)
+        rows = []
+        for repeat in range(args.repeats):
+            rng = random.Random(repeat)
+            queue = [args.short] * (args.n_trials // 2) + [args.long] * (args.n_trials - args.n_trials // 2)
+            rng.shuffle(queue)
+            rate, took = {}, {}
+            for mode in (("barrier", "async") if repeat % 2 == 0 else ("async", "barrier")):
+                rate[mode], took[mode] = _uneven_run(ctx, mode, queue, fixed, args.n_trials)
+            # The same queue scheduled ideally (no orchestration cost) with the durations the trials
+            # took in the free-pulling run: what a perfect scheduler could gain on this queue.
+            barrier, free = _schedules(took["async"])
+            rows.append((rate["barrier"], rate["async"], barrier / free))
+            print(f"queue {repeat}: barrier {rate['barrier']:6.0f} trials/h, async {rate['async']:6.0f} trials/h, "
+                  f"ratio {rate['async'] / rate['barrier']:.2f}x (ideal for this queue {barrier / free:.2f}x)",
+                  flush=True)
+    ratios = [a / b for b, a, _ in rows]
+    print(f"async / barrier = {statistics.median(ratios):.2f}x median, {statistics.mean(ratios):.2f}x mean "
+          f"(per queue: {', '.join(f'{r:.2f}' for r in ratios)}; ideal mean "
+          f"{statistics.mean(r[2] for r in rows):.2f}x) (bar >= 1.3)")
+
+
+def _uneven_run(ctx, mode: str, queue: list[int], fixed: dict[str, str], n_trials: int) -> tuple[float, list[float]]:
+    """One sweep of the queued trials, freely or at a batch-of-2 barrier: trials/hour and durations."""
+    from ablate.study import compose_study
+    from ablate.sweep import prepare_study
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        (cwd / "sweeps").mkdir()
+        lines = "\n".join(f"  {k}: {v}" for k, v in fixed.items())
+        (cwd / "sweeps" / "uneven.yaml").write_text(
+            "defaults: [base_study, {sampler: random}, {pruner: none}, _self_]\n"
+            f"n_trials: {n_trials}\nworkers: 2\nfixed:\n{lines}\n"
+            "params:\n  trainer.epochs: choice(" + ", ".join(map(str, sorted(set(queue)))) + ")\n"
+            "  seed: range(0, 1000)\n")
+        os.chdir(cwd)
+        try:
             spec = compose_study("uneven", [], cwd=cwd)
             study, spec, _ = prepare_study(spec)
-            rng = random.Random(0)  # the same queue of trials in both modes
-            for i in range(args.n_trials):
-                study.enqueue_trial({"trainer.epochs": rng.choice([2, 60]), "seed": i})
+            for i, epochs in enumerate(queue):
+                study.enqueue_trial({"trainer.epochs": epochs, "seed": i})
             barrier = ctx.Barrier(2) if mode == "barrier" else None
             procs = [ctx.Process(target=_async_worker, args=(spec.name, spec.storage, i, barrier, tmp))
                      for i in range(2)]
-            t0 = time.perf_counter()
             for p in procs:
                 p.start()
             for p in procs:
                 p.join()
-            wall = time.perf_counter() - t0
+        finally:
             os.chdir(ROOT)
-            done = [t for t in _load(cwd, "uneven").trials if t.state.name == "COMPLETE"]
-            # From the first trial's start to the last one's end: the workers' start-up (imports,
-            # the same in both modes) is left out, as it is paid once per sweep, not per trial.
-            span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-            rates[mode].append(len(done) / span * 3600)
-            print(f"{mode:<8} {len(done):>3} trials in {span:6.1f} s of trials ({wall:5.1f} s with start-up)"
-                  f" = {rates[mode][-1]:8.0f} trials/hour", flush=True)
-    each = ", ".join(f"{a / b:.2f}" for a, b in zip(rates["async"], rates["barrier"]))
-    print(f"async / barrier = {statistics.median(rates['async']) / statistics.median(rates['barrier']):.2f}x "
-          f"(medians; per repeat: {each}) (bar >= 1.3)")
+        done = sorted((t for t in _load(cwd, "uneven").trials if t.state.name == "COMPLETE"),
+                      key=lambda t: t.number)
+    if len(done) != n_trials:
+        raise SystemExit(f"{mode}: {len(done)} of {n_trials} trials completed")
+    # From the first trial's start to the last one's end: the workers' start-up (imports, the same
+    # in both modes) is left out, as it is paid once per sweep, not per trial.
+    span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+    return len(done) / span * 3600, [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
 
 
 def _standalone_fit_time(cwd: Path, study_name: str, trials: list, overrides: list[str]) -> float:
@@ -233,9 +265,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=0, help="overhead: trainer.epochs of every trial")
     p.add_argument("--pruners", default="none,median,hyperband")
     p.add_argument("--seeds", type=int, default=3, help="pruning: sampler seeds 0..N-1 per pruner")
-    p.add_argument("--repeats", type=int, default=3, help="async: runs of each mode (the VM is noisy)")
+    p.add_argument("--repeats", type=int, default=3, help="async: queues, each run in both modes")
+    p.add_argument("--data", default="mnist1d", help="async: dataset of the trials")
+    p.add_argument("--model", default="cnn", help="async: model of the trials")
+    p.add_argument("--short", type=int, default=1, help="async: epochs of a short trial")
+    p.add_argument("--long", type=int, default=30, help="async: epochs of a long trial")
     args = p.parse_args()
-    args.n_trials = args.n_trials or {"pruning": 40, "async": 24, "overhead": 12}[args.what]
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial MLflow database tables"
+    args.n_trials = args.n_trials or {"pruning": 40, "async": 48, "overhead": 12}[args.what]
     print(f"python {platform.python_version()} | {os.cpu_count()} cpus | {time.strftime('%Y-%m-%d')}")
     {"pruning": pruning, "async": asynchronous, "overhead": overhead}[args.what](args)
 
