@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -180,41 +180,45 @@ class _Slot:
 class _Progress:
     """A live block on a terminal; plain lines, on change or every 30 s, elsewhere (CI logs)."""
 
-    def __init__(self, spec: StudySpec, stream: Any = None) -> None:
+    def __init__(self, spec: StudySpec, stream: Any = None, clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.started = time.time()
-        self.last_line = ""
+        self.clock = clock
+        self.started = clock()
+        self.last_state: tuple[str, str] | None = None
         self.last_print = 0.0
         self.drawn = 0
 
-    def line(self, study: Any) -> str:
+    def parts(self, study: Any) -> tuple[str, str, str]:
+        """``(counts, best so far, ETA)``; the counts start with the elapsed time."""
         trials = study.get_trials(deepcopy=False)
         c = count_states(trials)
-        elapsed = time.time() - self.started
+        elapsed = self.clock() - self.started
         n = self.spec.n_trials
-        text = (f"[{_clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
-                f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) running {c['running']}")
+        counts = (f"[{_clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
+                  f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) running {c['running']}")
         best = _best(study, trials)  # one storage read per refresh, not two
+        best_text = ""
         if best is not None:
             params = " ".join(f"{k}={_short(v)}" for k, v in best.params.items())
-            text += f" | best {self.spec.metric} {best.value:.4f} (trial {best.number}: {params})"
+            best_text = f"best {self.spec.metric} {best.value:.4f} (trial {best.number}: {params})"
         done_now = c["finished"]
-        if n and 0 < done_now < n:
-            text += f" | ETA {_clock(elapsed / done_now * (n - done_now))}"
-        return text
+        eta = f"ETA {_clock(elapsed / done_now * (n - done_now))}" if n and 0 < done_now < n else ""
+        return counts, best_text, eta
 
-    def update(self, study: Any, *, force: bool = False) -> None:
-        text = self.line(study)
-        now = time.time()
+    def update(self, study: Any) -> None:
+        counts, best, eta = self.parts(study)
         if self.tty:
-            self._draw(text.split(" | "))
+            self._draw([p for p in (counts, best, eta) if p])
             return
-        core = text.split("] ", 1)[1]
-        if force or core != self.last_line or now - self.last_print >= 30:
-            print(text, file=self.stream, flush=True)
-            self.last_line, self.last_print = core, now
+        # A plain line when the counts or the best change, and every 30 s: not at every tick of the
+        # clock or the ETA, which would fill a CI log with copies of one line.
+        state = (counts.split("] ", 1)[1], best)
+        now = self.clock()
+        if state != self.last_state or now - self.last_print >= 30:
+            print(" | ".join(p for p in (counts, best, eta) if p), file=self.stream, flush=True)
+            self.last_state, self.last_print = state, now
 
     def _draw(self, lines: list[str]) -> None:
         """Redraw the block in place: counts, best so far, ETA, one per line, cut to the width."""
@@ -395,7 +399,7 @@ class Supervisor:
         self.fail_stale()  # a previous session's workers may have been killed mid-trial
         if not self._remaining():
             self.abandon()
-            self.progress.update(self.study, force=True)
+            self.progress.update(self.study)
             return 0
         if composer is not None and self.local:
             fd, self.composed_file = tempfile.mkstemp(prefix="ablate-composed-", suffix=".pkl")
@@ -434,7 +438,7 @@ class Supervisor:
             self.stop()
             raise
         finally:
-            self.progress.update(self.study, force=True)
+            self.progress.update(self.study)
             self.progress.close()
             if self.spec.launcher.get("name") == "slurm":
                 import gc

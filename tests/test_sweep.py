@@ -75,6 +75,79 @@ def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
         assert run.data.tags["stop_reason"] == "pruned" and run.data.tags["pruned_at_epoch"] == "2"
         assert run.data.metrics["epochs_run"] == 2 and run.info.status == "FINISHED"
     assert "pruned 4" in out.stdout
+    # Not a terminal: plain lines, each saying something the one before did not (not a copy per tick)
+    states = [line.split("] ", 1)[1].split(" | ETA")[0] for line in out.stdout.splitlines()
+              if line.startswith("[")]
+    assert states and all(a != b for a, b in zip(states, states[1:]))
+
+
+def _progress(stream: io.StringIO, now: list[float]):
+    from ablate.study import compose_study
+    from ablate.sweep import _Progress
+
+    spec = compose_study("optimizers_digits", ["n_trials=4"])
+    return _Progress(spec, stream, clock=lambda: now[0])
+
+
+def _finish(study: optuna.Study, lr: float, value: float | None) -> None:
+    study.enqueue_trial({"optimizer.lr": lr})
+    trial = study.ask()
+    trial.suggest_float("optimizer.lr", 1e-4, 1.0, log=True)
+    if value is None:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, value)
+
+
+def test_progress_prints_plain_lines_on_change_and_every_30_s_when_not_a_terminal():
+    out, now = io.StringIO(), [0.0]
+    progress, study = _progress(out, now), optuna.create_study(direction="maximize")
+    study.ask()  # running
+    progress.update(study)
+    now[0] = 5.0
+    progress.update(study)  # only the clock moved: nothing printed
+    _finish(study, 0.01, 0.91)
+    now[0] = 6.0
+    progress.update(study)
+    now[0] = 20.0
+    progress.update(study)  # the ETA moved, nothing else
+    now[0] = 36.5
+    progress.update(study)  # 30 s since the last line: printed again
+    _finish(study, 0.5, None)
+    now[0] = 37.0
+    progress.update(study)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4 and "\x1b" not in out.getvalue()
+    assert lines[0] == "[00:00] 0/4 finished (complete 0, pruned 0, diverged 0, failed 0) running 1"
+    assert lines[1].startswith("[00:06] 1/4 finished (complete 1, pruned 0, diverged 0, failed 0) running 1 | "
+                               "best val_acc 0.9100 (trial 1: optimizer.lr=0.01) | ETA 00:18")
+    assert lines[2].startswith("[00:36] 1/4 finished") and lines[2].endswith("ETA 01:49")
+    assert lines[3].startswith("[00:37] 2/4 finished (complete 1, pruned 1,") and "best val_acc 0.9100" in lines[3]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_redraws_one_block_in_place_on_a_terminal():
+    out, now = _Terminal(), [0.0]
+    progress, study = _progress(out, now), optuna.create_study(direction="maximize")
+    _finish(study, 0.02, 0.875)
+    study.ask()
+    now[0] = 10.0
+    progress.update(study)
+    first = out.getvalue()
+    # counts, best so far and ETA on lines of their own, each cleared before it is written
+    assert first.split("\n") == [
+        "\r\x1b[2K[00:10] 1/4 finished (complete 1, pruned 0, diverged 0, failed 0) running 1",
+        "\x1b[2Kbest val_acc 0.8750 (trial 0: optimizer.lr=0.02)", "\x1b[2KETA 00:30"]
+    now[0] = 11.0
+    progress.update(study)
+    # the next frame goes back up to the block's first line and writes over it: one block, not two
+    assert out.getvalue()[len(first):].startswith("\r\x1b[2F\x1b[2K[00:11] 1/4 finished")
+    progress.close()
+    assert out.getvalue().endswith("\n")
 
 
 def test_workers_run_asynchronously(tmp_path):
