@@ -299,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     command, rest = args[0], args[1:]
+    if command != "ui":
+        # MLflow's INFO lines ("Creating initial MLflow database tables...") are its business, not
+        # the user's; its warnings stay. A user's own MLFLOW_LOGGING_LEVEL wins.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # SIGTERM ends runs the way Ctrl-C does: recorded KILLED, never left RUNNING.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:

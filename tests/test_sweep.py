@@ -75,6 +75,7 @@ def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
         assert run.data.tags["stop_reason"] == "pruned" and run.data.tags["pruned_at_epoch"] == "2"
         assert run.data.metrics["epochs_run"] == 2 and run.info.status == "FINISHED"
     assert "pruned 4" in out.stdout
+    assert "INFO mlflow" not in out.stderr  # a new MLflow store, created without MLflow's chatter
     # Not a terminal: plain lines, each saying something the one before did not (not a copy per tick)
     states = [line.split("] ", 1)[1].split(" | ETA")[0] for line in out.stdout.splitlines()
               if line.startswith("[")]
