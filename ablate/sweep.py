@@ -285,7 +285,9 @@ class Supervisor:
         self.slots = [_Slot(i, devices[i] if devices else None) for i in range(n)]
         self.deadline: float | None = None
         self.progress = _Progress(spec, stream)
-        self.threads = worker_threads(n)
+        # Torch threads per worker: the cores split across workers, unless the study says (e.g.
+        # `ablate sweep S trainer.threads=1`), which wins.
+        self.threads = None if "trainer.threads" in {**spec.fixed, **spec.params} else worker_threads(n)
         self.logs = Path(spec.out_dir)
         self.composed_file: str | None = None  # the composed trial configs, pickled for the workers
         self.local = spec.launcher.get("name") != "slurm"
@@ -311,7 +313,8 @@ class Supervisor:
         if not self.local:
             from ablate.launchers import submit_worker
 
-            env = {"ABLATE_THREADS": str(self.spec.launcher.get("cpus_per_task", self.threads))}
+            env = {} if self.threads is None else \
+                {"ABLATE_THREADS": str(self.spec.launcher.get("cpus_per_task", self.threads))}
             if int(self.spec.launcher.get("gpus_per_node", 0)):
                 env["ABLATE_DEVICE"] = "cuda"
             slot.process = submit_worker(self.spec.launcher, folder=self.logs, study=self.spec.name,  # type: ignore[assignment]
@@ -325,8 +328,11 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         import tempfile
 
-        env = dict(os.environ, PYTHONUNBUFFERED="1", ABLATE_THREADS=str(self.threads))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("MLFLOW_RUN_ID", None)  # would hijack every child run
+        env.pop("ABLATE_THREADS", None)
+        if self.threads is not None:
+            env["ABLATE_THREADS"] = str(self.threads)
         if slot.device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot.device)
             env["ABLATE_DEVICE"] = "cuda"

@@ -82,6 +82,27 @@ def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
     assert states and all(a != b for a, b in zip(states, states[1:]))
 
 
+def test_torch_threads_are_split_across_workers_unless_the_study_sets_them(tmp_path):
+    from ablate.sweep import worker_threads
+
+    split = worker_threads(1)  # a lone worker: every core
+    for folder, overrides, want in (("split", [], split), ("set", [f"trainer.threads={split + 1}"], split + 1)):
+        cwd = tmp_path / folder
+        cwd.mkdir()
+        _study_file(cwd, "threads", """
+            n_trials: 1
+            workers: 1
+            fixed:
+              trainer.epochs: 1
+            params:
+              seed: range(0, 10)
+        """)
+        out = _sweep(cwd, "threads", *overrides)
+        assert out.returncode == 0, out.stderr
+        (child,) = [r for r in _runs(cwd, "threads") if "mlflow.parentRunId" in r.data.tags]
+        assert child.data.params["trainer.threads"] == str(want)
+
+
 def _progress(stream: io.StringIO, now: list[float]):
     from ablate.study import compose_study
     from ablate.sweep import _Progress
