@@ -121,8 +121,9 @@ def asynchronous(args: argparse.Namespace) -> None:
           f"half of each in a shuffled queue, 2 worker processes, {args.repeats} repeats (a new queue each)")
     with tempfile.TemporaryDirectory() as shared:
         fixed["data.root"] = str(Path(shared) / "data")  # the dataset is made once, before the timed runs
-        subprocess.run([sys.executable, "-c", "from ablate.config import compose\nfrom ablate.train import "
-                        f"load_data\nload_data(compose({[f'{k}={v}' for k, v in fixed.items()]!r}))"], check=True)
+        overrides = [f"{k}={v}" for k, v in fixed.items()]
+        make = f"from ablate.config import compose\nfrom ablate.train import load_data\nload_data(compose({overrides!r}))"
+        subprocess.run([sys.executable, "-c", make], check=True)
         rows = []
         for repeat in range(args.repeats):
             rng = random.Random(repeat)

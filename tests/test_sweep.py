@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import signal
@@ -79,7 +80,7 @@ def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
     # Not a terminal: plain lines, each saying something the one before did not (not a copy per tick)
     states = [line.split("] ", 1)[1].split(" | ETA")[0] for line in out.stdout.splitlines()
               if line.startswith("[")]
-    assert states and all(a != b for a, b in zip(states, states[1:]))
+    assert states and all(a != b for a, b in itertools.pairwise(states))
 
 
 def test_torch_threads_are_split_across_workers_unless_the_study_sets_them(tmp_path):
