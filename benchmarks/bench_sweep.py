@@ -116,11 +116,11 @@ def asynchronous(args: argparse.Namespace) -> None:
     import statistics
 
     ctx = mp.get_context("spawn")
-    fixed = {"data": args.data, "model": args.model, "data.root": None}
     print(f"async: {args.n_trials} trials of {args.short} or {args.long} epochs ({args.data}, {args.model}), "
           f"half of each in a shuffled queue, 2 worker processes, {args.repeats} repeats (a new queue each)")
     with tempfile.TemporaryDirectory() as shared:
-        fixed["data.root"] = str(Path(shared) / "data")  # the dataset is made once, before the timed runs
+        # the dataset is made once, before the timed runs
+        fixed = {"data": args.data, "model": args.model, "data.root": str(Path(shared) / "data")}
         overrides = [f"{k}={v}" for k, v in fixed.items()]
         make = f"from ablate.config import compose\nfrom ablate.train import load_data\nload_data(compose({overrides!r}))"
         subprocess.run([sys.executable, "-c", make], check=True)
