@@ -551,7 +551,8 @@ def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: f
                                    then=_teller(study, trial, value, outcome, state, result, spec.metric,
                                                 telling, verbose))
             except KeyboardInterrupt:
-                _fail_and_retry(study, trial.number, params)
+                with signals_deferred():  # a half-written journal entry would stall everyone
+                    _fail_and_retry(study, trial.number, params)
                 raise
             except Exception as exc:  # a bug or a CUDA error: record it, keep the sweep going
                 _tell_failed(study, trial, exc, verbose)
@@ -615,33 +616,55 @@ def _fail_and_retry(study: Any, number: int, params: Mapping[str, Any]) -> None:
     """Close an interrupted trial as FAIL and queue its parameters again, so a resume reruns it.
 
     The retry carries ``ablate.retry_of = number``: that is how a killed trial is told apart from
-    one that failed (and is not retried).
+    one that failed (and is not retried). Callers hold Ctrl-C (:func:`signals_deferred`).
     """
     from optuna.trial import TrialState
 
-    from ablate.tracking import signals_deferred
-
-    with signals_deferred():
-        try:
-            study.tell(number, state=TrialState.FAIL)
-        except Exception:  # already closed by someone else (the supervisor)
-            return
-        study.enqueue_trial(dict(params), user_attrs={RETRY_ATTR: number})
+    try:
+        study.tell(number, state=TrialState.FAIL)
+    except Exception:  # already closed by someone else (the supervisor)
+        return
+    study.enqueue_trial(dict(params), user_attrs={RETRY_ATTR: number})
 
 
 def fail_stale_trial(study: Any, trial: Any) -> None:
-    """Close a RUNNING trial whose worker died (FAIL), end its MLflow run KILLED, queue a retry."""
-    _fail_and_retry(study, trial.number, trial.params)
-    _end_killed_run(study, trial)
+    """Close a RUNNING trial whose worker died (FAIL), end its MLflow run KILLED, queue a retry.
+
+    Ctrl-C waits until all three are written: a supervisor interrupted in between left the run
+    RUNNING with its trial already failed.
+    """
+    from ablate.tracking import signals_deferred
+
+    with signals_deferred():
+        _fail_and_retry(study, trial.number, trial.params)
+        _end_killed_run(study, trial)
 
 
 def _end_killed_run(study: Any, trial: Any) -> None:
-    run_id = trial.user_attrs.get(RUN_ATTR)
-    spec = load_spec(study)
-    if run_id and spec.tracking_uri:
-        from mlflow.tracking import MlflowClient
+    """End KILLED the MLflow runs of a trial whose worker died that are still RUNNING.
 
-        client = MlflowClient(tracking_uri=spec.tracking_uri)
+    Its run is found by the trial's ``ablate.mlflow_run_id``, and by the study's parent run and
+    the trial's number (tags of every child run): a worker killed between creating the run and
+    recording its id on the trial leaves a run that only the tags lead to.
+    """
+    spec = load_spec(study)
+    if not spec.tracking_uri:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=spec.tracking_uri)
+    runs = {trial.user_attrs.get(RUN_ATTR)} - {None}
+    parent = study.user_attrs.get(PARENT_ATTR)
+    try:
+        if parent:
+            experiment = client.get_run(parent).info.experiment_id
+            found = client.search_runs([experiment], filter_string=(
+                f"tags.mlflow.parentRunId = '{parent}' and tags.`optuna.trial_number` = '{trial.number}' "
+                "and attributes.status = 'RUNNING'"))
+            runs |= {r.info.run_id for r in found}
+    except Exception:  # the store is unreachable: the id on the trial is all there is
+        pass
+    for run_id in runs:
         try:
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_tag(run_id, "status", "killed")

@@ -277,6 +277,64 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
     _dashboard_lists(tmp_path / "runs/resume_me/journal.log", "resume_me")
 
 
+def _stale_trial(tmp_path: Path, monkeypatch, *, record_id: bool):
+    """A prepared study with one RUNNING trial and its child run, as a worker that died leaves them."""
+    from ablate.study import compose_study
+    from ablate.sweep import prepare_study
+
+    monkeypatch.chdir(tmp_path)
+    _study_file(tmp_path, "stale", """
+        n_trials: 2
+        workers: 1
+        params:
+          seed: range(0, 10)
+    """)
+    study, spec, parent = prepare_study(compose_study("stale", [], cwd=tmp_path))
+    trial = study.ask()
+    trial.suggest_int("seed", 0, 9)
+    client = _client(tmp_path)
+    experiment = client.get_run(parent).info.experiment_id
+    runs = [client.create_run(experiment, tags={"mlflow.parentRunId": parent, "optuna.study": "stale",
+                                                "optuna.trial_number": str(n)}).info.run_id
+            for n in (trial.number, trial.number + 1)]  # its run, and a later trial's (still running)
+    if record_id:
+        trial.set_user_attr(RUN_ATTR, runs[0])
+    return study, study.trials[trial.number], runs
+
+
+def test_a_stale_trial_and_its_run_are_closed_together_though_ctrl_c_comes_between(tmp_path, monkeypatch):
+    from ablate.worker import fail_stale_trial
+
+    study, stale, (run, other) = _stale_trial(tmp_path, monkeypatch, record_id=True)
+    real = MlflowClient.set_tag
+
+    def tag_then_interrupt(self, *args, **kwargs):  # Ctrl-C lands between the run's two writes
+        real(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(MlflowClient, "set_tag", tag_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fail_stale_trial(study, stale)  # the interrupt is raised once the trial and its run are closed
+    client = _client(tmp_path)
+    assert client.get_run(run).info.status == "KILLED" and client.get_run(run).data.tags["status"] == "killed"
+    assert client.get_run(other).info.status == "RUNNING"  # another trial's run is not this one's business
+    trials = _load(tmp_path, "stale").trials
+    assert trials[stale.number].state == TrialState.FAIL
+    assert [t.user_attrs.get("ablate.retry_of") for t in trials if t.state == TrialState.WAITING] == [stale.number]
+
+
+def test_a_stale_trials_run_is_found_by_its_tags_when_the_worker_died_before_recording_its_id(
+        tmp_path, monkeypatch):
+    from ablate.worker import fail_stale_trial
+
+    study, stale, (run, other) = _stale_trial(tmp_path, monkeypatch, record_id=False)
+    assert RUN_ATTR not in stale.user_attrs
+    fail_stale_trial(study, stale)
+    client = _client(tmp_path)
+    assert client.get_run(run).info.status == "KILLED"
+    assert client.get_run(other).info.status == "RUNNING"
+
+
 def _dashboard_lists(journal: Path, name: str) -> None:
     dashboard = pytest.importorskip("optuna_dashboard")
     app = dashboard.wsgi(JournalStorage(JournalFileBackend(str(journal))))
