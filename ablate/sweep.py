@@ -486,6 +486,8 @@ def finish_parent(study: Any, spec: StudySpec, parent_run_id: str, status: str) 
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
+    from ablate.tracking import signals_deferred
+
     client = MlflowClient(tracking_uri=spec.tracking_uri)
     trials = study.get_trials(deepcopy=False)
     counts = count_states(trials)
@@ -498,8 +500,9 @@ def finish_parent(study: Any, spec: StudySpec, parent_run_id: str, status: str) 
         tags += [RunTag("best_trial", str(best.number)),
                  RunTag("best_run_id", str(best.user_attrs.get("ablate.mlflow_run_id", "")))]
         tags += [RunTag(f"best.{k}", str(v)) for k, v in best.params.items()]
-    client.log_batch(parent_run_id, metrics=metrics, tags=tags)
-    client.set_terminated(parent_run_id, status)
+    with signals_deferred():  # not left RUNNING by a Ctrl-C between the two writes
+        client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+        client.set_terminated(parent_run_id, status)
     return counts
 
 

@@ -335,6 +335,25 @@ def test_a_stale_trials_run_is_found_by_its_tags_when_the_worker_died_before_rec
     assert client.get_run(other).info.status == "RUNNING"
 
 
+def test_the_parent_run_is_ended_though_ctrl_c_comes_between_its_last_writes(tmp_path, monkeypatch):
+    from ablate.sweep import finish_parent
+    from ablate.worker import PARENT_ATTR, load_spec
+
+    study, _, _ = _stale_trial(tmp_path, monkeypatch, record_id=True)
+    parent_id = study.user_attrs[PARENT_ATTR]
+    real = MlflowClient.log_batch
+
+    def batch_then_interrupt(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", batch_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        finish_parent(study, load_spec(study), parent_id, "KILLED")
+    parent = _client(tmp_path).get_run(parent_id)
+    assert parent.info.status == "KILLED" and parent.data.tags["status"] == "killed"
+
+
 def _dashboard_lists(journal: Path, name: str) -> None:
     dashboard = pytest.importorskip("optuna_dashboard")
     app = dashboard.wsgi(JournalStorage(JournalFileBackend(str(journal))))
