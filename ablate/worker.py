@@ -622,7 +622,7 @@ def _fail_and_retry(study: Any, number: int, params: Mapping[str, Any]) -> None:
 
     try:
         study.tell(number, state=TrialState.FAIL)
-    except Exception:  # already closed by someone else (the supervisor)
+    except Exception:  # noqa: BLE001 - already closed by someone else (the supervisor)
         return
     study.enqueue_trial(dict(params), user_attrs={RETRY_ATTR: number})
 
@@ -662,12 +662,12 @@ def _end_killed_run(study: Any, trial: Any) -> None:
                 f"tags.mlflow.parentRunId = '{parent}' and tags.`optuna.trial_number` = '{trial.number}' "
                 "and attributes.status = 'RUNNING'"))
             runs |= {r.info.run_id for r in found}
-    except Exception:  # the store is unreachable: the id on the trial is all there is
+    except Exception:  # noqa: BLE001, S110 - the store is unreachable: the id on the trial is all there is
         pass
     for run_id in runs:
         try:
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_tag(run_id, "status", "killed")
                 client.set_terminated(run_id, "KILLED")
-        except Exception:  # the run may never have been created
+        except Exception:  # noqa: BLE001, S110 - the run may never have been created
             pass
