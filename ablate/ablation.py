@@ -17,13 +17,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import ConfigError
 from ablate.menu import OFF_VALUES
 
-__all__ = ["DESIGNS", "Design", "build_design", "resolve_reference"]
+__all__ = ["DESIGNS", "Design", "build_design"]
 
 DESIGNS = ("leave_one_out", "add_one_in", "cumulative", "factorial")
 MAX_FACTORIAL_TRICKS = 6
@@ -134,36 +133,3 @@ def build_design(design: str, *, reference: Mapping[str, Any], tricks: Any) -> D
             without = " + ".join(labels[j] for j in keys if j != k) or "baseline"
             comparisons.append({"label": labels[k], "with_arm": everything, "without_arm": without})
     return Design(arms=arms, comparisons=comparisons, factors=factors)
-
-
-def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
-    """The reference recipe as ``{config path: value}``.
-
-    ``reference`` is a mapping (the full recipe), or ``best_of:<study>``: the fixed overrides and
-    best parameters of another study's best finished trial, read from ``runs/<study>/journal.log``
-    (or ``best_of:<study>@<storage URL or file>``).
-    """
-    if reference is None:
-        return {}
-    if isinstance(reference, Mapping):
-        return dict(reference)
-    text = str(reference)
-    if not text.startswith("best_of:"):
-        raise ConfigError("reference", reference, "a mapping of config paths to values, or best_of:<study>")
-    name, _, storage = text[len("best_of:"):].partition("@")
-    import optuna
-
-    from ablate.study import StudySpec, open_storage
-    from ablate.worker import SPEC_ATTR
-
-    url = storage or str(Path(cwd) / "runs" / name / "journal.log")
-    if "://" not in url and not Path(url).is_file():
-        raise AblateError(f"reference: no study {name!r} at {url} (run `ablate sweep {name}` first)")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=name, storage=open_storage(url))
-        best = study.best_trial
-    except (KeyError, ValueError) as exc:
-        raise AblateError(f"reference: study {name!r} has no finished trial to take the best of ({exc})") from None
-    other = StudySpec.from_json(study.user_attrs[SPEC_ATTR])
-    return {**other.fixed, **best.params}

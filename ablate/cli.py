@@ -175,7 +175,7 @@ def _ui(args: list[str]) -> int:
 
 def _sweep(args: list[str]) -> int:
     if not args or args[0].startswith("-"):
-        from ablate.study import available_studies
+        from ablate.sweep import available_studies
 
         print("usage: ablate sweep <study> [key=value ...]\nstudies: " + ", ".join(available_studies()))
         return 0 if args and args[0] in ("-h", "--help") else 2
@@ -200,7 +200,7 @@ def _worker(args: list[str]) -> int:
                         "recipe; devices=[1] pins this worker to a GPU")
     ns = parser.parse_intermixed_args(args)
     from ablate.errors import ConfigError
-    from ablate.worker import check_join, run_worker
+    from ablate.sweep.worker import check_join, run_worker
 
     composed = None
     if ns.standby:
@@ -242,6 +242,8 @@ def _standby() -> tuple[float | None, object] | None:
     if not line.strip():
         return None
     go = json.loads(line)
+    if go.get("tracking_uri"):  # may hold a password the stored spec leaves out
+        os.environ["ABLATE_TRACKING_URI"] = go["tracking_uri"]
     log = os.open(go["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)

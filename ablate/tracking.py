@@ -1,7 +1,10 @@
-"""Everything MLflow: one run per ``fit``, params from the resolved config, metrics in batches.
+"""The only MLflow writer: one run per ``fit``, a study's parent run, metrics in batches.
 
 Talks to MLflow through ``MlflowClient`` with explicit run ids (no global active run), so several
-runs, threads or processes never step on each other's state.
+runs, threads or processes never step on each other's state. Every tag, metric and artifact name
+comes from :mod:`ablate.records`, which the report's reader shares. MLflow is imported inside the
+functions that write: ``import mlflow`` costs ~2 s, which ``ablate train --help`` and a bad
+override should not pay.
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ablate import records as R
 from ablate.config import flatten, trick_summary
 
-__all__ = ["RunTracker", "artifact_location", "get_or_create_experiment", "git_commit", "signals_deferred",
-           "track_run"]
+__all__ = ["WRITER", "RunTracker", "artifact_location", "end_killed_runs", "finish_study_run",
+           "get_or_create_experiment", "git_commit", "open_study_run", "signals_deferred", "track_run"]
 
 _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limits
 _MAX_TAGS_PER_CALL = 100
@@ -70,8 +74,7 @@ def environment() -> dict[str, str]:
 
     if torch.cuda.is_available():
         hardware = f"GPU: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}; " + hardware
-    return {"ablate.versions": versions, "ablate.hardware": hardware,
-            "ablate.python": platform.python_version()}
+    return {R.TAG_VERSIONS: versions, R.TAG_HARDWARE: hardware, R.TAG_PYTHON: platform.python_version()}
 
 
 def artifact_location(uri: str) -> str | None:
@@ -177,17 +180,13 @@ class RunTracker:
         self.run_id: str | None = None
         self.run_name: str | None = None
         self.client = MlflowClient(tracking_uri=cfg.tracking.uri)
-        all_tags = {
-            "dataset": cfg.data.name,
-            "tricks": trick_summary(cfg),
-            "status": "running",
-        }
+        all_tags = {R.TAG_DATASET: cfg.data.name, R.TAG_TRICKS: trick_summary(cfg), R.TAG_STATUS: R.RUNNING}
         all_tags.update(environment())
         commit = git_commit()
         if commit:
-            all_tags["mlflow.source.git.commit"] = commit
+            all_tags[R.TAG_COMMIT] = commit
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[R.TAG_PARENT] = parent_run_id
         all_tags.update(tags or {})
 
         def create() -> None:
@@ -236,7 +235,7 @@ class RunTracker:
             text = OmegaConf.to_yaml(self.cfg, resolve=True)
             for i in range(0, len(params), _MAX_PARAMS_PER_CALL):
                 self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_CALL])
-            self.client.log_text(self.run_id, text, "config.yaml")
+            self.client.log_text(self.run_id, text, R.ARTIFACT_CONFIG)
         self._write(write)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = True) -> None:
@@ -285,7 +284,7 @@ class RunTracker:
         self.log_metrics(final, step=0, flush=False)  # NaN is kept: a diverged run's test_acc is unknown
         metrics, self._pending = self._pending, []
         all_params = [Param(k, str(v)) for k, v in (params or {}).items()]
-        all_tags = [RunTag(k, str(v)) for k, v in {"stop_reason": stop_reason, "status": "finished",
+        all_tags = [RunTag(k, str(v)) for k, v in {R.TAG_STOP_REASON: stop_reason, R.TAG_STATUS: R.FINISHED,
                                                     **(tags or {})}.items()]
 
         def write() -> None:
@@ -313,8 +312,8 @@ class RunTracker:
         from mlflow.entities import RunTag
 
         try:
-            self.client.log_batch(self.run_id, tags=[RunTag("status", "failed"),
-                                                     RunTag("error", f"{type(error).__name__}: {error}"[:5000])])
+            self.client.log_batch(self.run_id, tags=[RunTag(R.TAG_STATUS, R.FAILED),
+                                                     RunTag(R.TAG_ERROR, _error_text(error))])
         except Exception:  # noqa: BLE001, S110 - the write that failed may fail again; the status matters more
             pass
         try:
@@ -331,9 +330,9 @@ class RunTracker:
         if self.run_id is None:  # its creation failed: there is no run to end
             return
         self.flush()  # the curves up to the interruption are worth keeping
-        tags: dict[str, str] = {"status": status.lower()}
+        tags: dict[str, str] = {R.TAG_STATUS: status.lower()}
         if error is not None:
-            tags["error"] = f"{type(error).__name__}: {error}"[:5000]
+            tags[R.TAG_ERROR] = _error_text(error)
         with signals_deferred():
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             self.client.set_terminated(self.run_id, status)
@@ -360,3 +359,97 @@ def track_run(cfg: DictConfig, *, tags: Mapping[str, str] | None = None,
     except BaseException as exc:
         tracker.end("FAILED", exc)
         raise
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:5000]
+
+
+def open_study_run(*, tracking_uri: str, experiment: str, name: str, storage: str, design: str | None,
+                   document: str, parent_run_id: str | None = None) -> str:
+    """Create a study's MLflow parent run, or mark an existing one RUNNING again (a resume).
+
+    Args:
+        tracking_uri: The MLflow store.
+        experiment: Its experiment (created, with artifacts beside a SQLite store, if absent).
+        name: The study name (the run's name and its ``optuna.study`` tag).
+        storage: The Optuna storage, password redacted.
+        design: The ablation design, or None for a search.
+        document: The study spec as :meth:`StudySpec.to_json` wrote it: the ``study.json`` artifact.
+        parent_run_id: The parent run of an earlier session, if any.
+
+    Returns:
+        The parent run's id.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = get_or_create_experiment(client, experiment, tracking_uri)
+    if parent_run_id:
+        client.update_run(parent_run_id, status="RUNNING")
+        return parent_run_id
+    tags = {R.TAG_KIND: R.KIND_STUDY, R.TAG_STUDY: name, R.TAG_STORAGE: storage,
+            R.TAG_DESIGN: design or "search", R.TAG_STATUS: R.RUNNING}
+    commit = git_commit()
+    if commit:
+        tags[R.TAG_COMMIT] = commit
+    run_id: str = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    client.log_text(run_id, document, R.ARTIFACT_STUDY)
+    return run_id
+
+
+def finish_study_run(*, tracking_uri: str, parent_run_id: str, status: str, counts: Mapping[str, int],
+                     metric: str, best: tuple[int, float, str, Mapping[str, Any]] | None) -> None:
+    """End a study's parent run: counts by state, the best value, its trial, run and params.
+
+    Args:
+        status: MLflow's end status (FINISHED, KILLED).
+        counts: Trials by state (``n_<state>`` metrics).
+        metric: The study's metric (``best_<metric>``).
+        best: ``(trial number, value, its MLflow run id, its params)`` of the best trial, if any.
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    now = int(time.time() * 1000)
+    metrics = [Metric(R.count_metric(k), float(v), now, 0) for k, v in counts.items()]
+    tags = [RunTag(R.TAG_STATUS, status.lower())]
+    if best is not None:
+        number, value, run_id, params = best
+        metrics.append(Metric(R.best_metric(metric), float(value), now, 0))
+        tags += [RunTag(R.TAG_BEST_TRIAL, str(number)), RunTag(R.TAG_BEST_RUN, run_id)]
+        tags += [RunTag(f"{R.BEST_PARAM_PREFIX}{k}", str(v)) for k, v in params.items()]
+    with signals_deferred():  # not left RUNNING by a Ctrl-C between the two writes
+        client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+        client.set_terminated(parent_run_id, status)
+
+
+def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_number: int,
+                    run_ids: Iterable[str] = ()) -> None:
+    """End KILLED the still RUNNING MLflow runs of a trial whose worker died.
+
+    Its run is found by the id recorded on the trial (``run_ids``), and by the study's parent run
+    and the trial's number (tags of every child run): a worker killed between creating the run and
+    recording its id on the trial leaves a run that only the tags lead to.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs = set(run_ids)
+    try:
+        if parent_run_id:
+            experiment = client.get_run(parent_run_id).info.experiment_id
+            found = client.search_runs([experiment], filter_string=(
+                f"tags.`{R.TAG_PARENT}` = '{parent_run_id}' and tags.`{R.TAG_TRIAL_NUMBER}` = '{trial_number}' "
+                "and attributes.status = 'RUNNING'"))
+            runs |= {r.info.run_id for r in found}
+    except Exception:  # noqa: BLE001, S110 - the store is unreachable: the id on the trial is all there is
+        pass
+    for run_id in runs:
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, R.TAG_STATUS, R.KILLED)
+                client.set_terminated(run_id, "KILLED")
+        except Exception:  # noqa: BLE001, S110 - the run may never have been created
+            pass

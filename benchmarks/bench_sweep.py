@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from ablate.records import ATTR_EPOCHS_RUN, ATTR_TRAIN_TIME
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,7 +58,7 @@ def _sweep(cwd: Path, *args: str) -> float:
 
 
 def pruning(args: argparse.Namespace) -> None:
-    from ablate.worker import count_states
+    from ablate.sweep import count_states
 
     seeds = list(range(args.seeds))
     print(f"pruning: study {args.study}, {args.n_trials} trials, 2 workers, sampler tpe, seeds {seeds}")
@@ -72,7 +74,7 @@ def pruning(args: argparse.Namespace) -> None:
                 wall = _sweep(cwd, args.study, f"n_trials={args.n_trials}", "workers=2", f"pruner={pruner}",
                               f"sampler.seed={seed}", *settings)
                 study = _load(cwd, args.study)
-                epochs = sum(int(t.user_attrs.get("ablate.epochs_run", 0)) for t in study.trials)
+                epochs = sum(int(t.user_attrs.get(ATTR_EPOCHS_RUN, 0)) for t in study.trials)
                 rows.append((seed, epochs, study.best_value, count_states(study.trials)["pruned"], wall))
         if not base:  # the first entry (none) is what the others are compared with, seed by seed
             base = {seed: (epochs, best) for seed, epochs, best, _, _ in rows}
@@ -88,7 +90,7 @@ def pruning(args: argparse.Namespace) -> None:
 
 def _async_worker(name: str, storage: str, index: int, barrier, cwd: str) -> None:
     os.chdir(cwd)
-    from ablate.worker import run_worker
+    from ablate.sweep.worker import run_worker
 
     def wait() -> None:
         barrier.wait(timeout=300)
@@ -147,8 +149,7 @@ def asynchronous(args: argparse.Namespace) -> None:
 
 def _uneven_run(ctx, mode: str, queue: list[int], fixed: dict[str, str], n_trials: int) -> tuple[float, list[float]]:
     """One sweep of the queued trials, freely or at a batch-of-2 barrier: trials/hour and durations."""
-    from ablate.study import compose_study
-    from ablate.sweep import prepare_study
+    from ablate.sweep import compose_study, prepare_study
 
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
@@ -190,16 +191,15 @@ def _standalone_fit_time(cwd: Path, study_name: str, trials: list, overrides: li
     The same configs (composed as the worker composes them, with its thread count), no Optuna, no
     MLflow, no worker processes; the data loaded once as a worker does. Returns the total seconds.
     """
-    from ablate.study import compose_study
-    from ablate.sweep import worker_threads
+    from ablate.sweep import compose_study, worker_threads
     from ablate.train import fit, load_data
-    from ablate.worker import TrialComposer
+    from ablate.sweep import TrialComposer
 
     here = os.getcwd()
     os.chdir(cwd)
     try:
         spec = compose_study(study_name, overrides, cwd=cwd)
-        composer = TrialComposer(spec.space(), {"trainer.threads": worker_threads(1)})
+        composer = TrialComposer(spec.space, {"trainer.threads": worker_threads(1)})
         cache, total = {}, 0.0
         for t in trials:
             cfg = composer(t.params, f"baseline-{t.number}")
@@ -221,11 +221,11 @@ def _prepare_data(cwd: Path, study_name: str, overrides: list[str]) -> None:
     timed sweep (as it does out of the baseline).
     """
     subprocess.run([sys.executable, "-c", textwrap.dedent(f"""\
-        from ablate.study import compose_study
+        from ablate.sweep import compose_study
         from ablate.train import load_data
-        from ablate.worker import TrialComposer
+        from ablate.sweep import TrialComposer
         spec = compose_study({study_name!r}, {overrides!r})
-        load_data(TrialComposer(spec.space())(spec.space().representative(), "prepare"))
+        load_data(TrialComposer(spec.space)(spec.space.representative(), "prepare"))
     """)], cwd=cwd, check=True)
 
 
@@ -241,13 +241,13 @@ def overhead(args: argparse.Namespace) -> None:
         ended = started + wall
         trials = sorted(_load(cwd, args.study).trials, key=lambda t: t.number)
         alone = _standalone_fit_time(cwd, args.study, trials, overrides)
-    train = sum(float(t.user_attrs.get("ablate.train_time", 0.0)) for t in trials)
+    train = sum(float(t.user_attrs.get(ATTR_TRAIN_TIME, 0.0)) for t in trials)
     # Where the rest goes, from the trials' ask and tell times in the storage. A worker asks for its
     # next trial while the last one's final MLflow writes and tell run on its writer thread, so
     # "between" is negative when they overlap.
     starts = [t.datetime_start.timestamp() for t in trials]
     ends = [t.datetime_complete.timestamp() for t in trials]
-    inside = sum(e - s - float(t.user_attrs.get("ablate.train_time", 0.0))
+    inside = sum(e - s - float(t.user_attrs.get(ATTR_TRAIN_TIME, 0.0))
                  for s, e, t in zip(starts, ends, trials))
     between = sum(s - e for s, e in zip(starts[1:], ends[:-1]))
     print(f"wall {wall:.1f} s = training {train:.1f} s + start-up {starts[0] - started:.1f} s (sweep start to "

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from ablate import records as R
 from ablate.ablation import build_design
 from ablate.errors import ConfigError
 from ablate.space import AblationSpace
-from ablate.study import compose_study
+from ablate.sweep import compose_study
 
 REFERENCE = {"norm": "batch", "dropout": 0.1, "optimizer": "adam", "model.depth": 3}
 TRICKS = {"norm": None, "dropout": None, "optimizer": "sgd"}
@@ -63,7 +64,7 @@ def test_shipped_ablation_studies_compose():
         spec = compose_study(name)
         assert spec.design == design and spec.pruner["name"] == "none"
         assert spec.n_trials == len(spec.arms) * len(spec.seeds)
-        space = spec.space()
+        space = spec.space
         assert isinstance(space, AblationSpace)
         assert len(space.trials()) == spec.n_trials
         assert space.trials()[: len(spec.arms)] == [{"arm": a, "seed": 0} for a in spec.arms]
@@ -100,10 +101,10 @@ def test_small_leave_one_out_end_to_end(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tiny_loo")
     runs = client.search_runs([exp.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("ablate.kind") == "study"]
+    (parent,) = [r for r in runs if r.data.tags.get(R.TAG_KIND) == R.KIND_STUDY]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     arms = ["reference", "-norm=batch", "-optimizer=adam"]
-    assert sorted((r.data.tags["ablate.arm"], r.data.params["seed"]) for r in children) == sorted(
+    assert sorted((r.data.tags[R.TAG_ARM], r.data.params["seed"]) for r in children) == sorted(
         (a, str(s)) for a in arms for s in (0, 1))
     assert all(r.info.status == "FINISHED" for r in children)
 

@@ -22,7 +22,12 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from ablate.cli import main
-from ablate.worker import RETRY_ATTR, RUN_ATTR, WORKER_ATTR, check_join, count_states
+from ablate import records as R
+from ablate.records import ATTR_RETRY_OF as RETRY_ATTR
+from ablate.records import ATTR_RUN as RUN_ATTR
+from ablate.records import ATTR_WORKER as WORKER_ATTR
+from ablate.sweep import count_states
+from ablate.sweep.worker import check_join
 
 ABLATE = [sys.executable, "-m", "ablate"]
 URL = os.environ.get("ABLATE_TEST_POSTGRES_URL", "")
@@ -99,8 +104,7 @@ def _wait_for(predicate, timeout: float = 90.0, procs: tuple[subprocess.Popen[by
 
 def _prepare(cwd: Path, name: str, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Create the study (Optuna + MLflow parent) as ``ablate sweep`` does, without running trials."""
-    from ablate.study import compose_study
-    from ablate.sweep import prepare_study
+    from ablate.sweep import compose_study, prepare_study
 
     monkeypatch.chdir(cwd)
     prepare_study(compose_study(name, [f"storage={url}"], cwd=cwd))
@@ -110,7 +114,7 @@ def _mlflow_runs(cwd: Path, name: str):
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parent = [r for r in runs if r.data.tags.get("ablate.kind") == "study"]
+    parent = [r for r in runs if r.data.tags.get(R.TAG_KIND) == R.KIND_STUDY]
     assert len(parent) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     return client, parent[0], children, runs
@@ -160,7 +164,7 @@ def test_sweep_on_postgres_runs_exactly_n_trials(swept, url):
     assert counts["finished"] == 7 and counts["running"] == counts["waiting"] == counts["failed"] == 0
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len({t.user_attrs[WORKER_ATTR] for t in complete}) >= 2  # the workers shared the study
-    assert {t.user_attrs["ablate.epochs_run"] for t in complete} == {4}
+    assert {t.user_attrs[R.ATTR_EPOCHS_RUN] for t in complete} == {4}
     _client, parent, children, runs = _mlflow_runs(cwd, name)
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_finished"] == 7
     finished_runs = {r.info.run_id for r in children if r.info.status == "FINISHED"}

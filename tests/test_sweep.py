@@ -22,7 +22,11 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from ablate.cli import main
-from ablate.worker import RUN_ATTR, WORKER_ATTR, count_states
+from ablate import records as R
+from ablate.records import ATTR_RUN as RUN_ATTR
+from ablate.records import ATTR_WORKER as WORKER_ATTR
+from ablate.sweep import StudySpec, count_states
+from ablate.sweep.runs import fail_stale_trial, killed_hook
 
 ABLATE = [sys.executable, "-m", "ablate"]
 
@@ -36,6 +40,11 @@ def _study_file(cwd: Path, name: str, body: str) -> None:
 def _load(cwd: Path, name: str) -> optuna.Study:
     storage = JournalStorage(JournalFileBackend(str(cwd / "runs" / name / "journal.log")))
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def load_spec(study: optuna.Study) -> StudySpec:
+    """The spec ``ablate sweep`` stored on ``study`` (its user attribute)."""
+    return StudySpec.from_json(study.user_attrs[R.ATTR_SPEC])
 
 
 def _client(cwd: Path) -> MlflowClient:
@@ -105,11 +114,11 @@ def test_torch_threads_are_split_across_workers_unless_the_study_sets_them(tmp_p
 
 
 def _progress(stream: io.StringIO, now: list[float]):
-    from ablate.study import compose_study
-    from ablate.sweep import _Progress
+    from ablate.sweep import compose_study
+    from ablate.sweep.progress import Progress
 
     spec = compose_study("optimizers_digits", ["n_trials=4"])
-    return _Progress(spec, stream, clock=lambda: now[0])
+    return Progress(spec, stream, clock=lambda: now[0])
 
 
 def _finish(study: optuna.Study, lr: float, value: float | None) -> None:
@@ -252,7 +261,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
     finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(finished) == 6 == count_states(study.trials)["finished"]
     runs = _runs(tmp_path, "resume_me")
-    parents = [r for r in runs if r.data.tags.get("ablate.kind") == "study"]
+    parents = [r for r in runs if r.data.tags.get(R.TAG_KIND) == R.KIND_STUDY]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert all(r.info.status in ("FINISHED", "KILLED") for r in children)
@@ -261,7 +270,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
     assert sum(r.info.status == "FINISHED" for r in children) == 6
     assert parents[0].data.metrics["n_finished"] == 6
     # the killed trial was rerun with the same parameters (its rerun may itself have been interrupted)
-    rerun_of = {t.user_attrs.get("ablate.retry_of"): t for t in study.trials}
+    rerun_of = {t.user_attrs.get(R.ATTR_RETRY_OF): t for t in study.trials}
     rerun = rerun_of[victim.number]
     while rerun.state != TrialState.COMPLETE:
         rerun = rerun_of[rerun.number]
@@ -279,8 +288,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
 
 def _stale_trial(tmp_path: Path, monkeypatch, *, record_id: bool):
     """A prepared study with one RUNNING trial and its child run, as a worker that died leaves them."""
-    from ablate.study import compose_study
-    from ablate.sweep import prepare_study
+    from ablate.sweep import compose_study, prepare_study
 
     monkeypatch.chdir(tmp_path)
     _study_file(tmp_path, "stale", """
@@ -303,8 +311,6 @@ def _stale_trial(tmp_path: Path, monkeypatch, *, record_id: bool):
 
 
 def test_a_stale_trial_and_its_run_are_closed_together_though_ctrl_c_comes_between(tmp_path, monkeypatch):
-    from ablate.worker import fail_stale_trial
-
     study, stale, (run, other) = _stale_trial(tmp_path, monkeypatch, record_id=True)
     real = MlflowClient.set_tag
 
@@ -314,30 +320,28 @@ def test_a_stale_trial_and_its_run_are_closed_together_though_ctrl_c_comes_betwe
 
     monkeypatch.setattr(MlflowClient, "set_tag", tag_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        fail_stale_trial(study, stale)  # the interrupt is raised once the trial and its run are closed
+        fail_stale_trial(study, stale, killed_hook(load_spec(study).tracking_uri))  # the interrupt is raised once the trial and its run are closed
     client = _client(tmp_path)
     assert client.get_run(run).info.status == "KILLED" and client.get_run(run).data.tags["status"] == "killed"
     assert client.get_run(other).info.status == "RUNNING"  # another trial's run is not this one's business
     trials = _load(tmp_path, "stale").trials
     assert trials[stale.number].state == TrialState.FAIL
-    assert [t.user_attrs.get("ablate.retry_of") for t in trials if t.state == TrialState.WAITING] == [stale.number]
+    assert [t.user_attrs.get(R.ATTR_RETRY_OF) for t in trials if t.state == TrialState.WAITING] == [stale.number]
 
 
 def test_a_stale_trials_run_is_found_by_its_tags_when_the_worker_died_before_recording_its_id(
         tmp_path, monkeypatch):
-    from ablate.worker import fail_stale_trial
-
     study, stale, (run, other) = _stale_trial(tmp_path, monkeypatch, record_id=False)
     assert RUN_ATTR not in stale.user_attrs
-    fail_stale_trial(study, stale)
+    fail_stale_trial(study, stale, killed_hook(load_spec(study).tracking_uri))
     client = _client(tmp_path)
     assert client.get_run(run).info.status == "KILLED"
     assert client.get_run(other).info.status == "RUNNING"
 
 
 def test_the_parent_run_is_ended_though_ctrl_c_comes_between_its_last_writes(tmp_path, monkeypatch):
+    from ablate.records import ATTR_PARENT as PARENT_ATTR
     from ablate.sweep import finish_parent
-    from ablate.worker import PARENT_ATTR, load_spec
 
     study, _, _ = _stale_trial(tmp_path, monkeypatch, record_id=True)
     parent_id = study.user_attrs[PARENT_ATTR]
@@ -410,11 +414,10 @@ def test_composed_rounds_give_each_option_the_node_it_gets_alone():
     from omegaconf import OmegaConf
 
     from ablate.config import compose, is_group
-    from ablate.study import compose_study
-    from ablate.sweep import check_trial_configs
+    from ablate.sweep import check_trial_configs, compose_study
 
     spec = compose_study("tricks_digits", [])
-    space, composer = spec.space(), check_trial_configs(spec)
+    space, composer = spec.space, check_trial_configs(spec)
     rep = space.representative()
     groups = {(g, o) for g, d in space.distributions.items() if is_group(g) for o in d.choices}
     assert set(composer.nodes) == groups

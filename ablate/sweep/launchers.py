@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.sweep.storage import redact
 
 __all__ = ["SubmititWorker", "submit_worker"]
 
@@ -22,7 +23,7 @@ __all__ = ["SubmititWorker", "submit_worker"]
 def _job(study: str, storage: str, index: int, deadline: float | None, setup_env: dict[str, str]) -> int:
     """The body of one SLURM job: a worker that pulls trials until the study is done."""
     os.environ.update(setup_env)
-    from ablate.worker import run_worker
+    from ablate.sweep.worker import run_worker  # in the job's process: torch is imported there, not here
 
     # A storage with a password travels in the job's inherited environment, not in its pickle.
     return run_worker(study, storage or os.environ["ABLATE_STORAGE"], index=index, deadline=deadline)
@@ -92,8 +93,6 @@ def submit_worker(launcher: dict[str, Any], *, folder: Path, study: str, storage
         executor.update_parameters(**params)
     except Exception as exc:
         raise AblateError(f"launcher: {' '.join(str(exc).split())}") from None
-    from ablate.study import redact
-
     if redact(storage) != storage:  # jobs inherit the environment (sbatch --export=ALL, local jobs)
         os.environ["ABLATE_STORAGE"] = storage
         storage = ""

@@ -1,0 +1,135 @@
+"""What a sweep shows: the live progress display and the closing summary.
+
+Both read the study's trials from its storage (one read per refresh) and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from optuna.study import Study
+from optuna.trial import FrozenTrial
+
+from ablate.sweep.spec import StudySpec
+from ablate.sweep.storage import best_trial, count_states, redact
+
+__all__ = ["Progress", "absolute_uri", "best_command", "clock", "summary"]
+
+
+def absolute_uri(uri: str, base: Path) -> str:
+    """A relative SQLite MLflow URI made absolute (workers and the report may run elsewhere)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((base / uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+class Progress:
+    """A live block on a terminal; plain lines, on change or every 30 s, elsewhere (CI logs)."""
+
+    def __init__(self, spec: StudySpec, stream: IO[str] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.spec = spec
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.clock = clock
+        self.started = clock()
+        self.last_state: tuple[str, str] | None = None
+        self.last_print = 0.0
+        self.drawn = 0
+
+    def parts(self, study: Study) -> tuple[str, str, str]:
+        """``(counts, best so far, ETA)``; the counts start with the elapsed time."""
+        trials = study.get_trials(deepcopy=False)
+        c = count_states(trials)
+        elapsed = self.clock() - self.started
+        n = self.spec.n_trials
+        counts = (f"[{clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
+                  f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) running {c['running']}")
+        best = best_trial(trials, self.spec.direction)  # one storage read per refresh, not two
+        best_text = ""
+        if best is not None:
+            params = " ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+            best_text = f"best {self.spec.metric} {best.value:.4f} (trial {best.number}: {params})"
+        done_now = c["finished"]
+        eta = f"ETA {clock(elapsed / done_now * (n - done_now))}" if n and 0 < done_now < n else ""
+        return counts, best_text, eta
+
+    def update(self, study: Study) -> None:
+        counts, best, eta = self.parts(study)
+        if self.tty:
+            self._draw([p for p in (counts, best, eta) if p])
+            return
+        # A plain line when the counts or the best change, and every 30 s: not at every tick of the
+        # clock or the ETA, which would fill a CI log with copies of one line.
+        state = (counts.split("] ", 1)[1], best)
+        now = self.clock()
+        if state != self.last_state or now - self.last_print >= 30:
+            print(" | ".join(p for p in (counts, best, eta) if p), file=self.stream, flush=True)
+            self.last_state, self.last_print = state, now
+
+    def _draw(self, lines: list[str]) -> None:
+        """Redraw the block in place: counts, best so far, ETA, one per line, cut to the width."""
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        except OSError:
+            width = 0
+        width = width if width >= 40 else 120  # some terminals (and `script`) report 0
+        up = f"\x1b[{self.drawn - 1}F" if self.drawn > 1 else ""
+        body = "\n".join("\x1b[2K" + line[: width - 1] for line in lines)
+        self.stream.write("\r" + up + body)
+        # a block that shrank leaves its old last lines behind: clear them
+        for _ in range(max(0, self.drawn - len(lines))):
+            self.stream.write("\n\x1b[2K")
+        if self.drawn > len(lines):
+            self.stream.write(f"\x1b[{self.drawn - len(lines)}F")
+        self.stream.flush()
+        self.drawn = max(len(lines), 1)
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def best_command(spec: StudySpec, best: FrozenTrial) -> str:
+    """The ``ablate train ...`` command that trains the best trial's recipe again."""
+    return " ".join(["ablate train", *spec.space.overrides(best.params)])
+
+
+def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, workers: int) -> str:
+    """The closing lines of ``ablate sweep``: counts, the best recipe as a command, where to look."""
+    trials = study.get_trials(deepcopy=False)
+    counts = count_states(trials)
+    lines = [f"Study {spec.name}: {counts['finished']} finished (complete {counts['complete']}, pruned "
+             f"{counts['pruned']}, diverged {counts['diverged']}, failed {counts['failed']}) in "
+             f"{clock(elapsed)} with {workers} worker{'s' if workers != 1 else ''}"]
+    best = best_trial(trials, spec.direction)
+    if best is None:
+        lines.append(f"No complete trial yet: no best {spec.metric}.")
+    else:
+        lines.append(f"Best {spec.metric} {best.value:.4f} (trial {best.number}); to train it again:")
+        lines.append(f"  {best_command(spec, best)}")
+    uri = spec.tracking_uri
+    ui = "ablate ui" + ("" if uri == absolute_uri("sqlite:///mlflow.db", Path.cwd()) else f" tracking.uri={uri}")
+    lines.append(f"MLflow:  {ui}   (experiment '{spec.experiment}', parent run {parent_run_id})")
+    storage = redact(spec.storage)
+    shown = os.path.relpath(storage) if "://" not in storage else storage
+    lines.append(f"Optuna:  optuna-dashboard {shown}")
+    logs = "slurm/*_log.out" if spec.launcher.get("name") == "slurm" else "worker-*.log"
+    lines.append(f"Logs:    {os.path.relpath(spec.out_dir)}/{logs}")
+    return "\n".join(lines)

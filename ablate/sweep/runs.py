@@ -1,0 +1,54 @@
+"""Where a trial meets its MLflow run: the tags a trial's run carries, and what a killed trial's run gets.
+
+The worker and the supervisor both use these, so a trial's run is tagged, and a dead worker's run
+ended, one way. MLflow itself is written by :mod:`ablate.tracking`.
+"""
+
+from __future__ import annotations
+
+from optuna.study import Study
+from optuna.trial import FrozenTrial
+
+from ablate import records as R
+from ablate.sweep.storage import KilledHook, fail_and_retry
+from ablate.tracking import end_killed_runs, signals_deferred
+
+__all__ = ["fail_stale_trial", "killed_hook", "run_name", "trial_tags"]
+
+
+def run_name(study: str, number: int) -> str:
+    """``tricks_digits-t0007``: the MLflow run name of a study's trial."""
+    return f"{study}-t{number:04d}"
+
+
+def trial_tags(*, study: str, number: int, worker: str, device: str, arm: str | None = None,
+               design: str | None = None) -> dict[str, str]:
+    """The tags a trial's run starts with (its outcome's tags are added when it ends)."""
+    tags = {R.TAG_STUDY: study, R.TAG_TRIAL_NUMBER: str(number), R.TAG_WORKER: worker, R.TAG_DEVICE: device}
+    if design:
+        tags.update({R.TAG_ARM: str(arm), R.TAG_DESIGN: design})
+    return tags
+
+
+def killed_hook(tracking_uri: str) -> KilledHook:
+    """What happens to the MLflow run of a trial whose worker died: it ends KILLED (see ``end_killed_runs``)."""
+
+    def end(study: Study, trial: FrozenTrial) -> None:
+        if not tracking_uri:
+            return
+        run = trial.user_attrs.get(R.ATTR_RUN)
+        end_killed_runs(tracking_uri=tracking_uri, parent_run_id=study.user_attrs.get(R.ATTR_PARENT),
+                        trial_number=trial.number, run_ids=[run] if run else [])
+
+    return end
+
+
+def fail_stale_trial(study: Study, trial: FrozenTrial, on_killed: KilledHook) -> None:
+    """Close a RUNNING trial whose worker died (FAIL), queue a retry, then ``on_killed`` (its run KILLED).
+
+    Ctrl-C waits until all are written: a supervisor interrupted in between left the run RUNNING
+    with its trial already failed.
+    """
+    with signals_deferred():
+        fail_and_retry(study, trial.number, trial.params)
+        on_killed(study, trial)

@@ -1,0 +1,149 @@
+"""Samplers and pruners from plain keyword arguments (the study file's ``sampler:`` / ``pruner:`` nodes).
+
+The factories take names and keyword arguments, never a study spec: they are testable without
+Hydra, and a study file's fields are the Optuna constructors' keyword arguments. Pruners are not
+stored with an Optuna study, so every worker builds the same one from the same arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from ablate.errors import ConfigError
+from ablate.sweep.spec import PRUNERS, SAMPLERS
+
+__all__ = ["StopAware", "build_pruner", "build_sampler", "grid_of", "options_of"]
+
+_SAMPLER_CLASSES: dict[str, type[BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "gp": optuna.samplers.GPSampler,
+    "bruteforce": optuna.samplers.BruteForceSampler,
+}
+
+
+def options_of(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``{"name": "tpe", "seed": 0, ...}`` -> ``("tpe", {"seed": 0, ...})``."""
+    return str(node["name"]), {k: v for k, v in node.items() if k != "name"}
+
+
+def grid_of(distributions: Mapping[str, BaseDistribution], params: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Every point of a search space that has a grid: choices, and stepped ranges.
+
+    Raises:
+        ConfigError: a parameter is a continuous interval (``params`` gives its grammar for the message).
+    """
+    grid: dict[str, list[Any]] = {}
+    for key, dist in distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            grid[key] = list(dist.choices)
+        elif getattr(dist, "step", None) is not None:
+            low, high, step = dist.low, dist.high, dist.step  # type: ignore[attr-defined]
+            n = round((high - low) / step) + 1
+            grid[key] = [low + i * step for i in range(n)]
+        else:
+            raise ConfigError(f"params.{key}", params.get(key),
+                              "choice(...) or range(...) with the grid sampler (an interval has no grid)")
+    return grid
+
+
+def build_sampler(name: str, *, worker_index: int = 0, grid: Mapping[str, Sequence[Any]] | None = None,
+                  **options: Any) -> BaseSampler:
+    """One worker's sampler: ``name`` with the Optuna constructor's ``options``.
+
+    Args:
+        name: One of :data:`~ablate.sweep.spec.SAMPLERS`.
+        worker_index: Offsets ``seed``, so parallel workers do not draw alike.
+        grid: The search grid (``grid`` only; see :func:`grid_of`).
+        **options: Keyword arguments of the sampler's constructor (``seed``, ``n_startup_trials``...).
+
+    Raises:
+        ConfigError: an unknown sampler, or grid without a grid.
+    """
+    if options.get("seed") is not None:
+        options["seed"] = int(options["seed"]) + worker_index
+    if name == "grid":
+        if grid is None:
+            raise ConfigError("sampler", name, "a search space of choice(...) and range(...) for grid")
+        return optuna.samplers.GridSampler(dict(grid), seed=options.get("seed"))
+    if name not in _SAMPLER_CLASSES:
+        raise ConfigError("sampler", name, "one of: " + ", ".join(SAMPLERS))
+    return _SAMPLER_CLASSES[name](**options)
+
+
+def build_pruner(name: str, *, epochs: int, **options: Any) -> BasePruner:
+    """The study's pruner: ``name`` with the Optuna constructor's ``options``.
+
+    Args:
+        name: One of :data:`~ablate.sweep.spec.PRUNERS`.
+        epochs: The trials' ``trainer.epochs``: hyperband's ``max_resource: auto``, made explicit so
+            every worker agrees on the brackets.
+        **options: Keyword arguments of the pruner's constructor.
+
+    Raises:
+        ConfigError: an unknown pruner.
+    """
+    p = optuna.pruners
+    if name == "none":
+        return p.NopPruner()
+    if name == "median":
+        return p.MedianPruner(**options)
+    if name == "percentile":
+        return p.PercentilePruner(**options)
+    if name == "successive_halving":
+        return p.SuccessiveHalvingPruner(**options)
+    if name == "hyperband":
+        if options.get("max_resource") == "auto":
+            options["max_resource"] = epochs
+        return p.HyperbandPruner(**options)
+    if name == "patient":
+        return p.PatientPruner(None, **options)
+    if name == "threshold":
+        return p.ThresholdPruner(**options)
+    raise ConfigError("pruner", name, "one of: " + ", ".join(PRUNERS))
+
+
+class StopAware(BaseSampler):
+    """Lets samplers that end a study themselves (grid, brute force) do so under ask-and-tell.
+
+    They call ``study.stop()`` from ``after_trial``, which Optuna allows only inside ``optimize``;
+    the wrapper records it as :attr:`exhausted` and the worker stops asking.
+    """
+
+    def __init__(self, sampler: BaseSampler) -> None:
+        self.inner = sampler
+        self.exhausted = False
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        try:
+            self.inner.after_trial(study, trial, state, values)
+        except RuntimeError:  # study.stop() outside optimize: the space is exhausted
+            self.exhausted = True
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()

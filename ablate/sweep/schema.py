@@ -1,0 +1,166 @@
+"""The study file's schema: dataclasses registered with Hydra's ConfigStore.
+
+Field names of the sampler and pruner schemas are the Optuna constructors' keyword arguments
+(:mod:`ablate.sweep.samplers` passes them on as they are); a study file names its schema in its
+defaults list (``base_study``, ``sampler: tpe``), so a typo fails at compose time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from ablate.config import store_schemas
+
+__all__ = ["PRUNERS", "SAMPLERS", "LauncherConfig", "PrunerConfig", "SamplerConfig", "StudyConfig",
+           "register_study_configs"]
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "bruteforce")
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "patient", "threshold")
+
+
+# --- schemas: field names are the Optuna constructors' keyword arguments ---------------------------
+
+
+@dataclass
+class SamplerConfig:
+    name: str = MISSING
+    seed: Optional[int] = 0  # worker i uses seed + i, so parallel workers do not draw alike
+
+
+@dataclass
+class TPESamplerConfig(SamplerConfig):
+    n_startup_trials: int = 10
+    multivariate: bool = True
+    constant_liar: bool = True  # parallel workers avoid proposing what is already running
+
+
+@dataclass
+class CmaEsSamplerConfig(SamplerConfig):
+    n_startup_trials: int = 1
+
+
+@dataclass
+class QMCSamplerConfig(SamplerConfig):
+    qmc_type: str = "sobol"
+    scramble: bool = True
+
+
+@dataclass
+class GPSamplerConfig(SamplerConfig):
+    n_startup_trials: int = 10
+
+
+@dataclass
+class PrunerConfig:
+    name: str = MISSING
+
+
+@dataclass
+class MedianPrunerConfig(PrunerConfig):
+    n_startup_trials: int = 5  # trials that finish before any pruning
+    n_warmup_steps: int = 3  # epochs of each trial before it can be pruned
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class PercentilePrunerConfig(MedianPrunerConfig):
+    percentile: float = 25.0  # prune below the 25th percentile (maximize)
+
+
+@dataclass
+class SuccessiveHalvingPrunerConfig(PrunerConfig):
+    min_resource: Any = "auto"
+    reduction_factor: int = 4
+    min_early_stopping_rate: int = 0
+    bootstrap_count: int = 0
+
+
+@dataclass
+class HyperbandPrunerConfig(PrunerConfig):
+    min_resource: int = 1
+    max_resource: Any = "auto"  # auto = trainer.epochs of the trials
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+
+
+@dataclass
+class PatientPrunerConfig(PrunerConfig):
+    patience: int = 3  # epochs without improvement of the trial's own best
+    min_delta: float = 0.0
+
+
+@dataclass
+class ThresholdPrunerConfig(PrunerConfig):
+    lower: Optional[float] = None
+    upper: Optional[float] = None
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+
+
+@dataclass
+class LauncherConfig:
+    name: str = MISSING  # local | slurm
+
+
+@dataclass
+class SlurmLauncherConfig(LauncherConfig):
+    cluster: Optional[str] = None  # None = auto; "local" runs the jobs on this machine
+    partition: Optional[str] = None
+    timeout_min: int = 60
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float = 8.0
+    additional: dict[str, Any] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StudyConfig:
+    name: Optional[str] = None  # default: the study file's name
+    metric: str = "val_acc"  # reported every epoch (pruning) and optimised (its best epoch)
+    direction: str = "maximize"
+    fixed: dict[str, Any] = field(default_factory=dict)  # overrides shared by every trial
+    params: dict[str, Any] = field(default_factory=dict)  # the search space (sweeper grammar)
+    sampler: SamplerConfig = MISSING
+    pruner: PrunerConfig = MISSING
+    n_trials: Optional[int] = 20  # finished trials (complete, pruned or diverged) to reach
+    timeout: Optional[float] = None  # seconds; no new trial starts after it
+    workers: int = 1
+    storage: Optional[str] = None  # Optuna storage URL or journal file; null = <out_dir>/journal.log
+    out_dir: Optional[str] = None  # null = runs/<name>
+    devices: list[int] = field(default_factory=list)  # CUDA device ids; empty = no pinning
+    trials_per_device: int = 1
+    experiment: Optional[str] = None  # MLflow experiment; null = the study name
+    # RDB storages: a running trial whose worker (on any machine) has not heart-beaten for
+    # grace_period seconds is failed and queued again by the next worker that asks.
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    launcher: Any = None  # local worker processes (null) or slurm (submitit)
+    # Ablations (design set): arms x seeds instead of a search over params.
+    design: Optional[str] = None  # leave_one_out | add_one_in | cumulative | factorial
+    reference: Any = None  # the full recipe {config path: value}, or best_of:<study>
+    tricks: Any = None  # [config path, ...] or {config path: off value}; null = the menu's off value
+    seeds: int = 5  # per arm; the same seeds 0..n-1 in every arm, so comparisons are paired
+
+
+_SCHEMAS: dict[str, dict[str, type]] = {
+    "sampler": {"base_sampler": SamplerConfig, "base_tpe": TPESamplerConfig,
+                "base_cmaes": CmaEsSamplerConfig, "base_qmc": QMCSamplerConfig,
+                "base_gp": GPSamplerConfig},
+    "launcher": {"base_launcher": LauncherConfig, "base_slurm": SlurmLauncherConfig},
+    "pruner": {"base_pruner": PrunerConfig, "base_median": MedianPrunerConfig,
+               "base_percentile": PercentilePrunerConfig,
+               "base_successive_halving": SuccessiveHalvingPrunerConfig,
+               "base_hyperband": HyperbandPrunerConfig, "base_patient": PatientPrunerConfig,
+               "base_threshold": ThresholdPrunerConfig},
+}
+
+
+def register_study_configs() -> None:
+    """Register the study schemas (study, sampler, pruner, launcher) with Hydra's ConfigStore."""
+    store_schemas("base_study", StudyConfig, _SCHEMAS)

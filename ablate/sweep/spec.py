@@ -1,0 +1,324 @@
+"""Study files: their schema, composition from ``sweeps/`` with command-line overrides, validation.
+
+A study file (``sweeps/<name>.yaml``) names its sampler and pruner in its defaults list; every
+field can be overridden from the command line (``ablate sweep tricks_digits n_trials=40
+pruner=hyperband workers=2``). A ``sweeps/`` folder in the working directory is searched before the
+shipped one, so users keep their own studies beside their data. The result is a :class:`StudySpec`,
+serialised once (:meth:`StudySpec.to_json`: the Optuna study's attribute and the MLflow parent
+run's ``study.json`` hold that one text) and read back by :meth:`StudySpec.from_json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra import compose as hydra_compose
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.ablation import build_design
+from ablate.config import hydra_at, translate_compose_error
+from ablate.errors import AblateError, ConfigError
+from ablate.records import ATTR_SPEC, DIRECTIONS
+from ablate.space import AblationSpace, SearchSpace, fixed_overrides, parse_space
+from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, register_study_configs
+from ablate.sweep.storage import open_storage, redact
+
+__all__ = [
+    "SWEEPS_DIR",
+    "StudySpec",
+    "available_studies",
+    "compose_study",
+    "load_spec",
+    "resolve_reference",
+    "split_overrides",
+    "study_search_path",
+]
+
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+
+
+# --- the resolved study ----------------------------------------------------------------------------
+
+
+def _flat(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"trainer": {"epochs": 3}}`` and ``{"trainer.epochs": 3}`` both become the dotted form."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A composed, validated study: what to search, how, and where results go."""
+
+    name: str
+    metric: str
+    direction: str
+    fixed: dict[str, Any]
+    params: dict[str, Any]
+    sampler: dict[str, Any]
+    pruner: dict[str, Any]
+    n_trials: int | None
+    timeout: float | None
+    workers: int
+    storage: str
+    out_dir: str
+    devices: list[int]
+    trials_per_device: int
+    experiment: str
+    tracking_uri: str = ""  # the trials' MLflow store, made absolute when the study starts
+    heartbeat_interval: int = 60
+    grace_period: int = 180
+    launcher: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
+    design: str | None = None
+    arms: dict[str, list[str]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    comparisons: list[dict[str, str]] = field(default_factory=list)
+    factors: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """What defines the study's trials; a resumed or joined study must match it exactly."""
+        return {"metric": self.metric, "direction": self.direction, "fixed": self.fixed,
+                "params": self.params, "design": self.design, "arms": self.arms, "seeds": self.seeds}
+
+    def to_json(self) -> str:
+        """The study's one serialised form, stored on the Optuna study and the MLflow parent run.
+
+        Passwords in the storage and tracking URLs are left out (a worker is told them by its
+        launcher, see :meth:`with_secrets`) and the search space is added as Optuna distributions
+        (``distributions``), which the report reads without parsing the grammar again.
+        """
+        doc = dataclasses.asdict(dataclasses.replace(self, storage=redact(self.storage),
+                                                     tracking_uri=redact(self.tracking_uri)))
+        doc["distributions"] = {} if self.design else {
+            k: optuna.distributions.distribution_to_json(d) for k, d in self.space.distributions.items()}
+        return json.dumps(doc, indent=2, sort_keys=True)
+
+    def with_secrets(self, storage: str, tracking_uri: str | None) -> StudySpec:
+        """This spec with the URLs a worker was given (they may hold the passwords the stored copy lacks).
+
+        Raises:
+            AblateError: the stored tracking URI was redacted and none was given.
+        """
+        uri = self.tracking_uri
+        if ":***@" in uri:  # redacted by to_json
+            if not tracking_uri:
+                raise AblateError("tracking.uri: the study's MLflow store has a password; set "
+                                  "ABLATE_TRACKING_URI to its URL")
+            uri = tracking_uri
+        return dataclasses.replace(self, storage=storage, tracking_uri=uri)
+
+    @classmethod
+    def from_json(cls, text: str) -> StudySpec:
+        """Read :meth:`to_json`'s text back (the one reader of a stored study)."""
+        doc = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    @functools.cached_property
+    def space(self) -> SearchSpace | AblationSpace:
+        """The trials' space, parsed from the grammar once per spec."""
+        if self.design:
+            return AblationSpace(self.arms, self.seeds, fixed_overrides(self.fixed))
+        return parse_space(self.params, self.fixed)
+
+
+def load_spec(storage: Any, study_name: str, url: str) -> StudySpec:
+    """The spec ``ablate sweep`` stored with a study, read from its storage (no study is opened).
+
+    Raises:
+        AblateError: no such study, or one that ``ablate sweep`` did not create.
+    """
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        raise AblateError(f"study: no study {study_name!r} in {redact(url)} "
+                          "(ablate sweep creates it)") from None
+    text = storage.get_study_user_attrs(study_id).get(ATTR_SPEC)
+    if text is None:
+        raise AblateError(f"study: {study_name!r} was not created by ablate sweep "
+                          "(it has no recorded definition)")
+    return StudySpec.from_json(text)
+
+
+def study_search_path(cwd: str | Path | None = None) -> list[Path]:
+    """Folders searched for study files, first match wins: ``./sweeps`` then the shipped one."""
+    local = Path(cwd or os.getcwd()).resolve() / "sweeps"
+    return [p for p in dict.fromkeys([local, SWEEPS_DIR]) if p.is_dir()]
+
+
+def available_studies(cwd: str | Path | None = None) -> list[str]:
+    names: set[str] = set()
+    for folder in study_search_path(cwd):
+        names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def _check(spec: StudySpec) -> None:
+    if spec.direction not in DIRECTIONS:
+        raise ConfigError("direction", spec.direction, "one of: " + ", ".join(DIRECTIONS))
+    if spec.sampler["name"] not in SAMPLERS:
+        raise ConfigError("sampler", spec.sampler["name"], "one of: " + ", ".join(SAMPLERS))
+    if spec.pruner["name"] not in PRUNERS:
+        raise ConfigError("pruner", spec.pruner["name"], "one of: " + ", ".join(PRUNERS))
+    if spec.n_trials is None and spec.timeout is None:
+        raise ConfigError("n_trials", None, "a number >= 1 (or set timeout)")
+    if spec.n_trials is not None and spec.n_trials < 1:
+        raise ConfigError("n_trials", spec.n_trials, "a number >= 1")
+    if spec.timeout is not None and spec.timeout <= 0:
+        raise ConfigError("timeout", spec.timeout, "a number of seconds > 0")
+    if spec.launcher.get("name") not in ("local", "slurm"):
+        raise ConfigError("launcher", spec.launcher.get("name"), "one of: local, slurm")
+    if not isinstance(spec.heartbeat_interval, int) or spec.heartbeat_interval < 1:
+        raise ConfigError("heartbeat_interval", spec.heartbeat_interval, "a whole number of seconds >= 1")
+    if not isinstance(spec.grace_period, int) or spec.grace_period <= spec.heartbeat_interval:
+        raise ConfigError("grace_period", spec.grace_period,
+                          f"a whole number of seconds > heartbeat_interval ({spec.heartbeat_interval})")
+    if spec.workers < 1:
+        raise ConfigError("workers", spec.workers, "a number >= 1")
+    if spec.trials_per_device < 1:
+        raise ConfigError("trials_per_device", spec.trials_per_device, "a number >= 1")
+    if any(not isinstance(d, int) or d < 0 for d in spec.devices):
+        raise ConfigError("devices", spec.devices, "a list of CUDA device indices like [0,1]")
+    if not spec.metric:
+        raise ConfigError("metric", spec.metric, "a per-epoch metric such as val_acc or val_loss")
+
+
+def compose_study(name: str, overrides: Sequence[str] = (), *, cwd: str | Path | None = None) -> StudySpec:
+    """Compose ``sweeps/<name>.yaml`` with CLI overrides into a validated :class:`StudySpec`.
+
+    Raises:
+        ConfigError: unknown study, unknown sampler / pruner, wrong types or values.
+    """
+    folders = study_search_path(cwd)
+    home = next((f for f in folders if (f / f"{name}.yaml").is_file()), None)
+    if home is None:
+        raise ConfigError("study", name, "one of: " + ", ".join(available_studies(cwd))
+                          + " (files in ./sweeps or the shipped sweeps/)")
+    register_study_configs()
+    others = ",".join(f"file://{f}" for f in folders if f != home)
+    extra = [f"hydra.searchpath=[{others}]"] if others else []
+    study_overrides, fixed, params = split_overrides(overrides)
+    try:
+        hydra_at(home)
+        cfg = hydra_compose(config_name=name, overrides=[*extra, *study_overrides])
+    except Exception as exc:
+        translated = translate_compose_error(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+    return _spec_from(cfg, name, cwd, fixed=fixed, params=params)
+
+
+_STUDY_FIELDS = {f.name for f in dataclasses.fields(StudyConfig)}
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Sort command-line overrides into study fields, trial overrides and search-space entries.
+
+    ``n_trials=40``, ``pruner=hyperband``, ``sampler.seed=1`` set study fields;
+    ``params.optimizer.lr='interval(1e-3, 0.1)'`` sets a searched parameter (its key may contain
+    dots, which Hydra's own syntax cannot address); ``fixed.K=V`` and any other ``K=V`` fix a trial
+    field for every trial (``trainer.epochs=5``), replacing a searched parameter of that name.
+    """
+    study, fixed, params = [], {}, {}
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        bare = key.lstrip("+~")
+        head = bare.split(".", 1)[0]
+        if not sep or head not in ("fixed", "params") and head in _STUDY_FIELDS:
+            study.append(override)
+        elif head == "params" and "." in bare:
+            params[bare.split(".", 1)[1]] = value
+        else:
+            fixed[bare.split(".", 1)[1] if head == "fixed" and "." in bare else bare] = value
+    return study, fixed, params
+
+
+def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
+               fixed: Mapping[str, str], params: Mapping[str, str]) -> StudySpec:
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    raw["params"] = {k: v for k, v in _flat(raw["params"]).items() if k not in fixed}
+    raw["params"].update(params)
+    raw["fixed"] = {k: v for k, v in _flat(raw["fixed"]).items() if k not in params}
+    raw["fixed"].update(fixed)
+    name = raw.get("name") or file_name
+    base = Path(cwd or os.getcwd()).resolve()
+    out_dir = Path(raw.get("out_dir") or f"runs/{name}")
+    out_dir = out_dir if out_dir.is_absolute() else base / out_dir
+    design = _ablation(raw, base)
+    storage = raw.get("storage") or str(out_dir / "journal.log")
+    if "://" not in storage and not Path(storage).is_absolute():
+        storage = str(base / storage)
+    spec = StudySpec(
+        name=name, metric=raw["metric"], direction=raw["direction"], fixed=raw["fixed"],
+        params=raw["params"], sampler=raw["sampler"], pruner=raw["pruner"],
+        n_trials=raw["n_trials"], timeout=raw["timeout"], workers=raw["workers"], storage=storage,
+        out_dir=str(out_dir), devices=list(raw["devices"]), trials_per_device=raw["trials_per_device"],
+        experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
+        heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
+        **design)
+    _check(spec)
+    return spec
+
+
+def _ablation(raw: dict[str, Any], cwd: Path) -> dict[str, Any]:
+    """The arms, seeds and comparisons of an ablation study (nothing for a search)."""
+    if not raw.get("design"):
+        return {}
+    seeds = raw.get("seeds")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError("seeds", seeds, "a number of seeds per arm >= 1")
+    reference = _flat(resolve_reference(raw.get("reference"), cwd=cwd))
+    design = build_design(raw["design"], reference=reference, tricks=raw.get("tricks"))
+    raw["n_trials"] = len(design.arms) * seeds  # the design is the budget
+    raw["params"] = {}
+    return {"design": raw["design"], "arms": design.arms, "seeds": list(range(seeds)),
+            "comparisons": design.comparisons, "factors": design.factors}
+
+
+def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
+    """An ablation's reference recipe as ``{config path: value}``.
+
+    ``reference`` is a mapping (the full recipe), or ``best_of:<study>``: the fixed overrides and
+    best parameters of another study's best finished trial, read from ``runs/<study>/journal.log``
+    (or ``best_of:<study>@<storage URL or file>``).
+
+    Raises:
+        ConfigError: neither a mapping nor ``best_of:...``.
+        AblateError: the other study is absent or has no finished trial.
+    """
+    if reference is None:
+        return {}
+    if isinstance(reference, Mapping):
+        return dict(reference)
+    text = str(reference)
+    if not text.startswith("best_of:"):
+        raise ConfigError("reference", reference, "a mapping of config paths to values, or best_of:<study>")
+    name, _, storage_url = text[len("best_of:"):].partition("@")
+    url = storage_url or str(Path(cwd) / "runs" / name / "journal.log")
+    if "://" not in url and not Path(url).is_file():
+        raise AblateError(f"reference: no study {name!r} at {url} (run `ablate sweep {name}` first)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url, heartbeat_interval=None)
+    other = load_spec(storage, name, url)
+    try:
+        best = optuna.load_study(study_name=name, storage=storage).best_trial
+    except ValueError as exc:
+        raise AblateError(f"reference: study {name!r} has no finished trial to take the best of ({exc})") from None
+    return {**other.fixed, **best.params}

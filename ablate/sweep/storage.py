@@ -1,0 +1,275 @@
+"""The Optuna storage a study lives in: opening it, trial states, heartbeats and stale-trial retry.
+
+Every worker and the supervisor share one storage: a ``JournalStorage`` file (several processes
+of one machine) or an RDB URL (PostgreSQL, many machines). A trial's outcome beyond Optuna's own
+states (diverged, surplus, killed and queued again) lives in its user attributes, named in
+:mod:`ablate.records`. This module knows nothing of MLflow: what must happen to a killed trial's
+run is a hook its callers pass in (``on_killed``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import threading
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from ablate.errors import AblateError
+from ablate.records import (
+    ATTR_HEARTBEAT,
+    ATTR_OUTCOME,
+    ATTR_RETRY_OF,
+    ATTR_WORKER,
+    DIVERGED,
+    SURPLUS,
+)
+
+__all__ = [
+    "Heartbeat",
+    "KilledHook",
+    "best_trial",
+    "count_states",
+    "fail_and_retry",
+    "holder",
+    "is_finished",
+    "is_surplus",
+    "open_storage",
+    "others_hold_the_rest",
+    "redact",
+    "redact_text",
+    "retried_from",
+    "stale_trial_callback",
+    "worker_id",
+]
+
+KilledHook = Callable[[Study, FrozenTrial], None]
+"""Called after a killed trial was failed and queued again: ends its MLflow run KILLED."""
+
+COUNTED = ("complete", "pruned", "diverged", "failed", "killed", "running", "waiting")
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process: what a trial's ``ablate.worker`` attribute holds."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def redact(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` (if any) replaced by ``***``."""
+    password = urlsplit(url).password if "://" in url else None
+    return text.replace(password, "***") if password else text
+
+
+def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int | None = 60,
+                 grace_period: int | None = 180, on_killed: KilledHook | None = None) -> BaseStorage:
+    """An Optuna storage: a JournalStorage file (a path) or an RDB URL (``postgresql://...``).
+
+    An RDB storage records each running trial's heartbeat every ``heartbeat_interval`` seconds; a
+    trial silent for ``grace_period`` seconds (its worker died, on whatever machine) is failed and
+    queued again by Optuna's retry callback, then handed to ``on_killed``. A journal file has no
+    heartbeats (the supervisor of the machine that ran the trial retries it).
+
+    Raises:
+        AblateError: the storage cannot be reached (one line; the password is never shown).
+    """
+    if "://" not in url:
+        path = Path(url)
+        if not path.parent.is_dir():
+            if not create_dirs:
+                raise AblateError(f"storage: {url!r} does not exist (no study has been run there)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if not heartbeat_interval:
+                return RDBStorage(url)
+            keyword, callback = stale_trial_callback(on_killed)
+            return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                              **{keyword: callback})
+    except Exception as exc:  # noqa: BLE001 - any driver error becomes one line without the password
+        reason = " ".join(str(exc).split())[:300]
+        raise AblateError(f"storage: cannot reach {redact(url)} ({redact_text(reason, url)})") from None
+
+
+def is_finished(trial: FrozenTrial) -> bool:
+    """Complete, pruned, or diverged: an outcome that counts towards ``n_trials``."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        trial.state == TrialState.FAIL and trial.user_attrs.get(ATTR_OUTCOME) == DIVERGED)
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    """The trial that Optuna's stale-trial callback queued ``trial`` to rerun, else None.
+
+    That is the last entry of ``RetryHeartbeatStaleTrialCallback.retry_history(trial)`` (read from
+    the system attrs it documents, as the accessor warns as experimental), not
+    ``retried_trial_number``, which names the first trial of a chain of retries.
+    """
+    history = trial.system_attrs.get("retry_history") or []
+    return int(history[-1]) if history else None
+
+
+def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """Counts by outcome: complete, pruned, diverged, failed, killed, running, waiting, finished."""
+    counts = dict.fromkeys(COUNTED, 0)
+    retried = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials} | {retried_from(t) for t in trials}
+    retried.discard(None)
+    for t in trials:
+        outcome = t.user_attrs.get(ATTR_OUTCOME)
+        if outcome == DIVERGED:
+            counts["diverged"] += 1
+        elif t.state == TrialState.COMPLETE:
+            counts["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            counts["pruned"] += 1
+        elif t.state == TrialState.RUNNING:
+            counts["running"] += 1
+        elif t.state == TrialState.WAITING:
+            counts["waiting"] += 1
+        elif t.number in retried:
+            counts["killed"] += 1  # and queued again
+        elif outcome != SURPLUS:  # a surplus trial was asked near the end and never ran
+            counts["failed"] += 1
+    counts["finished"] = counts["complete"] + counts["pruned"] + counts["diverged"]
+    return counts
+
+
+def best_trial(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | None:
+    """The best complete trial with a finite value (``direction``: maximize or minimize)."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+            and t.value == t.value and abs(t.value) != float("inf")]
+    if not done:
+        return None
+    pick = max if direction == "maximize" else min
+    return pick(done, key=lambda t: float(t.value))  # type: ignore[arg-type]
+
+
+def is_surplus(trials: Sequence[FrozenTrial], number: int, n_trials: int) -> bool:
+    """True when ``n_trials`` trials numbered below ``number`` are finished, running or queued.
+
+    Workers ask concurrently, so near the end more trials can be asked than are needed; the
+    lowest-numbered ones run and the others are closed unrun (outcome ``surplus``).
+    """
+    live = (TrialState.RUNNING, TrialState.WAITING)
+    ahead = sum(1 for t in trials if t.number < number and (is_finished(t) or t.state in live))
+    return ahead >= n_trials
+
+
+def others_hold_the_rest(trials: Sequence[FrozenTrial], *, n_trials: int | None, design: bool) -> bool:
+    """True when trials running elsewhere (with heartbeats) cover what is left to run.
+
+    Asking now would only make a surplus trial, yet one of them may still die and be queued
+    again: the worker waits instead of leaving.
+    """
+    if any(t.state == TrialState.WAITING for t in trials):
+        return False
+    beating = sum(t.state == TrialState.RUNNING and ATTR_HEARTBEAT in t.user_attrs for t in trials)
+    if not beating:
+        return False
+    return design or (n_trials is not None and sum(map(is_finished, trials)) + beating >= n_trials)
+
+
+def fail_and_retry(study: Study, number: int, params: Mapping[str, Any]) -> bool:
+    """Close an interrupted trial as FAIL and queue its parameters again, so a resume reruns it.
+
+    The retry carries ``ablate.retry_of = number``: that is how a killed trial is told apart from
+    one that failed (and is not retried). Callers hold Ctrl-C (``tracking.signals_deferred``).
+
+    Returns:
+        False when someone else (the supervisor) had already closed it.
+    """
+    try:
+        study.tell(number, state=TrialState.FAIL)
+    except Exception:  # noqa: BLE001 - already closed by someone else
+        return False
+    study.enqueue_trial(dict(params), user_attrs={ATTR_RETRY_OF: number})
+    return True
+
+
+def stale_trial_callback(on_killed: KilledHook | None = None,
+                         max_retry: int | None = 3) -> tuple[str, Callable[[Study, FrozenTrial], None]]:
+    """The RDBStorage keyword and callback that retry a trial whose worker stopped heart-beating.
+
+    Optuna's retry callback queues the trial again (same params, distributions and user attrs;
+    ``failed_trial`` / ``retry_history`` system attrs); then ``on_killed`` runs (ablate ends the
+    trial's MLflow run KILLED). The worker that picks the retry up sets ``ablate.retry_of`` (see
+    :func:`retried_from`).
+    """
+    storages = optuna.storages
+    retry_class = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = retry_class(max_retry=max_retry)
+    keyword = ("heartbeat_stale_trial_callback"
+               if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage).parameters
+               else "failed_trial_callback")
+
+    def callback(study: Study, trial: FrozenTrial) -> None:
+        retry(study, trial)
+        if on_killed is not None:
+            on_killed(study, trial)
+
+    return keyword, callback
+
+
+class Heartbeat:
+    """Records the held trial's heartbeat every ``interval`` seconds, as ``Study.optimize`` does.
+
+    Optuna beats only inside ``optimize``; workers ask and tell, so they beat themselves. Workers
+    anywhere then fail (and queue again) a trial whose worker went silent for the grace period.
+    Thread safety: :meth:`hold` is called by the worker's main thread, the beat runs on a daemon
+    thread of its own; a missed beat (a database hiccup) is retried at the next interval.
+    """
+
+    def __init__(self, storage: Any, interval: int) -> None:
+        self.storage, self.interval = storage, interval
+        self.trial_id: int | None = None
+        self.stopped = threading.Event()
+        threading.Thread(target=self._run, name="ablate-heartbeat", daemon=True).start()
+
+    def hold(self, trial_id: int | None) -> None:
+        """Beat for ``trial_id`` from now on (None: hold nothing)."""
+        self.trial_id = trial_id
+        if trial_id is not None:
+            self.storage.record_heartbeat(trial_id)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            held = self.trial_id
+            if held is not None:
+                try:
+                    self.storage.record_heartbeat(held)
+                except Exception:  # noqa: BLE001, S110 - a database hiccup: the next beat tries again
+                    pass
+
+    @staticmethod
+    def fail_stale(study: Study) -> None:
+        """Fail the study's trials whose worker went silent; Optuna's callback queues them again."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+
+def holder(trial: FrozenTrial) -> tuple[str, int | None]:
+    """``(host, pid)`` of the worker holding ``trial`` (pid None when unknown)."""
+    host, _, pid = str(trial.user_attrs.get(ATTR_WORKER, "")).rpartition(":")
+    return host, int(pid) if pid.isdigit() else None

@@ -1,0 +1,345 @@
+"""``ablate sweep``: create or resume a study, run its workers, watch and restart them, record the study.
+
+The supervisor owns no trial: N worker processes pull trials from the shared Optuna storage. It
+starts them, restarts one that dies (after failing the trial it held and queueing it again), draws
+the progress display from the storage, and records the study in an MLflow parent run (written by
+:mod:`ablate.tracking`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+from optuna.study import Study
+from optuna.trial import TrialState
+
+from ablate import records as R
+from ablate.errors import AblateError
+from ablate.space import AblationSpace
+from ablate.sweep.composer import TrialComposer, check_trial_configs
+from ablate.sweep.progress import Progress, absolute_uri, summary
+from ablate.sweep.runs import fail_stale_trial, killed_hook
+from ablate.sweep.spec import StudySpec, compose_study, load_spec
+from ablate.sweep.storage import best_trial, count_states, holder, open_storage, redact
+from ablate.tracking import finish_study_run, open_study_run
+
+__all__ = ["Supervisor", "finish_parent", "prepare_study", "run_sweep", "worker_threads"]
+
+_MAX_RESTARTS = 3  # a worker that keeps dying at once points at a bug, not at bad luck
+
+
+def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tuple[Study, StudySpec, str]:
+    """Validate (unless ``composer`` says it was), then create or reopen the study and its parent run.
+
+    Returns:
+        ``(study, spec, parent_run_id)``; ``spec`` carries the absolute MLflow URI.
+
+    Raises:
+        AblateError: bad study, unreachable storage, or a stored study with another recipe. Nothing
+            is created in that case.
+    """
+    base, _ = (composer or check_trial_configs(spec)).composed
+    spec = dataclasses.replace(spec, tracking_uri=absolute_uri(base.tracking.uri, Path.cwd()))
+    storage = open_storage(spec.storage, create_dirs=True, heartbeat_interval=spec.heartbeat_interval,
+                           grace_period=spec.grace_period, on_killed=killed_hook(spec.tracking_uri))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage.get_study_id_from_name(spec.name)
+    except KeyError:
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction)
+        if isinstance(spec.space, AblationSpace):  # every (arm, seed) queued once: the design is the budget
+            for params in spec.space.trials():
+                study.enqueue_trial(params)
+    else:
+        if load_spec(storage, spec.name, spec.storage).recipe != spec.recipe:
+            raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
+                              "recipe (fixed/params/metric/direction); use a new name= or remove its storage")
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    document = spec.to_json()  # the one serialised spec: the study's attribute and the parent's study.json
+    study.set_user_attr(R.ATTR_SPEC, document)
+    Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+    parent = open_study_run(tracking_uri=spec.tracking_uri, experiment=spec.experiment, name=spec.name,
+                            storage=redact(spec.storage), design=spec.design, document=document,
+                            parent_run_id=study.user_attrs.get(R.ATTR_PARENT))
+    study.set_user_attr(R.ATTR_PARENT, parent)
+    return study, spec, parent
+
+
+def worker_threads(workers: int, cpus: int | None = None) -> int:
+    """Torch threads per local worker: the cores split across workers.
+
+    (Leaving a core to the supervisor and the MLflow writer threads was measured slower: on the
+    2-core VM, one worker's mnist1d CNN trials took 140 s with 1 thread against 105 s with 2.)
+    """
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus // workers)
+
+
+def finish_parent(study: Study, spec: StudySpec, parent_run_id: str, status: str) -> dict[str, int]:
+    """Record counts by state, the best value and params on the study's MLflow parent run."""
+    trials = study.get_trials(deepcopy=False)
+    counts = count_states(trials)
+    best = best_trial(trials, spec.direction)
+    finish_study_run(tracking_uri=spec.tracking_uri, parent_run_id=parent_run_id, status=status,
+                     counts=counts, metric=spec.metric,
+                     best=None if best is None else (best.number, float(best.value or 0.0),
+                                                     str(best.user_attrs.get(R.ATTR_RUN, "")), best.params))
+    return counts
+
+
+@dataclass
+class _Slot:
+    index: int
+    device: int | None
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    done: bool = False
+    early: Any = None  # what a standby worker printed before it was told where its log is
+
+
+class Supervisor:
+    """Starts and watches the worker processes of one study.
+
+    Local workers start before the study is checked (:meth:`warm_up`): they import torch, MLflow and
+    Optuna while the supervisor composes and validates, and wait on their stdin, having written
+    nothing, for where to log and the composed trial configs (:meth:`run`). Bad input kills them
+    (:meth:`abandon`).
+    """
+
+    def __init__(self, spec: StudySpec, *, stream: IO[str] | None = None) -> None:
+        self.spec = spec
+        self.study: Study = None  # type: ignore[assignment]  # set by run()
+        devices: list[int | None] = [d for d in spec.devices for _ in range(spec.trials_per_device)]
+        n = len(devices) if devices else spec.workers
+        self.slots = [_Slot(i, devices[i] if devices else None) for i in range(n)]
+        self.deadline: float | None = None
+        self.progress = Progress(spec, stream)
+        # Torch threads per worker: the cores split across workers, unless the study says (e.g.
+        # `ablate sweep S trainer.threads=1`), which wins.
+        self.threads = None if "trainer.threads" in {**spec.fixed, **spec.params} else worker_threads(n)
+        self.logs = Path(spec.out_dir)
+        self.composed_file: str | None = None  # the composed trial configs, pickled for the workers
+        self.local = spec.launcher.get("name") != "slurm"
+
+    def warm_up(self) -> None:
+        """Start the local workers in standby: they import, then wait for :meth:`run`."""
+        if self.local:
+            for slot in self.slots:
+                self._start(slot)
+
+    def abandon(self) -> None:
+        """Stop standby workers (the study was refused): they have written nothing."""
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.kill()
+                slot.process.wait()
+                slot.process = None
+            if slot.early is not None:
+                slot.early.close()
+                slot.early = None
+
+    def _spawn(self, slot: _Slot) -> None:
+        if not self.local:
+            from ablate.sweep.launchers import submit_worker  # submitit: only for launcher=slurm
+
+            env = {} if self.threads is None else \
+                {"ABLATE_THREADS": str(self.spec.launcher.get("cpus_per_task", self.threads))}
+            if int(self.spec.launcher.get("gpus_per_node", 0)):
+                env["ABLATE_DEVICE"] = "cuda"
+            if redact(self.spec.tracking_uri) != self.spec.tracking_uri:  # jobs inherit it, as the storage
+                os.environ["ABLATE_TRACKING_URI"] = self.spec.tracking_uri
+            slot.process = submit_worker(self.spec.launcher, folder=self.logs, study=self.spec.name,  # type: ignore[assignment]
+                                         storage=self.spec.storage, index=slot.index,
+                                         deadline=self.deadline, env=env)
+            return
+        if slot.process is None or slot.process.poll() is not None:  # not warm (a restart, or it died)
+            self._start(slot)
+        self._go(slot)
+
+    def _start(self, slot: _Slot) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("MLFLOW_RUN_ID", None)  # would hijack every child run
+        env.pop("ABLATE_THREADS", None)
+        if self.threads is not None:
+            env["ABLATE_THREADS"] = str(self.threads)
+        if slot.device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot.device)
+            env["ABLATE_DEVICE"] = "cuda"
+        env["ABLATE_STORAGE"] = self.spec.storage  # not in argv, where ps and logs would show a password
+        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", str(slot.index),
+                   "--supervised", "--standby"]  # the stored recipe is this sweep's: nothing to compare
+        # Until it is told its log, a worker's output goes to an unnamed file (kept if it dies early).
+        slot.early = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _reap / abandon)
+        # A session of their own: Ctrl-C reaches the supervisor, which forwards it once, in order.
+        slot.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=slot.early,
+                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def _go(self, slot: _Slot) -> None:
+        """Tell a standby worker where to log, its deadline and where the composed configs are."""
+        assert slot.process is not None and slot.process.stdin is not None
+        go = {"log": str((self.logs / f"worker-{slot.index}.log").resolve()), "deadline": self.deadline,
+              "composed": self.composed_file, "tracking_uri": self.spec.tracking_uri}
+        try:  # a short line: the pipe takes it without waiting for the worker
+            slot.process.stdin.write(json.dumps(go).encode() + b"\n")
+            slot.process.stdin.close()
+        except OSError:  # it died while importing: _reap keeps what it printed
+            pass
+
+    def _reap(self, slot: _Slot) -> None:
+        """After a worker exits: what it printed before it had a log goes into its log."""
+        if slot.early is None:
+            return
+        slot.early.seek(0)
+        early = slot.early.read()
+        slot.early.close()
+        slot.early = None
+        if early.strip():
+            with open(self.logs / f"worker-{slot.index}.log", "ab") as log:
+                log.write(early)
+
+    def _remaining(self) -> bool:
+        if self.deadline and time.time() >= self.deadline:
+            return False
+        if self.spec.n_trials is None:
+            return True
+        return count_states(self.study.get_trials(deepcopy=False))["finished"] < self.spec.n_trials
+
+    def fail_stale(self, *, pids: set[int] | None = None) -> int:
+        """Fail (and queue again) RUNNING trials held by dead workers of this host."""
+        host = socket.gethostname()
+        failed = 0
+        on_killed = killed_hook(self.spec.tracking_uri)
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            h, pid = holder(t)
+            if h != host or pid is None:
+                continue  # another machine's worker: RDB heartbeats cover it
+            if (pids is not None and pid in pids) or (pids is None and not _alive(pid)):
+                fail_stale_trial(self.study, t, on_killed)
+                failed += 1
+        return failed
+
+    def run(self, study: Study, spec: StudySpec, composer: TrialComposer | None = None) -> int:
+        """Run the workers until the study is done; ``composer`` (checked) gives them its configs."""
+        self.study, self.spec = study, spec
+        self.deadline = time.time() + spec.timeout if spec.timeout else None
+        self.fail_stale()  # a previous session's workers may have been killed mid-trial
+        if not self._remaining():
+            self.abandon()
+            self.progress.update(self.study)
+            return 0
+        if composer is not None and self.local:
+            fd, self.composed_file = tempfile.mkstemp(prefix="ablate-composed-", suffix=".pkl")
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(composer.composed, f)
+        try:
+            return self._watch()
+        finally:
+            if self.composed_file:
+                os.unlink(self.composed_file)
+                self.composed_file = None
+
+    def _watch(self) -> int:
+        for slot in self.slots:
+            self._spawn(slot)
+        try:
+            while not all(s.done for s in self.slots):
+                for slot in self.slots:
+                    if slot.done or slot.process is None or slot.process.poll() is None:
+                        continue
+                    self._reap(slot)
+                    rc = slot.process.returncode
+                    if rc != 0:  # by pid, and by liveness (a submitit job's pid is its wrapper's)
+                        self.fail_stale(pids={slot.process.pid})
+                        self.fail_stale()
+                    if self._remaining() and rc != 0 and slot.restarts < _MAX_RESTARTS:
+                        slot.restarts += 1
+                        print(f"worker {slot.index} exited with {rc}; restarting it "
+                              f"(log: {self.logs / f'worker-{slot.index}.log'})", file=sys.stderr, flush=True)
+                        self._spawn(slot)
+                    else:
+                        slot.done = True
+                self.progress.update(self.study)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        finally:
+            self.progress.update(self.study)
+            self.progress.close()
+            if self.spec.launcher.get("name") == "slurm":
+                for slot in self.slots:  # submitit's local jobs must not outlive the interpreter's modules
+                    slot.process = None
+                gc.collect()
+        return 0
+
+    def stop(self, grace: float = 60.0) -> None:
+        """Interrupt every worker (each fails and re-queues its trial), then kill stragglers."""
+        alive = [s.process for s in self.slots if s.process is not None and s.process.poll() is None]
+        for p in alive:
+            p.send_signal(signal.SIGINT)
+        end = time.time() + grace
+        for p in alive:
+            try:
+                p.wait(timeout=max(0.1, end - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for slot in self.slots:
+            self._reap(slot)
+        self.fail_stale(pids={p.pid for p in alive})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
+    """``ablate sweep <name> [overrides]``: returns the process exit code."""
+    spec = compose_study(name, overrides)
+    supervisor = Supervisor(spec)
+    supervisor.warm_up()  # the workers import while the study is checked and created
+    try:
+        composer = check_trial_configs(spec)
+        study, spec, parent = prepare_study(spec, composer)
+    except BaseException:
+        supervisor.abandon()
+        raise
+    n = len(supervisor.slots)
+    print(f"Study {spec.name}: {spec.n_trials or 'unlimited'} trials, {n} worker{'s' if n != 1 else ''}, "
+          f"sampler {spec.sampler['name']}, pruner {spec.pruner['name']}; storage {redact(spec.storage)}",
+          flush=True)
+    started = time.time()
+    try:
+        supervisor.run(study, spec, composer)
+    except KeyboardInterrupt:
+        finish_parent(study, spec, parent, "KILLED")
+        print(f"interrupted; rerun the same command to resume study {spec.name}", file=sys.stderr)
+        raise
+    counts = finish_parent(study, spec, parent, "FINISHED")
+    print(summary(study, spec, parent, time.time() - started, n), flush=True)
+    exhaustive = spec.sampler["name"] in ("grid", "bruteforce")
+    if spec.n_trials and counts["finished"] < spec.n_trials and not spec.timeout and not exhaustive:
+        raise AblateError(f"workers: study {spec.name} stopped at {counts['finished']}/{spec.n_trials} "
+                          f"finished trials; see {os.path.relpath(spec.out_dir)}/worker-*.log")
+    return 0

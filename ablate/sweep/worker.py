@@ -1,0 +1,380 @@
+"""The worker: ask -> compose the trial's config -> ``fit`` (reporting, pruning) -> tell.
+
+Workers are long-lived processes that share one Optuna storage and pull trials asynchronously: a
+freed worker starts the next trial at once, and imports are paid once per worker. ``ablate sweep``
+starts them; ``ablate worker <study> --storage URL`` joins a running study from another shell
+(:func:`check_join` says whether its study file and overrides match the stored recipe).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import Trial, TrialState
+
+from ablate import records as R
+from ablate.data import Dataset
+from ablate.errors import AblateError, ConfigError
+from ablate.sweep.composer import Composed, TrialComposer
+from ablate.sweep.runs import killed_hook, run_name, trial_tags
+from ablate.sweep.samplers import StopAware, build_pruner, build_sampler, grid_of, options_of
+from ablate.sweep.spec import StudySpec, compose_study, load_spec
+from ablate.sweep.storage import (
+    Heartbeat,
+    fail_and_retry,
+    is_finished,
+    is_surplus,
+    open_storage,
+    others_hold_the_rest,
+    redact,
+    retried_from,
+    worker_id,
+)
+from ablate.tracking import WRITER, RunTracker, signals_deferred, track_run
+from ablate.train import RunResult, fit, load_data
+
+__all__ = ["Worker", "check_join", "run_worker", "suggest"]
+
+
+def suggest(trial: Trial, key: str, dist: BaseDistribution) -> Any:
+    """Sample one parameter through the trial's public ``suggest_*`` API."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+@dataclass
+class _Outcome:
+    """How a trained trial ended, as Optuna is told and MLflow records it."""
+
+    value: float  # the study's metric at its best epoch (records.best_value)
+    outcome: str  # records.COMPLETED | PRUNED | DIVERGED
+    state: TrialState
+    pruned_at: int | None = None
+
+
+@dataclass
+class _Trial:
+    """The trial in hand: Optuna's handle, its storage id and sampled parameters."""
+
+    trial: Trial
+    storage_id: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs trials of one study until it has ``n_trials`` finished trials (or the deadline passes).
+
+    Args:
+        study_name: The study to join (created by ``ablate sweep``).
+        storage_url: Its Optuna storage (journal file path or RDB URL).
+        index: This worker's index: offsets the sampler seed.
+        deadline: ``time.time()`` after which no new trial starts.
+        before_ask: Called before each ask (benchmarks use it to impose a batch barrier).
+        verbose: Print a line per trial.
+        composed: :attr:`TrialComposer.composed` of this study, made by the supervisor; None
+            composes here.
+
+    The environment's ``ABLATE_THREADS`` / ``ABLATE_DEVICE`` (set by the supervisor) set every
+    trial's ``trainer.threads`` / ``trainer.device``; ``ABLATE_TRACKING_URI`` gives the MLflow URL
+    when the stored one had its password removed.
+    """
+
+    def __init__(self, study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,
+                 before_ask: Callable[[], None] | None = None, verbose: bool = True,
+                 composed: Composed | None = None) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = open_storage(storage_url, heartbeat_interval=None)
+        spec = load_spec(storage, study_name, storage_url).with_secrets(
+            storage_url, os.environ.get("ABLATE_TRACKING_URI"))
+        self.spec, self.deadline, self.before_ask, self.verbose = spec, deadline, before_ask, verbose
+        self.heart: Heartbeat | None = None
+        if "://" in storage_url:  # an RDB storage: heartbeats, with the study's own settings
+            storage = open_storage(storage_url, heartbeat_interval=spec.heartbeat_interval,
+                                   grace_period=spec.grace_period, on_killed=killed_hook(spec.tracking_uri))
+            self.heart = Heartbeat(storage, spec.heartbeat_interval)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        self.storage = storage
+        self.study_id = storage.get_study_id_from_name(study_name)
+        self.device = os.environ.get("ABLATE_DEVICE")
+        self.composer = TrialComposer(spec.space, self._trial_fields(), composed=composed)
+        base, _ = self.composer.composed
+        name, options = options_of(spec.sampler)
+        grid = grid_of(spec.space.distributions, spec.params) if name == "grid" else None
+        self.sampler = StopAware(build_sampler(name, worker_index=index, grid=grid, **options))
+        pruner_name, pruner_options = options_of(spec.pruner)
+        self.study = optuna.load_study(study_name=study_name, storage=storage, sampler=self.sampler,
+                                       pruner=build_pruner(pruner_name, epochs=base.trainer.epochs,
+                                                           **pruner_options))
+        self.parent_run_id = self.study.user_attrs.get(R.ATTR_PARENT)
+        self.me = worker_id()
+        self.ppid = os.getppid()
+        self.data_cache: dict[Any, Dataset] = {}
+        self.telling: set[int] = set()  # trials whose last MLflow writes and tell are queued
+
+    def _trial_fields(self) -> dict[str, Any]:
+        """Config fields this worker sets on every trial: where runs go, threads, device."""
+        extra: dict[str, Any] = {"tracking.experiment": self.spec.experiment}
+        if self.spec.tracking_uri:
+            extra["tracking.uri"] = self.spec.tracking_uri
+        threads = os.environ.get("ABLATE_THREADS")
+        if threads:
+            extra["trainer.threads"] = int(threads)
+        device = os.environ.get("ABLATE_DEVICE")
+        if device:
+            extra["trainer.device"] = device
+        return extra
+
+    def run(self) -> int:
+        """Ask and run trials until the study is done; returns how many this worker trained."""
+        ran = 0
+        try:
+            while (step := self._next_step()) != "stop":
+                if step == "wait":
+                    continue
+                held = self._ask()
+                if held is None:
+                    break
+                ran += self._run_trial(held)
+        finally:
+            WRITER.drain()  # never leave with a tell queued (a no-op when none is)
+        return ran
+
+    # --- the steps ---------------------------------------------------------------------------------
+
+    def _next_step(self) -> str:
+        """``ask``, ``wait`` (a moment passed, look again) or ``stop``."""
+        spec = self.spec
+        trials = self.study.get_trials(deepcopy=False)
+        if spec.n_trials is not None and sum(map(is_finished, trials)) + len(self.telling) >= spec.n_trials:
+            if self.telling:  # the queued tells may yet fail: wait for them, then look again
+                WRITER.drain()
+                return "wait"
+            return "stop"
+        if self.deadline is not None and time.time() >= self.deadline:
+            return "stop"
+        if self.sampler.exhausted or (self.ppid != 1 and os.getppid() != self.ppid):  # exhausted, or orphaned
+            return "stop"
+        if self.heart is not None:
+            self.heart.hold(None)
+            self.heart.fail_stale(self.study)
+            if others_hold_the_rest(self.study.get_trials(deepcopy=False), n_trials=spec.n_trials,
+                                    design=bool(spec.design)):
+                time.sleep(min(2.0, spec.heartbeat_interval))
+                return "wait"
+        if spec.design and not any(t.state == TrialState.WAITING for t in trials):
+            return "stop"  # an ablation runs its queued (arm, seed) trials and nothing else
+        return "ask"
+
+    def _ask(self) -> _Trial | None:
+        """Ask for a trial and mark it ours; None when it is surplus (the budget is met)."""
+        if self.before_ask is not None:
+            self.before_ask()
+        trial = self.study.ask()
+        storage_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        if self.heart is not None:
+            self.heart.hold(storage_id)
+        n_trials = self.spec.n_trials
+        if n_trials is not None and is_surplus(self.study.get_trials(deepcopy=False), trial.number, n_trials):
+            trial.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        trial.set_user_attr(R.ATTR_WORKER, self.me)
+        if self.heart is not None:
+            trial.set_user_attr(R.ATTR_HEARTBEAT, self.spec.heartbeat_interval)
+            retry_of = retried_from(self.storage.get_trial(storage_id))
+            if retry_of is not None:  # queued again by Optuna's stale-trial callback
+                trial.set_user_attr(R.ATTR_RETRY_OF, retry_of)
+        if self.device:
+            trial.set_user_attr(R.ATTR_DEVICE, self.device)
+        params = {key: suggest(trial, key, dist) for key, dist in self.spec.space.distributions.items()}
+        return _Trial(trial, storage_id, params)
+
+    def _compose(self, held: _Trial) -> tuple[DictConfig, Dataset] | None:
+        """The trial's config and data; None (the trial failed, told) when they cannot be made."""
+        try:
+            cfg = self.composer(held.params, run_name(self.spec.name, held.trial.number))
+            key = tuple(sorted(cfg.data.items()))
+            if key not in self.data_cache:
+                self.data_cache[key] = load_data(cfg)
+        except AblateError as exc:
+            held.trial.set_user_attr(R.ATTR_OUTCOME, R.FAILED)
+            held.trial.set_user_attr(R.ATTR_ERROR, str(exc))
+            self.study.tell(held.trial, state=TrialState.FAIL)
+            return None
+        return cfg, self.data_cache[key]
+
+    def _run_trial(self, held: _Trial) -> int:
+        """Compose, fit and (on the writer thread) tell one trial; 1 when it trained."""
+        made = self._compose(held)
+        if made is None:
+            return 0
+        cfg, data = made
+        spec, trial = self.spec, held.trial
+        tags = trial_tags(study=spec.name, number=trial.number, worker=self.me,
+                          device=self.device or str(cfg.trainer.device), arm=held.params.get("arm"),
+                          design=spec.design)
+        try:
+            with track_run(cfg, tags=tags, parent_run_id=self.parent_run_id, background=True,
+                           on_created=functools.partial(trial.set_user_attr, R.ATTR_RUN)) as tracker:
+                pruned_at: list[int] = []
+                result = fit(cfg, functools.partial(self._on_epoch, tracker, trial, pruned_at), data=data)
+                self._finish(held, tracker, result, self._outcome(result, pruned_at))
+        except KeyboardInterrupt:
+            with signals_deferred():  # a half-written journal entry would stall everyone
+                fail_and_retry(self.study, trial.number, held.params)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or a CUDA error: record it, keep the sweep going
+            self._tell_failed(trial, exc)
+            return 0
+        return 1
+
+    def _on_epoch(self, tracker: RunTracker, trial: Trial, pruned_at: list[int], epoch: int,
+                  metrics: Mapping[str, float]) -> bool:
+        """Record the epoch, report the study's metric to Optuna; True (stop) when pruned."""
+        tracker(epoch, metrics)
+        value = metrics.get(self.spec.metric, math.nan)
+        if math.isfinite(value):
+            with signals_deferred():  # a half-written journal entry would stall everyone
+                trial.report(value, epoch)
+                prune = trial.should_prune()
+            if prune:
+                pruned_at.append(epoch)
+                return True
+        return False
+
+    def _outcome(self, result: RunResult, pruned_at: Sequence[int]) -> _Outcome:
+        value = R.best_value(result.history, self.spec.metric, self.spec.direction)
+        if pruned_at:
+            return _Outcome(value, R.PRUNED, TrialState.PRUNED, pruned_at[0])
+        if result.stop_reason == R.DIVERGED:
+            return _Outcome(value, R.DIVERGED, TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL)
+        return _Outcome(value, R.COMPLETED, TrialState.COMPLETE)
+
+    def _finish(self, held: _Trial, tracker: RunTracker, result: RunResult, out: _Outcome) -> None:
+        """End the trial's run and then tell Optuna, both on the writer thread.
+
+        The next trial starts meanwhile. This one stays RUNNING until the tell, so a worker killed
+        in between leaves it to be failed and retried like any other.
+        """
+        number = held.trial.number
+        self.telling.add(number)
+        # The value told to Optuna, recorded under the name the report reads (best_val_loss, ...).
+        final = {**result.final, R.best_metric(self.spec.metric): out.value}
+        tags: dict[str, Any] = {R.TAG_OPTUNA_STATE: out.state.name, R.TAG_STATUS: out.outcome}
+        if out.pruned_at is not None:
+            tags[R.TAG_PRUNED_AT] = out.pruned_at
+        sampled = {f"{R.PARAM_SAMPLED}{k}": v for k, v in held.params.items()}
+        tracker.finish(final, R.PRUNED if out.pruned_at is not None else result.stop_reason, params=sampled,
+                       tags=tags, then=functools.partial(self._tell, held.trial, result, out))
+
+    def _tell(self, trial: Trial, result: RunResult, out: _Outcome, error: BaseException | None) -> None:
+        """The tell that follows a trial's last MLflow write (on the writer thread)."""
+        try:
+            if error is not None:  # its run could not be recorded: the trial failed
+                self._tell_failed(trial, error)
+                return
+            trial.set_user_attr(R.ATTR_OUTCOME, out.outcome)
+            trial.set_user_attr(R.ATTR_EPOCHS_RUN, result.epochs_run)
+            trial.set_user_attr(R.ATTR_TRAIN_TIME, result.final["train_time"])
+            if out.state == TrialState.COMPLETE:
+                self.study.tell(trial, out.value)
+            else:
+                self.study.tell(trial, state=out.state)
+            if self.verbose:
+                print(f"trial {trial.number}: {out.outcome} after {result.epochs_run} epochs, "
+                      f"{self.spec.metric}={out.value:.4f} ({result.final['train_time']:.1f} s)", flush=True)
+        finally:
+            self.telling.discard(trial.number)
+
+    def _tell_failed(self, trial: Trial, exc: BaseException) -> None:
+        trial.set_user_attr(R.ATTR_OUTCOME, R.FAILED)
+        trial.set_user_attr(R.ATTR_ERROR, f"{type(exc).__name__}: {exc}"[:1000])
+        self.study.tell(trial, state=TrialState.FAIL)
+        if self.verbose:
+            print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", flush=True)
+
+
+def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,
+               before_ask: Callable[[], None] | None = None, verbose: bool = True,
+               composed: Composed | None = None) -> int:
+    """Run trials of a study until it has ``n_trials`` finished trials; see :class:`Worker`.
+
+    Returns:
+        The number of trials this worker trained.
+    """
+    return Worker(study_name, storage_url, index=index, deadline=deadline, before_ask=before_ask,
+                  verbose=verbose, composed=composed).run()
+
+
+# --- joining a running study --------------------------------------------------------------------
+
+_EXECUTION = ("devices", "trials_per_device", "workers", "storage")  # how a worker runs, not what
+
+
+def check_join(study_name: str, storage_url: str | None, overrides: Sequence[str] = (), *,
+               cwd: str | Path | None = None) -> dict[str, Any]:
+    """What ``ablate worker <study> [overrides]`` may join with: its execution overrides.
+
+    With recipe overrides, or a study file ``./sweeps/<study>.yaml`` here, the study is composed
+    and its recipe compared with the stored one (the stored spec is what the worker runs);
+    execution overrides (``devices=[1]``) are returned as values.
+
+    Raises:
+        AblateError: another recipe (naming what differs), no such study, a bad override.
+    """
+    execution: dict[str, Any] = {}
+    recipe = []
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if key in _EXECUTION:
+            try:
+                execution[key] = OverridesParser.create().parse_override(override).value()
+            except Exception:  # noqa: BLE001 - Hydra's grammar errors: one line naming the field
+                raise ConfigError(key, redact(override.partition("=")[2]), "a value like devices=[0]") from None
+        else:
+            recipe.append(override)
+    local_file = Path(cwd or os.getcwd()) / "sweeps" / f"{study_name}.yaml"
+    storage_url = storage_url or execution.get("storage")
+    if storage_url and (recipe or local_file.is_file()):
+        local = compose_study(study_name, overrides, cwd=cwd)
+        stored = load_spec(open_storage(storage_url, heartbeat_interval=None), study_name, storage_url)
+        differ = recipe_differences(stored.recipe, json.loads(json.dumps(local.recipe)))
+        if differ:
+            where = (f"sweeps/{study_name}.yaml" if local_file.is_file() else f"study file {study_name!r}")
+            where += " with these overrides" if recipe else ""
+            raise AblateError(f"study: {study_name!r} in {redact(storage_url)} has another recipe than {where} "
+                              f"here ({', '.join(differ[:4])} differ{'s' if len(differ) == 1 else ''}); "
+                              "run the same study file and overrides")
+    return execution
+
+
+def recipe_differences(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
+    """``["params.optimizer", "metric"]``: the recipe entries that differ."""
+    out: list[str] = []
+    for key, value in theirs.items():
+        other = mine.get(key)
+        if value == other:
+            continue
+        if isinstance(value, dict) and isinstance(other, dict):
+            out += [f"{key}.{k}" for k in sorted({*value, *other}, key=str) if value.get(k, ...) != other.get(k, ...)]
+        else:
+            out.append(key)
+    return out
