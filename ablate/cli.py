@@ -232,11 +232,12 @@ def _standby() -> tuple[float | None, object] | None:
     import json
     import pickle
 
-    import mlflow.tracking  # noqa: F401 - the imports a worker pays once, paid while the supervisor checks
-    import optuna  # noqa: F401
     import torch._dynamo  # noqa: F401 - imported by the first optimizer otherwise (~2 s)
 
-    import ablate.train  # noqa: F401
+    import ablate.sweep.worker  # noqa: F401 - torch, Optuna: the imports a worker pays once, paid now
+    from ablate.tracking import preload
+
+    preload()  # MLflow's client, which the tracking module imports only when it writes
 
     line = sys.stdin.buffer.readline()
     if not line.strip():

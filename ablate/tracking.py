@@ -101,6 +101,11 @@ def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
 _experiment_ids: dict[tuple[str, str], str] = {}
 
 
+def preload() -> None:
+    """Import MLflow's client now (a standby worker pays its imports while the supervisor checks)."""
+    import mlflow.tracking  # noqa: F401
+
+
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold Ctrl-C / SIGTERM until an MLflow write is done, then raise KeyboardInterrupt.

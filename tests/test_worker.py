@@ -1,0 +1,167 @@
+"""The worker in this process, against a real Optuna journal storage and a real MLflow store.
+
+The end-to-end tests (tests/test_sweep.py) run workers as processes; these drive
+:class:`ablate.sweep.worker.Worker` directly, so the ask -> compose -> fit -> tell steps and what
+each records can be checked one by one.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from ablate import records as R
+from ablate.report import analyse
+from ablate.report.collect import collect
+from ablate.sweep import compose_study, count_states, prepare_study
+from ablate.sweep import worker as worker_module
+from ablate.sweep.storage import open_storage
+from ablate.sweep.worker import Worker, run_worker
+
+
+def _prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str) -> tuple[optuna.Study, str]:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir(exist_ok=True)
+    (tmp_path / "sweeps" / f"{name}.yaml").write_text(
+        "defaults: [base_study, {sampler: random}, {pruner: none}, _self_]\n" + textwrap.dedent(body))
+    study, spec, _ = prepare_study(compose_study(name, [], cwd=tmp_path))
+    return study, spec.storage
+
+
+def _reload(name: str, storage: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage, heartbeat_interval=None))
+
+
+def _runs(tmp_path: Path, experiment: str) -> dict[str, object]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return {r.info.run_id: r for r in client.search_runs([exp.experiment_id], max_results=100)}
+
+
+def test_a_minimised_metric_is_one_value_in_optuna_mlflow_and_the_report(tmp_path, monkeypatch):
+    _, storage = _prepared(tmp_path, monkeypatch, "by_loss", """
+        metric: val_loss
+        direction: minimize
+        n_trials: 3
+        fixed: {data: digits, model: mlp, trainer.epochs: 3, trainer.threads: 1}
+        params:
+          optimizer.lr: tag(log, interval(1e-3, 0.5))
+    """)
+    assert run_worker("by_loss", storage, verbose=False) == 3
+    study = _reload("by_loss", storage)
+    runs = _runs(tmp_path, "by_loss")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for trial in study.trials:
+        assert trial.state == TrialState.COMPLETE
+        run = runs[trial.user_attrs[R.ATTR_RUN]]
+        curve = [m.value for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert trial.value == run.data.metrics[R.best_metric("val_loss")] == min(curve)
+        assert run.data.tags[R.TAG_STATUS] == R.COMPLETED and run.data.tags[R.TAG_OPTUNA_STATE] == "COMPLETE"
+        assert run.data.tags[R.TAG_TRIAL_NUMBER] == str(trial.number)
+        assert float(run.data.params[f"{R.PARAM_SAMPLED}optimizer.lr"]) == trial.params["optimizer.lr"]
+        assert trial.user_attrs[R.ATTR_OUTCOME] == R.COMPLETED and trial.user_attrs[R.ATTR_EPOCHS_RUN] == 3
+    collected = collect("by_loss", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = analyse(collected.runs, collected.history, collected.spec, collected.meta)
+    assert result.fmt.name == R.best_metric("val_loss")
+    by_arm = result.summary["mean"].to_dict()
+    assert by_arm == {f"trial {t.number}": t.value for t in study.trials}
+
+
+def test_an_ablation_runs_its_queued_arms_and_seeds_exactly_once(tmp_path, monkeypatch):
+    _, storage = _prepared(tmp_path, monkeypatch, "tiny", """
+        design: leave_one_out
+        seeds: 2
+        fixed: {data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        reference: {norm: batch, dropout: 0.1}
+        tricks: {norm: null, dropout: null}
+    """)
+    worker = Worker("tiny", storage, verbose=False)
+    assert worker.run() == 6  # 3 arms x 2 seeds, and then it stops: nothing else is asked
+    study = _reload("tiny", storage)
+    done = sorted((t.params["arm"], t.params["seed"]) for t in study.trials if t.state == TrialState.COMPLETE)
+    assert len(study.trials) == 6 and len(set(done)) == 6
+    runs = _runs(tmp_path, "tiny")
+    children = [r for r in runs.values() if r.data.tags.get(R.TAG_KIND) != R.KIND_STUDY]
+    assert sorted((r.data.tags[R.TAG_ARM], int(r.data.params["seed"])) for r in children) == done
+    assert {r.data.tags[R.TAG_DESIGN] for r in children} == {"leave_one_out"}
+
+
+def test_a_trial_that_raises_is_failed_with_its_reason_and_the_worker_goes_on(tmp_path, monkeypatch):
+    _, storage = _prepared(tmp_path, monkeypatch, "flaky", """
+        n_trials: 2
+        fixed: {data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        params:
+          seed: range(0, 100)
+    """)
+    real_fit = worker_module.fit
+    calls = []
+
+    def fit_failing_once(*args, **kwargs):  # a CUDA error or a bug in one trial
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: out of memory")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "fit", fit_failing_once)
+    assert run_worker("flaky", storage, verbose=False) == 2
+    study = _reload("flaky", storage)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs[R.ATTR_ERROR] == "RuntimeError: CUDA error: out of memory"
+    assert count_states(study.trials)["finished"] == 2
+    run = _runs(tmp_path, "flaky")[failed[0].user_attrs[R.ATTR_RUN]]
+    assert run.info.status == "FAILED" and run.data.tags[R.TAG_STATUS] == R.FAILED
+
+
+def test_an_interrupted_trial_is_failed_queued_again_and_its_run_killed(tmp_path, monkeypatch):
+    _, storage = _prepared(tmp_path, monkeypatch, "stopped", """
+        n_trials: 2
+        fixed: {data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        params:
+          seed: range(0, 100)
+    """)
+
+    def interrupted(*args, **kwargs):  # Ctrl-C in the middle of training
+        raise KeyboardInterrupt
+
+    real_fit = worker_module.fit
+    monkeypatch.setattr(worker_module, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_worker("stopped", storage, verbose=False)
+    study = _reload("stopped", storage)
+    (killed,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    (queued,) = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert queued.user_attrs[R.ATTR_RETRY_OF] == killed.number
+    run = _runs(tmp_path, "stopped")[killed.user_attrs[R.ATTR_RUN]]
+    assert run.info.status == "KILLED" and run.data.tags[R.TAG_STATUS] == R.KILLED
+    assert count_states(study.trials)["killed"] == 1
+
+    monkeypatch.setattr(worker_module, "fit", real_fit)  # the resume reruns the same trial first
+    assert run_worker("stopped", storage, verbose=False) == 2
+    rerun = _reload("stopped", storage).trials[queued.number]
+    assert rerun.state == TrialState.COMPLETE and rerun.params == killed.params
+
+
+def test_a_diverged_trial_counts_as_finished_with_its_best_finite_value(tmp_path, monkeypatch):
+    _, storage = _prepared(tmp_path, monkeypatch, "blowup", """
+        n_trials: 1
+        fixed: {data: digits, model: mlp, trainer.epochs: 6, trainer.threads: 1, optimizer: sgd,
+                optimizer.lr: 1e6, init: normal}
+        params:
+          seed: range(0, 1)
+    """)
+    run_worker("blowup", storage, verbose=False)
+    (trial,) = _reload("blowup", storage).trials
+    assert trial.user_attrs[R.ATTR_OUTCOME] == R.DIVERGED
+    run = _runs(tmp_path, "blowup")[trial.user_attrs[R.ATTR_RUN]]
+    assert run.data.tags[R.TAG_STOP_REASON] == R.DIVERGED
+    value = run.data.metrics[R.best_metric("val_acc")]
+    if trial.state == TrialState.COMPLETE:  # it had a finite epoch before it diverged
+        assert trial.value == value
+    else:
+        assert math.isnan(value)
