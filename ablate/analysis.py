@@ -42,6 +42,7 @@ import pandas as pd
 from scipy import stats
 
 from ablate.errors import AblateError
+from ablate.records import PARAM_SAMPLED
 
 __all__ = [
     "Comparison",
@@ -58,6 +59,7 @@ __all__ = [
     "overfitting",
     "param_importance",
     "stability",
+    "typed_params",
 ]
 
 _STATISTICS = ("mean", "median")
@@ -716,6 +718,47 @@ def _importances(study: Any, evaluator: Any) -> dict[str, float]:
     import optuna
 
     return optuna.importance.get_param_importances(study, evaluator=evaluator)
+
+
+def typed_params(runs: pd.DataFrame,
+                 distributions: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A search's sampled values as Optuna values, ready for :func:`param_importance`.
+
+    MLflow params are strings: each column is converted back by its distribution (a categorical's
+    choices by their text, anything else to a number; unreadable values are NaN).
+
+    Args:
+        runs: One row per trial, with ``params.sampled.<key>`` (else ``params.<key>``, else ``<key>``).
+        distributions: ``{key: distribution}``, as Optuna distribution JSON or objects; one this
+            Optuna cannot read is left out.
+
+    Returns:
+        ``(values, distributions)``: one column per key found in ``runs``, indexed like ``runs``,
+        and the distribution objects of those keys.
+    """
+    # Optuna is imported only when a search is analysed (it costs ~1 s at start-up).
+    from optuna.distributions import CategoricalDistribution, json_to_distribution
+
+    dists: dict[str, Any] = {}
+    for key, raw in distributions.items():
+        try:
+            dists[key] = json_to_distribution(raw) if isinstance(raw, str) else raw
+        except Exception:  # a distribution this Optuna cannot read: leave it out
+            continue
+    table = pd.DataFrame(index=runs.index)
+    for key, dist in dists.items():
+        names = (f"params.{PARAM_SAMPLED}{key}", f"params.{key}", key)
+        column = next((c for c in names if c in runs.columns), None)
+        if column is None:
+            continue
+        raw = runs[column]
+        if isinstance(dist, CategoricalDistribution):
+            lookup = {str(c): c for c in dist.choices}
+            table[key] = [lookup.get(str(v), math.nan) if v is not None else math.nan for v in raw]
+            table[key] = table[key].astype(object)
+        else:
+            table[key] = pd.to_numeric(raw, errors="coerce")
+    return table, {k: v for k, v in dists.items() if k in table.columns}
 
 
 def param_importance(trials: pd.DataFrame, distributions: Mapping[str, Any], metric: str, *,

@@ -28,7 +28,8 @@ from typing import Any
 
 from ablate.errors import ConfigError
 
-__all__ = ["AblationSpace", "SearchSpace", "fixed_overrides", "format_override", "parse_space"]
+__all__ = ["AblationSpace", "SearchSpace", "distributions_json", "fixed_overrides", "format_override",
+           "parse_space"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,19 @@ def parse_space(params: Mapping[str, Any], fixed: Mapping[str, Any] | None = Non
         raise ConfigError("params", dict(params), "at least one searched parameter "
                           "(choice(...), range(...) or interval(...))")
     return SearchSpace(distributions, fixed)
+
+
+def distributions_json(params: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The searched distributions of ``params`` as Optuna distribution JSON, ``{key: json}``.
+
+    What a study's ``study.json`` records; the report rebuilds it from the grammar for older studies.
+
+    Raises:
+        ConfigError: as :func:`parse_space`.
+    """
+    from optuna.distributions import distribution_to_json
+
+    return {k: distribution_to_json(d) for k, d in parse_space(params, fixed).distributions.items()}
 
 
 def fixed_overrides(fixed: Mapping[str, Any]) -> list[str]:

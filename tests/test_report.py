@@ -1,178 +1,196 @@
-"""``ablate.report``: real MLflow stores built as ablate writes them, read back into Markdown and HTML.
+"""``ablate.report``: MLflow stores written by ablate's own writer, read back into Markdown and HTML.
 
-The stores are made with ``MlflowClient`` the way :mod:`ablate.tracking`, :mod:`ablate.sweep` and
-:mod:`ablate.worker` record runs: flattened config params, per-epoch metrics at step = epoch, final
-metrics at step 0, the study parent run with ``study.json`` and child runs tagged with their arm.
+Every run is written by :func:`ablate.tracking.track_run` from a composed config (params, per-epoch
+metrics, final metrics, tags), with tag and param names from :mod:`ablate.records`: renaming one in
+the writer or the vocabulary fails these tests. The per-epoch numbers are synthetic, so the effects
+are known. A study's parent run is a tracked run carrying the study tags and ``study.json``.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import time
+from collections.abc import Callable, Iterator, Mapping
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from markdown_it import MarkdownIt
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
 
-from ablate import report as report_pkg
+from ablate import records
+from ablate.config import compose
 from ablate.errors import AblateError
-from ablate.report import build_report, render_html, render_markdown, write_report
+from ablate.report import build_report, render, render_html, render_markdown, write_report
 from ablate.report.collect import collect, derive_arms
+from ablate.tracking import environment, git_commit, track_run
 
 XSS = "<script>alert(1)</script>"
 PIPE_ARM = "-a|b"
 EPOCHS = 6
-VERSIONS = "torch 2.14.1, optuna 5.0.0, mlflow 3.17.2"
 
 
-# --- building stores ------------------------------------------------------------------------------
+# --- building stores through the writer -----------------------------------------------------------
 
 
 def _curve(final: float, speed: float) -> np.ndarray:
     return final * (1 - np.exp(-np.arange(1, EPOCHS + 1) / speed))
 
 
-def _log_run(client: MlflowClient, exp_id: str, *, name: str | None, params: dict, tags: dict,
-             curve: np.ndarray, status: str = "FINISHED", grad_decay: float = 0.3,
-             stop_reason: str = "completed") -> str:
-    """One run as ``RunTracker`` records it (params, per-epoch batch, final metrics at step 0)."""
-    run = client.create_run(exp_id, tags={"status": "running", **{k: v for k, v in tags.items()
-                                                                   if k in ("mlflow.parentRunId",)}},
-                            run_name=name)
-    rid = run.info.run_id
-    now = int(time.time() * 1000)
-    metrics = []
-    for epoch, v in enumerate(curve, 1):
-        values = {"val_acc": v, "train_acc": min(1.0, v + 0.03), "val_loss": 2 * (1 - v),
-                  "train_loss": 2 * (1 - v) - 0.05, "lr": 0.1, "epoch_time": 0.01}
-        metrics += [Metric(k, float(x), now, epoch) for k, x in values.items()]
-        metrics += [Metric(f"grad_norm/layers.{2 * i}", float(10 ** (-i * grad_decay) / epoch), now, epoch)
-                    for i in range(3)]
-        metrics += [Metric(f"act_std/layers.{2 * i}", 1.0, now, epoch) for i in range(3)]
-    final = {"test_acc": float(curve[-1] - 0.01), "test_loss": 0.5, "best_val_acc": float(np.nanmax(curve)),
-             "best_epoch": float(np.nanargmax(curve) + 1), "epochs_run": float(len(curve)), "train_time": 1.5,
-             "n_params": 1234.0}
-    if status == "FINISHED":
-        metrics += [Metric(k, v, now, 0) for k, v in final.items()]
-    all_tags = {"status": "finished", "stop_reason": stop_reason,
-                "tricks": "digits/standard | mlp d2 w128 relu",
-                "mlflow.source.git.commit": "0123456789abcdef0123", "ablate.versions": VERSIONS,
-                "ablate.hardware": "CPU: test (2 cores)", **tags}
-    if status != "FINISHED":
-        all_tags["status"] = status.lower()
-    flat = {"data.name": all_tags.get("dataset", "digits"), "model.name": "mlp",
-            "tracking.run_name": str(name), "tracking.uri": "sqlite:///mlflow.db", **params}
-    client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)) for k, v in flat.items()],
-                     tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
-    client.set_terminated(rid, status)
-    return rid
+def _config(uri: str, experiment: str, *overrides: str) -> DictConfig:
+    return compose([f"tracking.uri={uri}", f"tracking.experiment={experiment}", f"trainer.epochs={EPOCHS}",
+                    "tracking.flush_every=60", *overrides])
 
 
-def _parent(client: MlflowClient, exp_id: str, name: str, doc: dict | None, design: str) -> str:
-    tags = {"ablate.kind": "study", "optuna.study": name, "ablate.design": design, "status": "finished",
-            "mlflow.source.git.commit": "0123456789abcdef0123"}
-    rid = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
-    if doc is not None:
-        client.log_text(rid, json.dumps(doc, indent=2), "study.json")
-    client.set_terminated(rid, "FINISHED")
-    return rid
+class _Failed(RuntimeError):
+    """Raised inside a run's body: track_run ends the run FAILED."""
+
+
+def _log_run(cfg: DictConfig, *, name: str | None, seed: int, curve: np.ndarray, tags: Mapping[str, Any],
+             parent: str | None = None, params: Mapping[str, Any] | None = None,
+             end_tags: Mapping[str, Any] | None = None, failed: bool = False, grad_decay: float = 0.3,
+             stop_reason: str = "completed", set_values: Mapping[str, Any] | None = None) -> None:
+    """One run as ablate records it: config params, one metrics dict per epoch, then ``finish``."""
+    cfg = cfg.copy()
+    for key, value in {"seed": seed, "tracking.run_name": name, **(set_values or {})}.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    try:
+        with track_run(cfg, tags={k: str(v) for k, v in tags.items()}, parent_run_id=parent) as tracker:
+            for epoch, v in enumerate(curve, 1):
+                metrics = {"val_acc": v, "train_acc": min(1.0, v + 0.03), "val_loss": 2 * (1 - v),
+                           "train_loss": 2 * (1 - v) - 0.05, "lr": 0.1, "epoch_time": 0.01}
+                metrics |= {f"grad_norm/layers.{2 * i}": 10 ** (-i * grad_decay) / epoch for i in range(3)}
+                metrics |= {f"act_std/layers.{2 * i}": 1.0 for i in range(3)}
+                tracker(epoch, metrics)
+            if failed:
+                raise _Failed("diverged into an exception")
+            final = {"test_acc": float(curve[-1] - 0.01), "test_loss": 0.5,
+                     records.best_metric("val_acc"): float(np.nanmax(curve)),
+                     "best_epoch": float(np.nanargmax(curve) + 1), "epochs_run": float(len(curve)),
+                     "train_time": 1.5, "n_params": 1234.0}
+            tracker.finish(final, stop_reason, params=params, tags=end_tags)
+    except _Failed:
+        pass
+
+
+def _trial_tags(study: str, number: int | None, arm: str | None, design: str | None) -> dict[str, Any]:
+    tags: dict[str, Any] = {records.TAG_STUDY: study}
+    if number is not None:
+        tags[records.TAG_TRIAL_NUMBER] = number
+    if arm is not None:
+        tags[records.TAG_ARM] = arm
+    if design is not None:
+        tags[records.TAG_DESIGN] = design
+    return tags
+
+
+def _completed(state: str = "COMPLETE", status: str = records.COMPLETED) -> dict[str, str]:
+    return {records.TAG_OPTUNA_STATE: state, records.TAG_STATUS: status}
+
+
+def _study(cfg: DictConfig, name: str, doc: Mapping[str, Any] | None, design: str,
+           trials: Callable[[str], None]) -> None:
+    """A study's parent run (tagged, with ``study.json``) and, inside it, its trials."""
+    tags = {records.TAG_KIND: records.KIND_STUDY, records.TAG_STUDY: name, records.TAG_DESIGN: design}
+    with track_run(cfg, tags=tags) as parent:
+        assert parent.run_id is not None
+        if doc is not None:
+            parent.client.log_text(parent.run_id, json.dumps(doc, indent=2), records.ARTIFACT_STUDY)
+        trials(parent.run_id)
+        parent.finish({}, "completed")
 
 
 ARMS = {"reference": 0.93, "-norm=batch": 0.85, PIPE_ARM: 0.90}
 SEEDS = [0, 1, 2, 3]
 
 
-def _ablation(client: MlflowClient, name: str = "abl", *, dataset_of=lambda arm, seed: "digits") -> None:
-    from ablate.tracking import artifact_location
-
-    exp_id = client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
+def _ablation(uri: str, name: str = "abl") -> None:
+    cfg = _config(uri, name)
     doc = {"name": name, "metric": "val_acc", "direction": "maximize", "design": "leave_one_out",
            "arms": {a: [] for a in ARMS}, "seeds": SEEDS, "experiment": name,
            "comparisons": [{"label": "norm=batch", "with_arm": "reference", "without_arm": "-norm=batch"},
                            {"label": "a|b", "with_arm": "reference", "without_arm": PIPE_ARM}],
            "factors": {}, "params": {}, "distributions": {}, "fixed": {}}
-    parent = _parent(client, exp_id, name, doc, "leave_one_out")
-    rng = np.random.default_rng(0)
-    trial = 0
-    for arm, level in ARMS.items():
-        for seed in SEEDS:
-            run_name = XSS if (arm == "reference" and seed == 0) else f"{name}-t{trial:04d}"
-            _log_run(client, exp_id, name=run_name, curve=_curve(level + rng.normal(0, 0.005), 1.5),
-                     params={"seed": seed, "sampled.arm": arm, "sampled.seed": seed},
-                     tags={"mlflow.parentRunId": parent, "ablate.arm": arm, "ablate.design": "leave_one_out",
-                           "optuna.study": name, "optuna.trial_number": trial, "optuna.state": "COMPLETE",
-                           "status": "completed", "dataset": dataset_of(arm, seed)},
-                     grad_decay=1.5 if arm == "-norm=batch" else 0.2)
-            trial += 1
-    # One pruned and one failed trial: counted in the header, left out of the tables.
-    _log_run(client, exp_id, name=f"{name}-t{trial:04d}", curve=_curve(0.5, 3)[:2],
-             params={"seed": 9}, tags={"mlflow.parentRunId": parent, "ablate.arm": "reference",
-                                       "optuna.study": name, "optuna.state": "PRUNED", "status": "pruned",
-                                       "dataset": "digits"}, stop_reason="pruned")
-    _log_run(client, exp_id, name=f"{name}-t{trial + 1:04d}", curve=_curve(0.5, 3)[:1], status="FAILED",
-             params={"seed": 8}, tags={"mlflow.parentRunId": parent, "ablate.arm": "reference",
-                                       "optuna.study": name, "dataset": "digits"})
+
+    def trials(parent: str) -> None:
+        rng = np.random.default_rng(0)
+        trial = 0
+        for arm, level in ARMS.items():
+            for seed in SEEDS:
+                run_name = XSS if (arm == "reference" and seed == 0) else f"{name}-t{trial:04d}"
+                _log_run(cfg, name=run_name, seed=seed, curve=_curve(level + rng.normal(0, 0.005), 1.5),
+                         parent=parent, tags=_trial_tags(name, trial, arm, "leave_one_out"),
+                         params={f"{records.PARAM_SAMPLED}arm": arm, f"{records.PARAM_SAMPLED}seed": seed},
+                         end_tags=_completed(), grad_decay=1.5 if arm == "-norm=batch" else 0.2)
+                trial += 1
+        # One pruned and one failed trial: counted in the header, left out of the tables.
+        _log_run(cfg, name=f"{name}-t{trial:04d}", seed=9, curve=_curve(0.5, 3)[:2], parent=parent,
+                 tags=_trial_tags(name, None, "reference", None), stop_reason=records.PRUNED,
+                 end_tags=_completed("PRUNED", records.PRUNED))
+        _log_run(cfg, name=f"{name}-t{trial + 1:04d}", seed=8, curve=_curve(0.5, 3)[:1], parent=parent,
+                 tags=_trial_tags(name, None, "reference", None), failed=True)
+
+    _study(cfg, name, doc, "leave_one_out", trials)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    """One SQLite store holding every scenario (creating its tables costs a couple of seconds)."""
+def _search(uri: str) -> None:
+    """12 trials over lr (log) and optimizer; each trial is its own arm."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, distribution_to_json
 
-    root = tmp_path_factory.mktemp("report")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    _ablation(client, "abl")
-
-    # A search: 12 trials over lr (log) and optimizer; each trial is its own arm.
-    exp = client.create_experiment("srch")
     dists = {"optimizer.lr": FloatDistribution(1e-4, 1.0, log=True),
              "optimizer": CategoricalDistribution(["sgd", "adam"])}
     doc = {"name": "srch", "metric": "val_acc", "direction": "maximize", "design": None, "arms": {},
            "seeds": [], "comparisons": [], "factors": {}, "params": {"optimizer.lr": "interval(1e-4, 1, log)",
                                                         "optimizer": "choice(sgd, adam)"},
            "distributions": {k: distribution_to_json(d) for k, d in dists.items()}, "fixed": {}}
-    parent = _parent(client, exp, "srch", doc, "search")
-    rng = np.random.default_rng(1)
-    for t in range(12):
-        lr = float(10 ** rng.uniform(-4, 0))
-        opt = ["sgd", "adam"][t % 2]
-        level = 0.95 - 0.1 * abs(np.log10(lr) + 2) / 2 - (0.05 if opt == "sgd" else 0)
-        _log_run(client, exp, name=f"srch-t{t:04d}", curve=_curve(level, 2),
-                 params={"seed": 0, "optimizer.lr": lr, "optimizer.name": opt, "sampled.optimizer.lr": lr,
-                         "sampled.optimizer": opt},
-                 tags={"mlflow.parentRunId": parent, "optuna.study": "srch", "optuna.trial_number": t,
-                       "optuna.state": "COMPLETE", "status": "completed", "dataset": "digits"})
+    configs = {opt: _config(uri, "srch", f"optimizer={opt}") for opt in ("sgd", "adam")}
+
+    def trials(parent: str) -> None:
+        rng = np.random.default_rng(1)
+        for t in range(12):
+            lr = float(10 ** rng.uniform(-4, 0))
+            opt = ["sgd", "adam"][t % 2]
+            level = 0.95 - 0.1 * abs(np.log10(lr) + 2) / 2 - (0.05 if opt == "sgd" else 0)
+            _log_run(configs[opt], name=f"srch-t{t:04d}", seed=0, curve=_curve(level, 2), parent=parent,
+                     set_values={"optimizer.lr": lr}, tags=_trial_tags("srch", t, None, None),
+                     params={f"{records.PARAM_SAMPLED}optimizer.lr": lr,
+                             f"{records.PARAM_SAMPLED}optimizer": opt},
+                     end_tags=_completed())
+
+    _study(configs["sgd"], "srch", doc, "search", trials)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One SQLite store holding every scenario (creating its tables costs a couple of seconds)."""
+    root = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    _ablation(uri, "abl")
+    _search(uri)
 
     # `ablate train -m optimizer=sgd,adam seed=0,1,2`: no parent, arms from the differing params.
-    exp = client.create_experiment("plain")
-    for opt, lr, extra, level in (("sgd", 0.1, {"optimizer.momentum": 0.0}, 0.88),
-                                  ("adam", 0.001, {"optimizer.betas": "[0.9, 0.999]"}, 0.92)):
+    for opt, level in (("sgd", 0.88), ("adam", 0.92)):
+        cfg = _config(uri, "plain", f"optimizer={opt}")
         for seed in range(3):
-            _log_run(client, exp, name=None, curve=_curve(level, 2),
-                     params={"seed": seed, "optimizer.name": opt, "optimizer.lr": lr, **extra},
-                     tags={"dataset": "digits"})
+            _log_run(cfg, name=None, seed=seed, curve=_curve(level, 2), tags={})
 
     # Runs of two datasets in one experiment.
-    exp = client.create_experiment("mixed")
     for dataset in ("digits", "mnist1d"):
-        _log_run(client, exp, name=None, curve=_curve(0.9, 2), params={"seed": 0, "data.name": dataset},
-                 tags={"dataset": dataset})
+        _log_run(_config(uri, "mixed", f"data={dataset}"), name=None, seed=0, curve=_curve(0.9, 2), tags={})
 
     # A study whose every trial failed.
-    exp = client.create_experiment("dead")
-    parent = _parent(client, exp, "dead", None, "leave_one_out")
-    for seed in range(2):
-        _log_run(client, exp, name=None, curve=_curve(0.5, 2)[:1], status="FAILED", params={"seed": seed},
-                 tags={"mlflow.parentRunId": parent, "optuna.study": "dead", "ablate.arm": "reference",
-                       "dataset": "digits"})
-    return uri
+    cfg = _config(uri, "dead")
+
+    def failing(parent: str) -> None:
+        for seed in range(2):
+            _log_run(cfg, name=None, seed=seed, curve=_curve(0.5, 2)[:1], parent=parent, failed=True,
+                     tags=_trial_tags("dead", None, "reference", None))
+
+    _study(cfg, "dead", None, "leave_one_out", failing)
+    yield uri
 
 
 # --- reading reports back ---------------------------------------------------------------------------
@@ -245,9 +263,10 @@ def test_ablation_report_markdown_and_html(store, tmp_path):
     tables = _tables(text)
     header = {r[0]: r[1] for r in _table_with(tables, "Field")[1:]}
     assert header["Study"] == "abl" and header["Dataset"] == "digits" and header["Model"] == "mlp"
-    assert header["Seeds"] == "0–3 (4 per arm)"
+    assert header["Seeds"] == "0–3 (4 per arm)"  # noqa: RUF001 (the report's en dash)
     assert "12 finished" in header["Runs"] and "1 pruned" in header["Runs"] and "1 failed" in header["Runs"]
-    assert header["Versions"] == VERSIONS and header["Git commit"] == "0123456789ab"
+    assert header["Versions"] == environment()[records.TAG_VERSIONS]
+    assert header["Git commit"] == ((git_commit() or "")[:12] or "not recorded")
 
     arms = _table_with(tables, "arm")
     assert len(arms) == 1 + len(ARMS)  # header + one row per arm
@@ -344,7 +363,7 @@ def test_rerun_replaces_the_report_atomically(store, tmp_path, monkeypatch):
     def broken(report):  # type: ignore[no-untyped-def]
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report_pkg, "render_html", broken)
+    monkeypatch.setattr(render, "render_html", broken)
     with pytest.raises(RuntimeError):
         write_report("abl", out=out, tracking_uri=store)
     # The failed run left the previous report as it was, and no staging folder.
@@ -467,3 +486,17 @@ def test_html_report_in_headless_chromium(store, tmp_path):
         driver.quit()
     assert pixels.shape[0] > 500 and pixels[..., :3].std() > 0.05  # not a blank page
     assert len({tuple(p) for p in pixels[::17, ::17, :3].reshape(-1, 3).round(2)}) > 20
+
+
+def test_every_design_of_the_sweep_side_has_a_report_description():
+    from ablate.ablation import DESIGNS as BUILT
+    from ablate.report.designs import DESIGNS, RUNS, SEARCH, choose_design
+
+    assert set(BUILT) == set(DESIGNS)
+    for name in BUILT:
+        assert choose_design({"design": name}, {}) is DESIGNS[name]
+        assert DESIGNS[name].title == "Ablation report"
+    assert choose_design({"design": None, "distributions": {"lr": "{}"}}, {}) is SEARCH
+    assert choose_design({}, {"arm_source": "trial number"}) is SEARCH
+    assert choose_design({}, {}) is RUNS
+    assert choose_design({"design": "new_design"}, {}).name == "new_design"  # reported without extras
