@@ -103,13 +103,10 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
-    ids = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                ids.add(id(first.value))
-    return ids
+    """Bare string statements: docstrings of modules, classes and functions, and attribute docs."""
+    return {id(node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)}
 
 
 def _strings(path: Path) -> Iterator[tuple[str, int]]:
