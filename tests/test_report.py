@@ -26,7 +26,8 @@ from ablate.config import compose
 from ablate.errors import AblateError
 from ablate.report import build_report, render, render_html, render_markdown, write_report
 from ablate.report.collect import collect, derive_arms
-from ablate.tracking import environment, git_commit, track_run
+from ablate.sweep.runs import trial_tags
+from ablate.tracking import environment, finish_study_run, git_commit, open_study_run, track_run
 
 XSS = "<script>alert(1)</script>"
 PIPE_ARM = "-a|b"
@@ -77,13 +78,13 @@ def _log_run(cfg: DictConfig, *, name: str | None, seed: int, curve: np.ndarray,
 
 
 def _trial_tags(study: str, number: int | None, arm: str | None, design: str | None) -> dict[str, Any]:
-    tags: dict[str, Any] = {records.TAG_STUDY: study}
-    if number is not None:
-        tags[records.TAG_TRIAL_NUMBER] = number
-    if arm is not None:
+    """A trial's tags as the worker writes them (:func:`ablate.sweep.runs.trial_tags`)."""
+    if number is None:  # a run that carries its study's name (and arm) only
+        return {records.TAG_STUDY: study, **({records.TAG_ARM: arm} if arm is not None else {})}
+    tags: dict[str, Any] = trial_tags(study=study, number=number, worker="host:1", device="cpu", arm=arm,
+                                      design=design)
+    if arm is not None and not design:
         tags[records.TAG_ARM] = arm
-    if design is not None:
-        tags[records.TAG_DESIGN] = design
     return tags
 
 
@@ -93,14 +94,23 @@ def _completed(state: str = "COMPLETE", status: str = records.COMPLETED) -> dict
 
 def _study(cfg: DictConfig, name: str, doc: Mapping[str, Any] | None, design: str,
            trials: Callable[[str], None]) -> None:
-    """A study's parent run (tagged, with ``study.json``) and, inside it, its trials."""
-    tags = {records.TAG_KIND: records.KIND_STUDY, records.TAG_STUDY: name, records.TAG_DESIGN: design}
-    with track_run(cfg, tags=tags) as parent:
-        assert parent.run_id is not None
-        if doc is not None:
-            parent.client.log_text(parent.run_id, json.dumps(doc, indent=2), records.ARTIFACT_STUDY)
-        trials(parent.run_id)
-        parent.finish({}, "completed")
+    """A study's parent run, written as ``ablate sweep`` writes it (tags, ``study.json``), and its trials.
+
+    ``doc`` None: a parent run without its ``study.json`` (as an older ablate left them).
+    """
+    if doc is None:
+        tags = {records.TAG_KIND: records.KIND_STUDY, records.TAG_STUDY: name, records.TAG_DESIGN: design}
+        with track_run(cfg, tags=tags) as old:
+            assert old.run_id is not None
+            trials(old.run_id)
+            old.finish({}, "completed")
+        return
+    parent = open_study_run(tracking_uri=cfg.tracking.uri, experiment=cfg.tracking.experiment, name=name,
+                            storage="runs/journal.log", design=None if design == "search" else design,
+                            document=json.dumps(doc, indent=2))
+    trials(parent)
+    finish_study_run(tracking_uri=cfg.tracking.uri, parent_run_id=parent, status="FINISHED",
+                     counts={"complete": 1}, metric="val_acc", best=None)
 
 
 ARMS = {"reference": 0.93, "-norm=batch": 0.85, PIPE_ARM: 0.90}
