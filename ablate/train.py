@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +79,7 @@ def _options(node: DictConfig) -> dict[str, Any]:
     opts = OmegaConf.to_container(node, resolve=True)
     assert isinstance(opts, dict)
     opts.pop("name", None)
-    return opts
+    return cast("dict[str, Any]", opts)  # OmegaConf types keys as str | bytes | int | ...; a config's are str
 
 
 class _Member:
@@ -171,8 +171,9 @@ class _Evaluator:
         self.averaged: AveragedModel | None = None
         model = members[0].model
         if self.kind == "ema":
-            self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.averaging.decay),
-                                          use_buffers=True)
+            # torch leaves get_ema_multi_avg_fn unannotated.
+            ema = get_ema_multi_avg_fn(cfg.averaging.decay)  # type: ignore[no-untyped-call]
+            self.averaged = AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
         elif self.kind == "swa":
             self.averaged = AveragedModel(model, use_buffers=True)
             self.swa_start = math.floor(cfg.averaging.start * cfg.trainer.epochs)
@@ -227,7 +228,7 @@ class _Evaluator:
 
     def load(self, state: list[dict[str, torch.Tensor]]) -> None:
         modules = [m.model for m in self.members] + ([self.averaged] if self.averaged else [])
-        for module, sd in zip(modules, state):
+        for module, sd in zip(modules, state, strict=True):  # state() of the same modules
             module.load_state_dict(sd)
 
 
@@ -277,9 +278,8 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
     device = resolve_device(cfg.trainer.device)
-    if device.type == "cpu":
-        if torch.get_num_threads() != cfg.trainer.threads:
-            torch.set_num_threads(cfg.trainer.threads)
+    if device.type == "cpu" and torch.get_num_threads() != cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
     data = (data if data is not None else load_data(cfg)).to(device)
 
     torch.manual_seed(cfg.seed)
@@ -318,15 +318,16 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
             xb, yb = xs[start:start + bs], ys[start:start + bs]
             probing = probe is not None and i == len(starts) - 1
             for j, member in enumerate(members):
-                if probing and j == 0:
-                    probe.arm()  # type: ignore[union-attr]
+                if probe is not None and probing and j == 0:
+                    probe.arm()
                 logits = member.model(xb)
                 loss = F.cross_entropy(logits, yb)
                 objective = loss + l1_penalty(member.decayed, l1) if l1 else loss
                 member.optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                if probing and j == 0:
-                    probed = probe.read()  # type: ignore[union-attr]
+                # torch leaves Tensor.backward unannotated.
+                objective.backward()  # type: ignore[no-untyped-call]
+                if probe is not None and probing and j == 0:
+                    probed = probe.read()
                 if clip_name != "none":
                     clip_gradients(member.params, clip_name, threshold=clip_threshold)
                 member.optimizer.step()
@@ -337,10 +338,12 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
             if member.schedule is not None:
                 member.schedule.step()
         evaluator.after_epoch(epoch - 1)
-        train_loss = sum(torch.stack(ls).float() @ batch_sizes for ls in losses)
-        train_correct = sum((torch.cat(out).argmax(dim=1) == ys[:n_used]).sum() for out in outputs)
+        # Sums over the members (at least one): tensors, never sum()'s start value 0.
+        loss_sum = cast(torch.Tensor, sum(torch.stack(ls).float() @ batch_sizes for ls in losses))
+        train_correct = cast(torch.Tensor,
+                             sum((torch.cat(out).argmax(dim=1) == ys[:n_used]).sum() for out in outputs))
         val_sums = evaluator.evaluate_sums(data.x_val, data.y_val, cfg.trainer.eval_batch_size)
-        parts = [train_loss.reshape(1), train_correct.reshape(1).float(), val_sums.float()]
+        parts = [loss_sum.reshape(1), train_correct.reshape(1).float(), val_sums.float()]
         if probed is not None:
             parts.append(probed)
         flat = torch.cat(parts).tolist()  # the epoch's one host sync
@@ -352,8 +355,8 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
             "lr": lr,
             "epoch_time": time.perf_counter() - t0,
         }
-        if probed is not None:
-            metrics.update(zip(probe.names, flat[4:]))  # type: ignore[union-attr]
+        if probe is not None and probed is not None:
+            metrics.update(zip(probe.names, flat[4:], strict=True))
         train_loss, val_loss = metrics["train_loss"], metrics["val_loss"]
         result.history.append({"epoch": float(epoch), **metrics})
         if stopper.update(epoch, metrics) and es.patience > 0:
