@@ -25,6 +25,7 @@ from ablate.data import Dataset, load_dataset
 from ablate.init import apply_init
 from ablate.models import build_model
 from ablate.optim import build_optimizer, build_schedule, clip_gradients, decay_groups, l1_penalty
+from ablate.records import best_metric, best_value
 
 __all__ = ["STOP_REASONS", "EpochCallback", "RunResult", "fit", "load_data", "resolve_device"]
 
@@ -382,12 +383,14 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
     test_loss, test_acc = evaluator.evaluate(data.x_test, data.y_test, cfg.trainer.eval_batch_size)
     if not math.isfinite(test_loss):
         test_acc = math.nan  # the accuracy of NaN weights would be an artefact of argmax
+    best_val_acc = best_value(result.history, "val_acc", "maximize")
     val_accs = [h["val_acc"] for h in result.history]
-    best_epoch = max(range(len(val_accs)), key=lambda i: val_accs[i]) if val_accs else 0
+    # The first epoch that reached it (val_acc, a count over the split, is always finite).
+    best_epoch = val_accs.index(best_val_acc) if best_val_acc in val_accs else 0
     result.final.update({
         "test_acc": test_acc,
         "test_loss": test_loss,
-        "best_val_acc": val_accs[best_epoch],
+        best_metric("val_acc"): best_val_acc,
         "best_epoch": float(best_epoch + 1),
         "epochs_run": float(result.epochs_run),
         "train_time": time.perf_counter() - started - callbacks,
