@@ -25,7 +25,10 @@ demo: $(STAMP)
 	$(BIN)/ablate report ablation_digits --out reports
 	@echo "Report: reports/ablation_digits/report.html (and report.md); runs: $(BIN)/ablate ui"
 
+# Lint (ruff, rules in pyproject.toml) and type-check (mypy --strict on ablate/) first: CI runs this target.
 test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,7 +145,8 @@ def _resample(x: np.ndarray, n_boot: int, seed: int, statistic: str) -> np.ndarr
         else:
             for j in range(m):
                 out[start:stop, j] = np.median(x[idx, j], axis=1)
-    return out + origin
+    replicates: np.ndarray = out + origin  # numpy types the sum with an Any-dtype origin as Any
+    return replicates
 
 
 def _levels(ci: float, n: int, statistic: str, method: str) -> tuple[float, float]:
@@ -576,11 +577,14 @@ def convergence(runs: pd.DataFrame, history: pd.DataFrame, target: float, *,
 
 def _factor_codes(runs: pd.DataFrame, factor: str) -> np.ndarray:
     column = runs[factor]
+    codes: np.ndarray  # pandas is untyped here (no pandas-stubs): its to_numpy is Any
     if pd.api.types.is_bool_dtype(column) and not column.isna().any():
-        return column.to_numpy(dtype=bool)
+        codes = column.to_numpy(dtype=bool)
+        return codes
     values = set(column.unique().tolist())
     if values <= {0, 1} and not column.isna().any():  # True == 1, False == 0 as set members
-        return column.to_numpy().astype(bool)
+        codes = column.to_numpy().astype(bool)
+        return codes
     raise AblateError(f"factors: column {factor!r} must hold True/False (trick on/off) in every "
                       f"run; found {_one_line(sorted(map(str, values))[:5])}")
 
@@ -805,9 +809,9 @@ def param_importance(trials: pd.DataFrame, distributions: Mapping[str, Any], met
         raise AblateError(f"trials: {n_trials} trial(s) with a finite {metric}; importances need at least 2")
 
     built = []
-    for row, value in zip(trials.loc[finite, names].itertuples(index=False), objective[finite]):
+    for row, value in zip(trials.loc[finite, names].itertuples(index=False), objective[finite], strict=True):
         params = {}
-        for name, raw in zip(names, row):
+        for name, raw in zip(names, row, strict=False):  # as before: a duplicated column is not checked
             if raw is None or (isinstance(raw, float) and math.isnan(raw)):
                 continue
             params[name] = raw.item() if isinstance(raw, np.generic) else raw
@@ -826,7 +830,7 @@ def param_importance(trials: pd.DataFrame, distributions: Mapping[str, Any], met
         optuna.logging.set_verbosity(verbosity)
     study.add_trials(built)
 
-    factories = {
+    factories: dict[str, Callable[[], Any]] = {
         "fanova": lambda: optuna.importance.FanovaImportanceEvaluator(seed=0),
         "ped_anova": lambda: optuna.importance.PedAnovaImportanceEvaluator(),
         "mean_decrease_impurity": lambda: optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0),

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -335,8 +335,13 @@ RULES: dict[str, Rule] = {
 
 def flatten(cfg: DictConfig | dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """Yield ``(dotted.key, value)`` for every leaf of a resolved config."""
-    items = cfg.items() if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True).items()  # type: ignore[union-attr]
-    for key, value in items:
+    # OmegaConf types to_container for any node (a list, a str...) and any key type; a DictConfig's
+    # container is a dict, and a config's keys are str.
+    if isinstance(cfg, dict):
+        container = cfg
+    else:
+        container = cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True))
+    for key, value in container.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict):
             yield from flatten(value, prefix=path + ".")

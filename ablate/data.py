@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -162,7 +162,8 @@ class _Scaler:
             return x
         if self._channels is not None and (x.dim() < 2 or x.shape[1] != self._channels):
             raise ValueError(
-                f"{self.scaling} scaling was fitted on {self._channels} channels (dim 1), got shape {tuple(x.shape)}"
+                f"{self.scaling} scaling was fitted on {self._channels} channels (dim 1), "
+                f"got shape {tuple(x.shape)}"
             )
         assert self._divisor is not None
         x.sub_(self._shift.to(x.device)).div_(self._divisor.to(x.device))
@@ -335,8 +336,9 @@ def _check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _check_fraction(field: str, value: Any) -> None:
-    # bool is a Real; a fraction of True is a config mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < 1:
+    # bool is a Real; a fraction of True is a config mistake, not 1.0. (typeshed's Real has no __gt__
+    # for mypy; any Real compares with ints at run time.)
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < cast(float, value) < 1:
         raise ConfigError(field, value, "a number strictly between 0 and 1")
 
 
@@ -370,9 +372,9 @@ def _check_loaded(name: str, root: str, raw: _Raw) -> _Raw:
             continue
         if tuple(x.shape[1:]) != spec.input_shape or y.shape != (len(x),):
             raise DataError(
-                f"data.root: {spec.label} files under '{root}' hold inputs shaped {tuple(x.shape)} and labels "
-                f"shaped {tuple(y.shape)}, expected (N, {', '.join(map(str, spec.input_shape))}) and (N,); "
-                "replace them with the original files"
+                f"data.root: {spec.label} files under '{root}' hold inputs shaped {tuple(x.shape)} "
+                f"and labels shaped {tuple(y.shape)}, expected (N, {', '.join(map(str, spec.input_shape))}) "
+                "and (N,); replace them with the original files"
             )
         if len(y) == 0:
             raise DataError(f"data.root: {spec.label} files under '{root}' hold no examples; replace them")
@@ -498,7 +500,8 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray], key: str) -> No
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, key=np.array(key), **arrays)
+            # mypy matches **arrays against savez's allow_pickle: bool; its keys are array names.
+            np.savez(handle, key=np.array(key), **arrays)  # type: ignore[arg-type]
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
@@ -513,16 +516,19 @@ def _write_atomically(path: Path, arrays: dict[str, np.ndarray], key: str) -> No
 
 
 @functools.cache
-def _torchvision_class(name: str) -> type:
+def _torchvision_class(name: str) -> type[Any]:
     # Imported here: torchvision costs about two seconds to import.
     import torchvision.datasets as tvd
 
+    cls: type[Any]  # torchvision ships no types (its classes are Any to mypy)
     if name == "mnist":
-        return tvd.MNIST
+        cls = tvd.MNIST
+        return cls
     if name == "fashion_mnist":
-        return tvd.FashionMNIST
+        cls = tvd.FashionMNIST
+        return cls
 
-    class _CIFAR10(tvd.CIFAR10):
+    class _CIFAR10(tvd.CIFAR10):  # type: ignore[misc]  # subclassing Any: torchvision ships no types
         """CIFAR10 that checks its batch files for presence only.
 
         torchvision checks the md5 of every batch file on each load, which rejects any file
@@ -538,7 +544,7 @@ def _torchvision_class(name: str) -> type:
     return _CIFAR10
 
 
-def _expected_files(cls: type) -> list[str]:
+def _expected_files(cls: type[Any]) -> list[str]:
     """Paths relative to root that torchvision's presence check wants for ``cls``."""
     if hasattr(cls, "resources"):  # the MNIST family: decompressed files in <Class>/raw/
         return [
@@ -549,7 +555,7 @@ def _expected_files(cls: type) -> list[str]:
     return [os.path.join(cls.base_folder, filename) for filename in names]
 
 
-def _missing_files(cls: type, root: str) -> list[str]:
+def _missing_files(cls: type[Any], root: str) -> list[str]:
     if hasattr(cls, "resources"):
         # torchvision still reads the pre-0.9 processed/training.pt + test.pt pair when present.
         processed = os.path.join(root, cls.__name__, "processed")

@@ -75,9 +75,14 @@ def _xavier(weight: torch.Tensor, activation: str, bound: float) -> None:
 
 
 def _kaiming(weight: torch.Tensor, activation: str, bound: float) -> None:
-    """N(0, gain²/n_in) (He, fan-in mode), gain = ``calculate_gain(activation)``: relu sqrt(2), tanh 5/3, sigmoid 1."""
+    """N(0, gain²/n_in) (He, fan-in mode), gain = ``calculate_gain(activation)``.
+
+    The gains: relu sqrt(2), tanh 5/3, sigmoid 1.
+    """
     n_in, _ = fans(weight)
-    weight.normal_(0.0, nn.init.calculate_gain(activation) / math.sqrt(n_in))
+    # apply_init has checked activation against ACTIVATIONS, all names of calculate_gain's Literal.
+    gain = nn.init.calculate_gain(activation)  # type: ignore[arg-type]
+    weight.normal_(0.0, gain / math.sqrt(n_in))
 
 
 _SCHEMES: dict[str, Callable[[torch.Tensor, str, float], None]] = {

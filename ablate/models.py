@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -119,7 +119,7 @@ class DenseBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block to ``x`` of shape (N, in_features)."""
-        out = self.linear(x)
+        out: torch.Tensor = self.linear(x)  # a Module's call is typed Any: the annotation keeps out a Tensor
         if self.norm is not None:
             out = self.norm(out)
         out = self.act(out)
@@ -174,7 +174,7 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block to ``x`` of shape (N, C, L) or (N, C, H, W)."""
-        out = self.conv(x)
+        out: torch.Tensor = self.conv(x)
         if self.norm is not None:
             out = self.norm(out)
         out = self.act(out)
@@ -237,7 +237,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block to ``x`` of shape (N, C, L) or (N, C, H, W)."""
-        out = self.conv1(x)
+        out: torch.Tensor = self.conv1(x)
         if self.norm1 is not None:
             out = self.norm1(out)
         out = self.act1(out)
@@ -248,7 +248,8 @@ class BasicBlock(nn.Module):
             out = self.norm2(out)
         if self.residual:
             out = out + (x if self.shortcut is None else self.shortcut(x))
-        return self.act2(out)
+        out = self.act2(out)
+        return out
 
     def extra_repr(self) -> str:
         return f"residual={self.residual}"
@@ -279,7 +280,9 @@ def _validate(
     if not isinstance(norm, str) or norm not in NORMS:
         raise ConfigError("norm", norm, _one_of(NORMS))
     # The chained comparison is False for NaN, so NaN is rejected too.
-    if not isinstance(dropout, numbers.Real) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+    # (typeshed's numbers.Real has no __ge__ for mypy; any Real compares with ints at run time.)
+    if (not isinstance(dropout, numbers.Real) or isinstance(dropout, bool)
+            or not 0 <= cast(float, dropout) < 1):
         raise ConfigError("dropout", dropout, "a number p with 0 <= p < 1")
     # input_shape and num_classes come from the dataset, not from the user's config, so a bad value is a
     # bug in the caller: a plain ValueError, not a ConfigError.
@@ -294,7 +297,8 @@ def _validate(
         raise ConfigError(
             "model.name",
             name,
-            f"mlp for flat inputs of shape {shape}; cnn and resnet need 1-D signals (C, L) or images (C, H, W)",
+            f"mlp for flat inputs of shape {shape}; cnn and resnet need 1-D signals (C, L) "
+            "or images (C, H, W)",
         )
 
 

@@ -7,7 +7,7 @@ Builders take plain keyword arguments (no config objects) so they can be tested 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -38,7 +38,8 @@ def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     Returns:
         ``(decayed, not_decayed)`` lists of trainable parameters.
     """
-    decayed, other = [], []
+    decayed: list[nn.Parameter] = []
+    other: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decayed if p.ndim >= 2 else other).append(p)
@@ -111,13 +112,16 @@ def build_schedule(optimizer: torch.optim.Optimizer, name: str, *, epochs: int,
         return sched.StepLR(optimizer, step_size=options.get("step_size", 10),
                             gamma=options.get("gamma", 0.5))
     if name == "cosine":
-        min_lr = options.get("min_lr", 0.0)
+        min_lr: float = options.get("min_lr", 0.0)
         span = max(epochs - 1, 1)
 
         def factor(e: int, lr0: float) -> float:
             return (min_lr + (lr0 - min_lr) * (1 + math.cos(math.pi * min(e, span) / span)) / 2) / lr0
 
-        lambdas = [lambda e, lr0=g["lr"]: factor(e, lr0) for g in optimizer.param_groups]
+        def for_group(lr0: float) -> Callable[[int], float]:
+            return lambda e: factor(e, lr0)
+
+        lambdas = [for_group(g["lr"]) for g in optimizer.param_groups]
         return sched.LambdaLR(optimizer, lambdas)
     raise ConfigError("schedule.name", name, "one of: " + ", ".join(SCHEDULES))
 

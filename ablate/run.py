@@ -5,7 +5,7 @@ Data is loaded before the MLflow run is created, so a missing dataset leaves no 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from omegaconf import DictConfig
 
@@ -15,7 +15,7 @@ from ablate.train import RunResult, fit, load_data
 __all__ = ["train_one"]
 
 
-def _print_epoch(epochs: int):
+def _print_epoch(epochs: int) -> Callable[[int, Mapping[str, float]], None]:
     def report(epoch: int, m: Mapping[str, float]) -> None:
         print(f"epoch {epoch:>3}/{epochs}  train_loss {m['train_loss']:.4f}  train_acc "
               f"{m['train_acc']:.4f}  val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}  "
@@ -52,4 +52,5 @@ def train_one(cfg: DictConfig, *, tags: Mapping[str, str] | None = None,
         print(f"run {tracker.run_id} ({tracker.run_name}): {result.stop_reason} after "
               f"{result.epochs_run} epochs; best val_acc {f['best_val_acc']:.4f}, test_acc "
               f"{f['test_acc']:.4f}; tracked in {cfg.tracking.uri} (see: ablate ui)", flush=True)
+    assert tracker.run_id is not None  # set when the run was created; track_run raises otherwise
     return tracker.run_id, result

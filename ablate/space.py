@@ -24,9 +24,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 from ablate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from optuna.distributions import CategoricalChoiceType
 
 __all__ = ["AblationSpace", "SearchSpace", "distributions_json", "fixed_overrides", "format_override",
            "parse_space"]
@@ -86,7 +89,7 @@ def format_override(key: str, value: Any) -> str:
     return f"{key}='{text}'".replace("\\", "\\\\")
 
 
-def _number(x: Any) -> bool:
+def _number(x: Any) -> TypeGuard[int | float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
@@ -100,9 +103,9 @@ def _range_distribution(key: str, start: Any, stop: Any, step: Any) -> Any:
     if count < 1:
         raise ConfigError(f"params.{key}", f"range({start}, {stop}, {step})",
                           "a range with at least one value (stop is excluded)")
+    if isinstance(start, int) and isinstance(stop, int) and isinstance(step, int):
+        return IntDistribution(start, start + (count - 1) * step, step=step)
     last = start + (count - 1) * step
-    if all(isinstance(v, int) for v in (start, stop, step)):
-        return IntDistribution(start, last, step=step)
     return FloatDistribution(float(start), float(round(last, 12)), step=float(step))
 
 
@@ -116,7 +119,10 @@ def _distribution(key: str, value: Any) -> Any:
             raise ConfigError(f"params.{key}", "tag(log, choice(...))", "log only on interval(...)")
         if not value.list:
             raise ConfigError(f"params.{key}", "choice()", "at least one choice")
-        return CategoricalDistribution([v if not isinstance(v, (list, dict)) else str(v) for v in value.list])
+        choices = [v if not isinstance(v, (list, dict)) else str(v) for v in value.list]
+        # Hydra types ChoiceSweep.list with its QuotedString, but the parser has already replaced
+        # quoted strings by str: the elements are plain str, int, float, bool or None.
+        return CategoricalDistribution(cast("list[CategoricalChoiceType]", choices))
     if isinstance(value, RangeSweep):
         if log:
             raise ConfigError(f"params.{key}", "tag(log, range(...))",
@@ -142,7 +148,7 @@ def _parse(parser: Any, key: str, value: Any, *, field: str) -> Any:
     for text in texts:
         try:
             override = parser.parse_override(text)
-        except Exception as exc:  # Hydra's grammar errors are long; keep the first sentence
+        except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors are long; keep the first sentence
             error = " ".join(str(exc).split()).split(" See ")[0]
             continue
         override.input_line = text
@@ -160,18 +166,18 @@ def parse_space(params: Mapping[str, Any], fixed: Mapping[str, Any] | None = Non
 
     parser = OverridesParser.create()
     distributions: dict[str, Any] = {}
-    fixed = fixed_overrides(fixed or {})
+    fixed_list = fixed_overrides(fixed or {})
     for key, expression in params.items():
         override = _parse(parser, key, expression, field="params")
         text = override.input_line or format_override(key, expression)
         if override.is_sweep_override():
             distributions[key] = _distribution(key, override.value())
         else:
-            fixed.append(text)
+            fixed_list.append(text)
     if not distributions:
         raise ConfigError("params", dict(params), "at least one searched parameter "
                           "(choice(...), range(...) or interval(...))")
-    return SearchSpace(distributions, fixed)
+    return SearchSpace(distributions, fixed_list)
 
 
 def distributions_json(params: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> dict[str, str]:

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from ablate.data import Dataset, load_dataset
 from ablate.init import apply_init
 from ablate.models import build_model
 from ablate.optim import build_optimizer, build_schedule, clip_gradients, decay_groups, l1_penalty
+from ablate.records import best_metric, best_value
 
 __all__ = ["STOP_REASONS", "EpochCallback", "RunResult", "fit", "load_data", "resolve_device"]
 
@@ -79,7 +80,7 @@ def _options(node: DictConfig) -> dict[str, Any]:
     opts = OmegaConf.to_container(node, resolve=True)
     assert isinstance(opts, dict)
     opts.pop("name", None)
-    return opts
+    return cast("dict[str, Any]", opts)  # OmegaConf types keys as str | bytes | int | ...; a config's are str
 
 
 class _Member:
@@ -171,8 +172,9 @@ class _Evaluator:
         self.averaged: AveragedModel | None = None
         model = members[0].model
         if self.kind == "ema":
-            self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.averaging.decay),
-                                          use_buffers=True)
+            # torch leaves get_ema_multi_avg_fn unannotated.
+            ema = get_ema_multi_avg_fn(cfg.averaging.decay)  # type: ignore[no-untyped-call]
+            self.averaged = AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
         elif self.kind == "swa":
             self.averaged = AveragedModel(model, use_buffers=True)
             self.swa_start = math.floor(cfg.averaging.start * cfg.trainer.epochs)
@@ -227,7 +229,7 @@ class _Evaluator:
 
     def load(self, state: list[dict[str, torch.Tensor]]) -> None:
         modules = [m.model for m in self.members] + ([self.averaged] if self.averaged else [])
-        for module, sd in zip(modules, state):
+        for module, sd in zip(modules, state, strict=True):  # state() of the same modules
             module.load_state_dict(sd)
 
 
@@ -277,9 +279,8 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
     device = resolve_device(cfg.trainer.device)
-    if device.type == "cpu":
-        if torch.get_num_threads() != cfg.trainer.threads:
-            torch.set_num_threads(cfg.trainer.threads)
+    if device.type == "cpu" and torch.get_num_threads() != cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
     data = (data if data is not None else load_data(cfg)).to(device)
 
     torch.manual_seed(cfg.seed)
@@ -318,15 +319,16 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
             xb, yb = xs[start:start + bs], ys[start:start + bs]
             probing = probe is not None and i == len(starts) - 1
             for j, member in enumerate(members):
-                if probing and j == 0:
-                    probe.arm()  # type: ignore[union-attr]
+                if probe is not None and probing and j == 0:
+                    probe.arm()
                 logits = member.model(xb)
                 loss = F.cross_entropy(logits, yb)
                 objective = loss + l1_penalty(member.decayed, l1) if l1 else loss
                 member.optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                if probing and j == 0:
-                    probed = probe.read()  # type: ignore[union-attr]
+                # torch leaves Tensor.backward unannotated.
+                objective.backward()  # type: ignore[no-untyped-call]
+                if probe is not None and probing and j == 0:
+                    probed = probe.read()
                 if clip_name != "none":
                     clip_gradients(member.params, clip_name, threshold=clip_threshold)
                 member.optimizer.step()
@@ -337,10 +339,12 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
             if member.schedule is not None:
                 member.schedule.step()
         evaluator.after_epoch(epoch - 1)
-        train_loss = sum(torch.stack(ls).float() @ batch_sizes for ls in losses)
-        train_correct = sum((torch.cat(out).argmax(dim=1) == ys[:n_used]).sum() for out in outputs)
+        # Sums over the members (at least one): tensors, never sum()'s start value 0.
+        loss_sum = cast(torch.Tensor, sum(torch.stack(ls).float() @ batch_sizes for ls in losses))
+        train_correct = cast(torch.Tensor,
+                             sum((torch.cat(out).argmax(dim=1) == ys[:n_used]).sum() for out in outputs))
         val_sums = evaluator.evaluate_sums(data.x_val, data.y_val, cfg.trainer.eval_batch_size)
-        parts = [train_loss.reshape(1), train_correct.reshape(1).float(), val_sums.float()]
+        parts = [loss_sum.reshape(1), train_correct.reshape(1).float(), val_sums.float()]
         if probed is not None:
             parts.append(probed)
         flat = torch.cat(parts).tolist()  # the epoch's one host sync
@@ -352,8 +356,8 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
             "lr": lr,
             "epoch_time": time.perf_counter() - t0,
         }
-        if probed is not None:
-            metrics.update(zip(probe.names, flat[4:]))  # type: ignore[union-attr]
+        if probe is not None and probed is not None:
+            metrics.update(zip(probe.names, flat[4:], strict=True))
         train_loss, val_loss = metrics["train_loss"], metrics["val_loss"]
         result.history.append({"epoch": float(epoch), **metrics})
         if stopper.update(epoch, metrics) and es.patience > 0:
@@ -379,12 +383,14 @@ def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = No
     test_loss, test_acc = evaluator.evaluate(data.x_test, data.y_test, cfg.trainer.eval_batch_size)
     if not math.isfinite(test_loss):
         test_acc = math.nan  # the accuracy of NaN weights would be an artefact of argmax
+    best_val_acc = best_value(result.history, "val_acc", "maximize")
     val_accs = [h["val_acc"] for h in result.history]
-    best_epoch = max(range(len(val_accs)), key=lambda i: val_accs[i]) if val_accs else 0
+    # The first epoch that reached it (val_acc, a count over the split, is always finite).
+    best_epoch = val_accs.index(best_val_acc) if best_val_acc in val_accs else 0
     result.final.update({
         "test_acc": test_acc,
         "test_loss": test_loss,
-        "best_val_acc": val_accs[best_epoch],
+        best_metric("val_acc"): best_val_acc,
         "best_epoch": float(best_epoch + 1),
         "epochs_run": float(result.epochs_run),
         "train_time": time.perf_counter() - started - callbacks,

@@ -135,13 +135,13 @@ def _timed(run: Callable[[], float], device: torch.device) -> tuple[float, float
 
 def bench_case(name: str, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
-    base = overrides + [f"trainer.device={args.device}", f"trainer.threads={args.threads}"]
+    base = [*overrides, f"trainer.device={args.device}", f"trainer.threads={args.threads}"]
     if args.epochs:
         base.append(f"trainer.epochs={args.epochs}")
     if args.data_root:
         base.append(f"data.root={args.data_root}")
-    cfg_on = compose(base + ["trainer.diagnostics=true"])
-    cfg_off = compose(base + ["trainer.diagnostics=false"])
+    cfg_on = compose([*base, "trainer.diagnostics=true"])
+    cfg_off = compose([*base, "trainer.diagnostics=false"])
     data = load_data(cfg_on).to(device)  # outside every timing; fit's own .to(device) is a no-op
     bs, n = int(cfg_on.trainer.batch_size), len(data.y_train)
     examples = (n - 1 if n % bs == 1 and n > 1 else n) * int(cfg_on.trainer.epochs)
@@ -177,7 +177,7 @@ def bench_case(name: str, overrides: list[str], args: argparse.Namespace) -> dic
         out["variants"][k]["ratio"] = out["variants"][k]["ex_per_s"] / hand
         # hand time / fit time within each repeat, runs taken seconds apart: robust to slow drift
         out["variants"][k]["paired_ratio"] = statistics.median(
-            h / f for h, f in zip(times["hand"], times[k]))
+            h / f for h, f in zip(times["hand"], times[k], strict=True))
     out["same_val_acc"] = len({round(a, 9) for a in accs.values()}) == 1
     return out
 

@@ -18,7 +18,8 @@ def test_leave_one_out_switches_each_trick_off_from_the_reference():
     assert d.arms["reference"] == ["model.depth=3", "norm=batch", "dropout=0.1", "optimizer=adam"]
     assert d.arms["-dropout=0.1"] == ["model.depth=3", "norm=batch", "dropout=0.0", "optimizer=adam"]
     assert d.arms["-optimizer=adam"][-1] == "optimizer=sgd"
-    assert d.comparisons[1] == {"label": "dropout=0.1", "with_arm": "reference", "without_arm": "-dropout=0.1"}
+    assert d.comparisons[1] == {"label": "dropout=0.1", "with_arm": "reference",
+                                "without_arm": "-dropout=0.1"}
 
 
 def test_add_one_in_switches_each_trick_on_alone():
@@ -71,8 +72,10 @@ def test_shipped_ablation_studies_compose():
 
 
 def test_arm_overrides_win_over_fixed_ones():
-    space = AblationSpace({"a": ["norm=batch", "trainer.epochs=5"]}, [0, 1], ["data=digits", "trainer.epochs=20"])
-    assert space.overrides({"arm": "a", "seed": 1}) == ["data=digits", "trainer.epochs=5", "norm=batch", "seed=1"]
+    space = AblationSpace({"a": ["norm=batch", "trainer.epochs=5"]}, [0, 1],
+                          ["data=digits", "trainer.epochs=20"])
+    assert space.overrides({"arm": "a", "seed": 1}) == [
+        "data=digits", "trainer.epochs=5", "norm=batch", "seed=1"]
 
 
 def test_small_leave_one_out_end_to_end(tmp_path):

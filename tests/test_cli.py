@@ -103,7 +103,8 @@ class Job:
 
     @property
     def tail(self) -> str:
-        return f"rc={self.proc.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
+        return (f"rc={self.proc.returncode}\n--- stdout\n{self.stdout[-3000:]}\n"
+                f"--- stderr\n{self.stderr[-3000:]}")
 
     @property
     def db(self) -> Path:

@@ -35,7 +35,8 @@ def test_each_trick_has_an_off_value():
     cfg = compose()
     off = {"init": "default", "clip": "none", "schedule": "constant", "averaging": "none"}
     assert {k: cfg[k].name for k in off} == off
-    assert (cfg.norm, cfg.dropout, cfg.weight_decay, cfg.l1, cfg.early_stopping.patience) == ("none", 0, 0, 0, 0)
+    off_values = (cfg.norm, cfg.dropout, cfg.weight_decay, cfg.l1, cfg.early_stopping.patience)
+    assert off_values == ("none", 0, 0, 0, 0)
 
 
 def test_optimizer_specific_fields():

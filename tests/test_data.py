@@ -26,7 +26,7 @@ SPLITS = ("train", "val", "test")
 def rows(x: torch.Tensor, y: torch.Tensor) -> Counter:
     """Examples as a multiset of (pixel bytes, label), so duplicates in a dataset are counted, not merged."""
     flat = x.reshape(len(x), -1).numpy()
-    return Counter((row.tobytes(), int(label)) for row, label in zip(flat, y.tolist()))
+    return Counter((row.tobytes(), int(label)) for row, label in zip(flat, y.tolist(), strict=True))
 
 
 def splits(dataset: Dataset) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -38,11 +38,11 @@ def assert_well_formed(dataset: Dataset) -> None:
         assert x.dtype == torch.float32 and y.dtype == torch.int64, split
         assert x.device.type == "cpu" and x.is_contiguous() and y.is_contiguous(), split
         assert tuple(x.shape[1:]) == dataset.input_shape and y.shape == (len(x),), split
-        assert 0 <= int(y.min()) and int(y.max()) < dataset.num_classes, split
+        assert int(y.min()) >= 0 and int(y.max()) < dataset.num_classes, split
 
 
 def assert_same(a: Dataset, b: Dataset) -> None:
-    for (xa, ya), (xb, yb) in zip(splits(a).values(), splits(b).values()):
+    for (xa, ya), (xb, yb) in zip(splits(a).values(), splits(b).values(), strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
@@ -83,7 +83,7 @@ def test_same_arguments_give_identical_tensors(digits_raw: Dataset) -> None:
 
 def test_data_seed_changes_the_split_but_not_the_sizes(digits_raw: Dataset) -> None:
     other = load_dataset("digits", scaling="none", data_seed=1)
-    for (xa, _), (xb, _) in zip(splits(digits_raw).values(), splits(other).values()):
+    for (xa, _), (xb, _) in zip(splits(digits_raw).values(), splits(other).values(), strict=True):
         assert xa.shape == xb.shape and not torch.equal(xa, xb)
 
 
@@ -162,7 +162,7 @@ def test_load_dataset_scales_every_split_with_training_statistics(scaling: str, 
     dataset = load_dataset("digits", scaling=scaling)
     assert_well_formed(dataset)
     f = fit_scaling(digits_raw.x_train, scaling)
-    for (x, _), (raw, _) in zip(splits(dataset).values(), splits(digits_raw).values()):
+    for (x, _), (raw, _) in zip(splits(dataset).values(), splits(digits_raw).values(), strict=True):
         torch.testing.assert_close(x, f(raw), atol=1e-6, rtol=1e-6)
     assert_same(dataset, scale(digits_raw, scaling))
     train = dataset.x_train
@@ -207,7 +207,7 @@ def test_unknown_scaling_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as error:
         load_dataset("digits", scaling="minmax")
     assert one_line(error).startswith("data.scaling:") and "standard" in str(error.value)
-    with pytest.raises(ConfigError, match="^data.scaling"):
+    with pytest.raises(ConfigError, match=r"^data\.scaling"):
         fit_scaling(torch.zeros(2, 1, 3), "zscore")
 
 
@@ -220,7 +220,7 @@ def test_fraction_outside_open_unit_interval_is_a_config_error(field: str, value
 
 
 def test_fraction_leaving_a_split_empty_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="^data.val_fraction:"):
+    with pytest.raises(ConfigError, match=r"^data\.val_fraction:"):
         load_dataset("digits", val_fraction=1e-4)
 
 
@@ -242,7 +242,8 @@ def mnist1d_first_load(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     dataset = load_dataset("mnist1d", root=root, scaling="none")
     after = random.getstate(), np.random.get_state()
     preserved = after[0] == states[0] and all(
-        np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b for a, b in zip(after[1], states[1])
+        np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+        for a, b in zip(after[1], states[1], strict=True)
     )
     return root, dataset, preserved
 

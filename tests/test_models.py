@@ -89,7 +89,8 @@ def test_mlp_names() -> None:
 def test_cnn_names_and_projection_names() -> None:
     model = make("cnn", DIGITS, depth=4, residual=True)
     names = [n for n, _ in weight_layers(model)]
-    # Block 0 changes channels (1 -> 8), blocks 2 and 3 halve the size: projections; block 1 is an identity skip.
+    # Block 0 changes channels (1 -> 8), blocks 2 and 3 halve the size: projections; block 1 is an
+    # identity skip.
     assert names == [
         "blocks.0.conv",
         "blocks.0.shortcut.conv",

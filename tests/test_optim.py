@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -112,7 +113,7 @@ def test_schedules_give_the_stated_lr_per_epoch():
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_every_schedule_is_non_increasing(name):
     lrs = _lrs(name, epochs=12)
-    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:]))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lrs))
 
 
 def _big_grads() -> list[nn.Parameter]:

@@ -84,5 +84,5 @@ def test_bad_spaces_are_one_line_errors(params, field, allowed):
 
 
 def test_searched_value_in_fixed_is_refused():
-    with pytest.raises(ConfigError, match="fixed.norm"):
+    with pytest.raises(ConfigError, match=r"fixed\.norm"):
         parse_space({"x": "choice(1, 2)"}, {"norm": "choice(none, batch)"})

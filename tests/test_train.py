@@ -199,3 +199,14 @@ def test_every_option_trains(digits, override):
 def test_threads_setting_applies(digits):
     _fit(digits, "trainer.epochs=1", "trainer.threads=1")
     assert torch.get_num_threads() == 1
+
+
+def test_best_val_acc_and_its_first_epoch(digits):
+    """best_val_acc is records.best_value of the history; best_epoch the first epoch reaching it."""
+    from ablate.records import best_value
+
+    result = _fit(digits, "optimizer.lr=1e-9", "trainer.epochs=4")  # too small a step to change val_acc
+    val_accs = [h["val_acc"] for h in result.history]
+    assert val_accs.count(max(val_accs)) > 1  # a tie
+    assert result.final["best_val_acc"] == max(val_accs) == best_value(result.history, "val_acc")
+    assert result.final["best_epoch"] == val_accs.index(max(val_accs)) + 1
