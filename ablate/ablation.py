@@ -123,7 +123,7 @@ def build_design(design: str, *, reference: Mapping[str, Any], tricks: Any) -> D
             previous = name
     else:
         for combo in itertools.product((False, True), repeat=len(keys)):
-            switched = {k for k, flag in zip(keys, combo) if flag}
+            switched = {k for k, flag in zip(keys, combo, strict=True) if flag}
             name = " + ".join(labels[k] for k in keys if k in switched) or "baseline"
             arms[name] = arm(switched)
             for k in keys:

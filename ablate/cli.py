@@ -5,13 +5,18 @@ Exit codes: 0 success, 2 bad input (one line on stderr naming the field), 130 in
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
 from ablate.errors import AblateError
+
+if TYPE_CHECKING:  # the commands import what they need when they run: `ablate --help` stays quick
+    from ablate.sweep.composer import Composed
 
 __all__ = ["main", "run"]
 
@@ -215,14 +220,15 @@ def _worker(args: list[str]) -> int:
         return _fail("storage: missing; pass --storage URL (or set ABLATE_STORAGE) as given to ablate sweep")
     devices = execution.get("devices") or []
     if len(devices) > 1 or not all(isinstance(d, int) and d >= 0 for d in devices):
-        raise ConfigError("devices", devices, "one CUDA device index like [1] (a worker runs one trial at a time)")
+        raise ConfigError("devices", devices,
+                          "one CUDA device index like [1] (a worker runs one trial at a time)")
     if devices:
         os.environ.update(CUDA_VISIBLE_DEVICES=str(devices[0]), ABLATE_DEVICE="cuda")
     run_worker(ns.study, storage, index=ns.index, deadline=ns.deadline, composed=composed)
     return 0
 
 
-def _standby() -> tuple[float | None, object] | None:
+def _standby() -> tuple[float | None, Composed | None] | None:
     """A worker started by ``ablate sweep`` before the study was checked: import, then wait.
 
     The supervisor sends one JSON line on stdin once the study exists: the log to write to, the
@@ -252,7 +258,7 @@ def _standby() -> tuple[float | None, object] | None:
     composed = None
     if go.get("composed"):
         with open(go["composed"], "rb") as f:
-            composed = pickle.load(f)  # written by our own supervisor, for us
+            composed = cast("Composed", pickle.load(f))  # our own supervisor wrote it, for us
     return go.get("deadline"), composed
 
 
@@ -335,10 +341,8 @@ def run() -> None:
     """
     code = main()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nobody is reading any more
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nobody is reading any more
-            pass
     os._exit(code)
 
 

@@ -9,6 +9,7 @@ override should not pay.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -63,10 +64,11 @@ def environment() -> dict[str, str]:
     versions = ", ".join(f"{n} {v(n)}" for n in ("ablate", "torch", "optuna", "mlflow", "hydra-core"))
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     hardware = f"CPU: {cpu} ({os.cpu_count()} cores)"
@@ -86,16 +88,17 @@ def artifact_location(uri: str) -> str | None:
 
 
 def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
+    """The id of experiment ``name`` in the store at ``uri``, created if absent (safe against a race)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
-        return experiment.experiment_id
+        return str(experiment.experiment_id)
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
+        return str(client.create_experiment(name, artifact_location=artifact_location(uri)))
     except Exception:  # another process created it between our look-up and create
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
-        return experiment.experiment_id
+        return str(experiment.experiment_id)
 
 
 _experiment_ids: dict[tuple[str, str], str] = {}
@@ -199,7 +202,8 @@ class RunTracker:
             if (uri, name) not in _experiment_ids:  # a worker's runs share one experiment: look it up once
                 _experiment_ids[uri, name] = get_or_create_experiment(self.client, name, uri)
             self.experiment_id = _experiment_ids[uri, name]
-            run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=cfg.tracking.get("run_name"))
+            run = self.client.create_run(self.experiment_id, tags=all_tags,
+                                         run_name=cfg.tracking.get("run_name"))
             self.run_id, self.run_name = run.info.run_id, run.info.run_name
             if on_created is not None:
                 on_created(self.run_id)
@@ -209,6 +213,12 @@ class RunTracker:
         self.flush_every = float(cfg.tracking.get("flush_every", 0.0))
         self._pending: list[Any] = []
         self._flushed = time.monotonic()
+
+    @property
+    def rid(self) -> str:
+        """The run's id; only read by writes, which run after the run's creation."""
+        assert self.run_id is not None, "the run was not created"
+        return self.run_id
 
     def _write(self, write: Callable[[], None]) -> None:
         """Run an MLflow write now (signals held), or queue it on the writer thread."""
@@ -239,8 +249,8 @@ class RunTracker:
             params = [Param(k, "None" if v is None else str(v)) for k, v in flatten(self.cfg)]
             text = OmegaConf.to_yaml(self.cfg, resolve=True)
             for i in range(0, len(params), _MAX_PARAMS_PER_CALL):
-                self.client.log_batch(self.run_id, params=params[i:i + _MAX_PARAMS_PER_CALL])
-            self.client.log_text(self.run_id, text, R.ARTIFACT_CONFIG)
+                self.client.log_batch(self.rid, params=params[i:i + _MAX_PARAMS_PER_CALL])
+            self.client.log_text(self.rid, text, R.ARTIFACT_CONFIG)
         self._write(write)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, *, flush: bool = True) -> None:
@@ -260,7 +270,7 @@ class RunTracker:
 
         def write() -> None:
             for i in range(0, len(batch), _MAX_METRICS_PER_CALL):
-                self.client.log_batch(self.run_id, metrics=batch[i:i + _MAX_METRICS_PER_CALL])
+                self.client.log_batch(self.rid, metrics=batch[i:i + _MAX_METRICS_PER_CALL])
         self._write(write)
 
     def __call__(self, epoch: int, metrics: Mapping[str, float]) -> bool:
@@ -271,7 +281,10 @@ class RunTracker:
         from mlflow.entities import RunTag
 
         batch = [RunTag(k, str(v)) for k, v in tags.items()]
-        self._write(lambda: self.client.log_batch(self.run_id, tags=batch))
+
+        def write() -> None:
+            self.client.log_batch(self.rid, tags=batch)
+        self._write(write)
 
     def finish(self, final: Mapping[str, float], stop_reason: str, *,
                params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
@@ -299,8 +312,8 @@ class RunTracker:
                 t, all_tags = all_tags[:_MAX_TAGS_PER_CALL], all_tags[_MAX_TAGS_PER_CALL:]
                 room = min(_MAX_ENTITIES_PER_CALL - len(p) - len(t), _MAX_METRICS_PER_CALL)
                 m, metrics = metrics[:room], metrics[room:]
-                self.client.log_batch(self.run_id, metrics=m, params=p, tags=t)
-            self.client.set_terminated(self.run_id, "FINISHED")
+                self.client.log_batch(self.rid, metrics=m, params=p, tags=t)
+            self.client.set_terminated(self.rid, "FINISHED")
         self._write(write)
         if then is None:
             self.wait()
@@ -316,15 +329,12 @@ class RunTracker:
     def _end_failed(self, error: BaseException) -> None:
         from mlflow.entities import RunTag
 
-        try:
-            self.client.log_batch(self.run_id, tags=[RunTag(R.TAG_STATUS, R.FAILED),
-                                                     RunTag(R.TAG_ERROR, _error_text(error))])
-        except Exception:  # noqa: BLE001, S110 - the write that failed may fail again; the status matters more
-            pass
-        try:
-            self.client.set_terminated(self.run_id, "FAILED")
-        except Exception:  # noqa: BLE001, S110 - nothing more can be done from here
-            pass
+        # The write that failed may fail again: the status matters more than the tags.
+        with contextlib.suppress(Exception):
+            self.client.log_batch(self.rid, tags=[RunTag(R.TAG_STATUS, R.FAILED),
+                                                  RunTag(R.TAG_ERROR, _error_text(error))])
+        with contextlib.suppress(Exception):  # nothing more can be done from here
+            self.client.set_terminated(self.rid, "FAILED")
 
     def end(self, status: str, error: BaseException | None = None) -> None:
         from mlflow.entities import RunTag
@@ -339,8 +349,8 @@ class RunTracker:
         if error is not None:
             tags[R.TAG_ERROR] = _error_text(error)
         with signals_deferred():
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-            self.client.set_terminated(self.run_id, status)
+            self.client.log_batch(self.rid, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.set_terminated(self.rid, status)
 
 
 @contextmanager
@@ -446,7 +456,8 @@ def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_numbe
         if parent_run_id:
             experiment = client.get_run(parent_run_id).info.experiment_id
             found = client.search_runs([experiment], filter_string=(
-                f"tags.`{R.TAG_PARENT}` = '{parent_run_id}' and tags.`{R.TAG_TRIAL_NUMBER}` = '{trial_number}' "
+                f"tags.`{R.TAG_PARENT}` = '{parent_run_id}' "
+                f"and tags.`{R.TAG_TRIAL_NUMBER}` = '{trial_number}' "
                 "and attributes.status = 'RUNNING'"))
             runs |= {r.info.run_id for r in found}
     except Exception:  # noqa: BLE001, S110 - the store is unreachable: the id on the trial is all there is

@@ -118,18 +118,21 @@ def asynchronous(args: argparse.Namespace) -> None:
     import statistics
 
     ctx = mp.get_context("spawn")
-    print(f"async: {args.n_trials} trials of {args.short} or {args.long} epochs ({args.data}, {args.model}), "
-          f"half of each in a shuffled queue, 2 worker processes, {args.repeats} repeats (a new queue each)")
+    print(f"async: {args.n_trials} trials of {args.short} or {args.long} epochs "
+          f"({args.data}, {args.model}), half of each in a shuffled queue, 2 worker processes, "
+          f"{args.repeats} repeats (a new queue each)")
     with tempfile.TemporaryDirectory() as shared:
         # the dataset is made once, before the timed runs
         fixed = {"data": args.data, "model": args.model, "data.root": str(Path(shared) / "data")}
         overrides = [f"{k}={v}" for k, v in fixed.items()]
-        make = f"from ablate.config import compose\nfrom ablate.train import load_data\nload_data(compose({overrides!r}))"
+        make = ("from ablate.config import compose\nfrom ablate.train import load_data\n"
+                f"load_data(compose({overrides!r}))")
         subprocess.run([sys.executable, "-c", make], check=True)
         rows = []
         for repeat in range(args.repeats):
             rng = random.Random(repeat)
-            queue = [args.short] * (args.n_trials // 2) + [args.long] * (args.n_trials - args.n_trials // 2)
+            n_short = args.n_trials // 2
+            queue = [args.short] * n_short + [args.long] * (args.n_trials - n_short)
             rng.shuffle(queue)
             rate, took = {}, {}
             for mode in (("barrier", "async") if repeat % 2 == 0 else ("async", "barrier")):
@@ -138,8 +141,9 @@ def asynchronous(args: argparse.Namespace) -> None:
             # took in the free-pulling run: what a perfect scheduler could gain on this queue.
             barrier, free = _schedules(took["async"])
             rows.append((rate["barrier"], rate["async"], barrier / free))
-            print(f"queue {repeat}: barrier {rate['barrier']:6.0f} trials/h, async {rate['async']:6.0f} trials/h, "
-                  f"ratio {rate['async'] / rate['barrier']:.2f}x (ideal for this queue {barrier / free:.2f}x)",
+            print(f"queue {repeat}: barrier {rate['barrier']:6.0f} trials/h, "
+                  f"async {rate['async']:6.0f} trials/h, ratio {rate['async'] / rate['barrier']:.2f}x "
+                  f"(ideal for this queue {barrier / free:.2f}x)",
                   flush=True)
     ratios = [a / b for b, a, _ in rows]
     print(f"async / barrier = {statistics.median(ratios):.2f}x median, {statistics.mean(ratios):.2f}x mean "
@@ -147,7 +151,9 @@ def asynchronous(args: argparse.Namespace) -> None:
           f"{statistics.mean(r[2] for r in rows):.2f}x) (bar >= 1.3)")
 
 
-def _uneven_run(ctx, mode: str, queue: list[int], fixed: dict[str, str], n_trials: int) -> tuple[float, list[float]]:
+def _uneven_run(
+    ctx, mode: str, queue: list[int], fixed: dict[str, str], n_trials: int
+) -> tuple[float, list[float]]:
     """One sweep of the queued trials, freely or at a batch-of-2 barrier: trials/hour and durations."""
     from ablate.sweep import compose_study, prepare_study
 
@@ -191,9 +197,8 @@ def _standalone_fit_time(cwd: Path, study_name: str, trials: list, overrides: li
     The same configs (composed as the worker composes them, with its thread count), no Optuna, no
     MLflow, no worker processes; the data loaded once as a worker does. Returns the total seconds.
     """
-    from ablate.sweep import compose_study, worker_threads
+    from ablate.sweep import TrialComposer, compose_study, worker_threads
     from ablate.train import fit, load_data
-    from ablate.sweep import TrialComposer
 
     here = os.getcwd()
     os.chdir(cwd)
@@ -248,12 +253,14 @@ def overhead(args: argparse.Namespace) -> None:
     starts = [t.datetime_start.timestamp() for t in trials]
     ends = [t.datetime_complete.timestamp() for t in trials]
     inside = sum(e - s - float(t.user_attrs.get(ATTR_TRAIN_TIME, 0.0))
-                 for s, e, t in zip(starts, ends, trials))
-    between = sum(s - e for s, e in zip(starts[1:], ends[:-1]))
-    print(f"wall {wall:.1f} s = training {train:.1f} s + start-up {starts[0] - started:.1f} s (sweep start to "
-          f"the first ask) + {inside:.1f} s inside trials (ask to tell, less training; {inside / len(trials):.3f} "
-          f"s each) + {between:.1f} s between trials + {ended - ends[-1]:.1f} s wind-down")
-    print(f"mean fit() {train / len(trials):.2f} s per trial; wall / training = {wall / train:.2f} (bar <= 1.10)")
+                 for s, e, t in zip(starts, ends, trials, strict=True))
+    between = sum(s - e for s, e in zip(starts[1:], ends[:-1], strict=True))
+    print(f"wall {wall:.1f} s = training {train:.1f} s + start-up {starts[0] - started:.1f} s "
+          f"(sweep start to the first ask) + {inside:.1f} s inside trials (ask to tell, less training; "
+          f"{inside / len(trials):.3f} s each) + {between:.1f} s between trials "
+          f"+ {ended - ends[-1]:.1f} s wind-down")
+    print(f"mean fit() {train / len(trials):.2f} s per trial; wall / training = {wall / train:.2f} "
+          "(bar <= 1.10)")
     print(f"baseline: the same {len(trials)} configs trained back to back by fit() in one process, no "
           f"Optuna/MLflow: {alone:.1f} s; wall / baseline = {wall / alone:.2f}")
 

@@ -134,7 +134,8 @@ def layout_problems(root: Path = PACKAGE) -> list[str]:
         for target, line in _imports(path, module, known):
             library = target.split(".")[0]
             if library in ALLOWED and not _matches(module, ALLOWED[library]):
-                problems.append(f"{module}:{line}: imports {target} (allowed in: {', '.join(sorted(ALLOWED[library]))})")
+                allowed = ", ".join(sorted(ALLOWED[library]))
+                problems.append(f"{module}:{line}: imports {target} (allowed in: {allowed})")
     dotted, plain = _vocabulary()
     dotted_re = re.compile(r"(?<![\w.])(" + "|".join(re.escape(n) for n in sorted(dotted)) + r")(?![\w])")
     for module, path in modules.items():
@@ -172,7 +173,8 @@ def test_a_circle_hidden_in_a_function_is_found(tmp_path):
 
 
 def test_optuna_and_mlflow_outside_their_modules_are_named(tmp_path):
-    root = _tree(tmp_path, {"train.py": "import optuna\n\ndef f():\n    from mlflow.tracking import MlflowClient\n",
+    root = _tree(tmp_path, {"train.py": ("import optuna\n\n"
+                                         "def f():\n    from mlflow.tracking import MlflowClient\n"),
                             "tracking.py": "import mlflow\n",
                             "sweep/__init__.py": "", "sweep/worker.py": "import optuna\n"})
     problems = layout_problems(root)

@@ -21,8 +21,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from ablate.cli import main
 from ablate import records as R
+from ablate.cli import main
 from ablate.records import ATTR_RETRY_OF as RETRY_ATTR
 from ablate.records import ATTR_RUN as RUN_ATTR
 from ablate.records import ATTR_WORKER as WORKER_ATTR
@@ -190,11 +190,13 @@ def test_password_never_leaks(swept, url, tmp_path):
         dest.mkdir(parents=True)
         client.download_artifacts(run.info.run_id, "", str(dest))
     assert password not in "\n".join(dump)
-    study_json = json.loads(next((tmp_path / "artifacts" / parent.info.run_id).rglob("study.json")).read_text())
+    study_file = next((tmp_path / "artifacts" / parent.info.run_id).rglob("study.json"))
+    study_json = json.loads(study_file.read_text())
     assert "***" in study_json["storage"]
     # what Optuna stores (and optuna-dashboard shows): study and trial attributes
     study = optuna.load_study(study_name=name, storage=url)
-    stored = [json.dumps(study.user_attrs), json.dumps(study._storage.get_study_system_attrs(study._study_id))]
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    stored = [json.dumps(study.user_attrs), json.dumps(system_attrs)]
     stored += [json.dumps([t.user_attrs, t.system_attrs], default=str) for t in study.trials]
     assert password not in "\n".join(stored)
     # a report written from the store
@@ -286,7 +288,8 @@ def test_worker_with_another_recipe_is_refused(url, tmp_path, monkeypatch, capsy
     name = _study_file(tmp_path, n_trials=2, workers=1, epochs=1)
     _prepare(tmp_path, name, url, monkeypatch)
     # execution overrides are no recipe: they are returned for the worker, nothing is refused
-    assert check_join(name, url, ["devices=[1]", "trials_per_device=2"]) == {"devices": [1], "trials_per_device": 2}
+    joined = check_join(name, url, ["devices=[1]", "trials_per_device=2"])
+    assert joined == {"devices": [1], "trials_per_device": 2}
     capsys.readouterr()
     assert main(["worker", name, "--storage", url, "params.optimizer=choice(sgd, adamw)"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -299,4 +302,4 @@ def test_worker_with_another_recipe_is_refused(url, tmp_path, monkeypatch, capsy
     path.write_text(path.read_text().replace("trainer.epochs: 1", "trainer.epochs: 2"))
     assert main(["worker", name, "--storage", url]) == 2
     assert "(fixed.trainer.epochs differs)" in capsys.readouterr().err
-    assert not [t for t in _trials(url, name)]  # nothing ran
+    assert not list(_trials(url, name))  # nothing ran

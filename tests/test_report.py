@@ -273,7 +273,7 @@ def test_ablation_report_markdown_and_html(store, tmp_path):
     tables = _tables(text)
     header = {r[0]: r[1] for r in _table_with(tables, "Field")[1:]}
     assert header["Study"] == "abl" and header["Dataset"] == "digits" and header["Model"] == "mlp"
-    assert header["Seeds"] == "0–3 (4 per arm)"  # noqa: RUF001 (the report's en dash)
+    assert header["Seeds"] == "0–3 (4 per arm)"
     assert "12 finished" in header["Runs"] and "1 pruned" in header["Runs"] and "1 failed" in header["Runs"]
     assert header["Versions"] == environment()[records.TAG_VERSIONS]
     assert header["Git commit"] == ((git_commit() or "")[:12] or "not recorded")

@@ -96,9 +96,9 @@ def test_grid_refuses_an_interval_and_unknown_names_are_refused(tmp_path):
     spec = _spec(tmp_path, "grid", "none", "params.optimizer.lr=interval(0.001, 0.1)")
     with pytest.raises(ConfigError, match=r"params\.optimizer\.lr: .*an interval has no grid"):
         grid_of(spec.space.distributions, spec.params)
-    with pytest.raises(ConfigError, match="sampler: 'anneal'.*one of: tpe, random"):
+    with pytest.raises(ConfigError, match=r"sampler: 'anneal'.*one of: tpe, random"):
         build_sampler("anneal")
-    with pytest.raises(ConfigError, match="pruner: 'wait'.*one of: none, median"):
+    with pytest.raises(ConfigError, match=r"pruner: 'wait'.*one of: none, median"):
         build_pruner("wait", epochs=10)
 
 

@@ -21,8 +21,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from ablate.cli import main
 from ablate import records as R
+from ablate.cli import main
 from ablate.records import ATTR_RUN as RUN_ATTR
 from ablate.records import ATTR_WORKER as WORKER_ATTR
 from ablate.sweep import StudySpec, count_states
@@ -96,7 +96,8 @@ def test_torch_threads_are_split_across_workers_unless_the_study_sets_them(tmp_p
     from ablate.sweep import worker_threads
 
     split = worker_threads(1)  # a lone worker: every core
-    for folder, overrides, want in (("split", [], split), ("set", [f"trainer.threads={split + 1}"], split + 1)):
+    cases = (("split", [], split), ("set", [f"trainer.threads={split + 1}"], split + 1))
+    for folder, overrides, want in cases:
         cwd = tmp_path / folder
         cwd.mkdir()
         _study_file(cwd, "threads", """
@@ -151,10 +152,11 @@ def test_progress_prints_plain_lines_on_change_and_every_30_s_when_not_a_termina
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and "\x1b" not in out.getvalue()
     assert lines[0] == "[00:00] 0/4 finished (complete 0, pruned 0, diverged 0, failed 0) running 1"
-    assert lines[1].startswith("[00:06] 1/4 finished (complete 1, pruned 0, diverged 0, failed 0) running 1 | "
-                               "best val_acc 0.9100 (trial 1: optimizer.lr=0.01) | ETA 00:18")
+    assert lines[1].startswith("[00:06] 1/4 finished (complete 1, pruned 0, diverged 0, failed 0) "
+                               "running 1 | best val_acc 0.9100 (trial 1: optimizer.lr=0.01) | ETA 00:18")
     assert lines[2].startswith("[00:36] 1/4 finished") and lines[2].endswith("ETA 01:49")
-    assert lines[3].startswith("[00:37] 2/4 finished (complete 1, pruned 1,") and "best val_acc 0.9100" in lines[3]
+    assert (lines[3].startswith("[00:37] 2/4 finished (complete 1, pruned 1,")
+            and "best val_acc 0.9100" in lines[3])
 
 
 class _Terminal(io.StringIO):
@@ -198,7 +200,8 @@ def test_workers_run_asynchronously(tmp_path):
     # asks for its next trial while its last one's final MLflow writes and tell are under way, so
     # b's tell may come just after c's start.)
     holder = {t.number: t.user_attrs[WORKER_ATTR] for t in trials}
-    assert any(a.datetime_start < c.datetime_start < a.datetime_complete and b.datetime_start < c.datetime_start
+    assert any(a.datetime_start < c.datetime_start < a.datetime_complete
+               and b.datetime_start < c.datetime_start
                and holder[b.number] == holder[c.number] != holder[a.number]
                for a in trials for b in trials for c in trials if len({a.number, b.number, c.number}) == 3)
     workers = {t.user_attrs[WORKER_ATTR] for t in trials}
@@ -217,7 +220,7 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
 def _trials_or_empty(cwd: Path, name: str):
     try:
         return _load(cwd, name).get_trials(deepcopy=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 - polled while the sweep creates and writes it: any failure is "not yet"
         return []
 
 
@@ -278,7 +281,8 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
     # real clients read the storage: Optuna in a fresh process, and optuna-dashboard's API
     code = ("import optuna, sys; from optuna.storages import JournalStorage; "
             "from optuna.storages.journal import JournalFileBackend; "
-            "s = optuna.load_study(study_name='resume_me', storage=JournalStorage(JournalFileBackend(sys.argv[1]))); "
+            "s = optuna.load_study(study_name='resume_me', "
+            "storage=JournalStorage(JournalFileBackend(sys.argv[1]))); "
             "print(len([t for t in s.trials if t.state.name == 'COMPLETE']), s.best_value)")
     fresh = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs/resume_me/journal.log")],
                            capture_output=True, text=True, check=True)
@@ -297,7 +301,7 @@ def _stale_trial(tmp_path: Path, monkeypatch, *, record_id: bool):
         params:
           seed: range(0, 10)
     """)
-    study, spec, parent = prepare_study(compose_study("stale", [], cwd=tmp_path))
+    study, _spec, parent = prepare_study(compose_study("stale", [], cwd=tmp_path))
     trial = study.ask()
     trial.suggest_int("seed", 0, 9)
     client = _client(tmp_path)
@@ -320,13 +324,15 @@ def test_a_stale_trial_and_its_run_are_closed_together_though_ctrl_c_comes_betwe
 
     monkeypatch.setattr(MlflowClient, "set_tag", tag_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        fail_stale_trial(study, stale, killed_hook(load_spec(study).tracking_uri))  # the interrupt is raised once the trial and its run are closed
+        # the interrupt is raised once the trial and its run are closed
+        fail_stale_trial(study, stale, killed_hook(load_spec(study).tracking_uri))
     client = _client(tmp_path)
     assert client.get_run(run).info.status == "KILLED" and client.get_run(run).data.tags["status"] == "killed"
     assert client.get_run(other).info.status == "RUNNING"  # another trial's run is not this one's business
     trials = _load(tmp_path, "stale").trials
     assert trials[stale.number].state == TrialState.FAIL
-    assert [t.user_attrs.get(R.ATTR_RETRY_OF) for t in trials if t.state == TrialState.WAITING] == [stale.number]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs.get(R.ATTR_RETRY_OF) for t in waiting] == [stale.number]
 
 
 def test_a_stale_trials_run_is_found_by_its_tags_when_the_worker_died_before_recording_its_id(

@@ -243,7 +243,8 @@ def test_background_writes_end_the_run_before_then_runs(store, client):
     """A sweep worker's mode: every write on the writer thread, in order; ``then`` follows the end."""
     cfg = _cfg(store, "background")
     seen = []
-    with track_run(cfg, background=True, on_created=lambda run_id: seen.append(("created", run_id))) as tracker:
+    with track_run(cfg, background=True,
+                   on_created=lambda run_id: seen.append(("created", run_id))) as tracker:
         for epoch in (1, 2, 3):
             tracker(epoch, {"val_acc": 0.25 * epoch, "train_loss": 1.0 / epoch})
         tracker.finish(FINAL, "completed", params={"sampled.lr": 0.1}, tags={"optuna.state": "COMPLETE"},

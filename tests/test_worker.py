@@ -25,7 +25,9 @@ from ablate.sweep.storage import open_storage
 from ablate.sweep.worker import Worker, run_worker
 
 
-def _prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str) -> tuple[optuna.Study, str]:
+def _prepared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str
+) -> tuple[optuna.Study, str]:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sweeps").mkdir(exist_ok=True)
     (tmp_path / "sweeps" / f"{name}.yaml").write_text(
@@ -112,7 +114,8 @@ def test_a_trial_that_raises_is_failed_with_its_reason_and_the_worker_goes_on(tm
     assert run_worker("flaky", storage, verbose=False) == 2
     study = _reload("flaky", storage)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1 and failed[0].user_attrs[R.ATTR_ERROR] == "RuntimeError: CUDA error: out of memory"
+    assert len(failed) == 1
+    assert failed[0].user_attrs[R.ATTR_ERROR] == "RuntimeError: CUDA error: out of memory"
     assert count_states(study.trials)["finished"] == 2
     run = _runs(tmp_path, "flaky")[failed[0].user_attrs[R.ATTR_RUN]]
     assert run.info.status == "FAILED" and run.data.tags[R.TAG_STATUS] == R.FAILED

@@ -114,7 +114,7 @@ def _read_artifact(client: Any, run_id: str, path: str) -> str | None:
         with tempfile.TemporaryDirectory() as tmp, _no_progress_bar():
             local = client.download_artifacts(run_id, path, tmp)
             return Path(local).read_text(encoding="utf-8")
-    except Exception:  # an unreadable artifact store: fall back to what the tags say
+    except Exception:  # noqa: BLE001 - an unreadable artifact store: fall back to what the tags say
         return None
 
 
@@ -207,7 +207,7 @@ def _open(tracking_uri: str) -> tuple[Any, list[Any]]:
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         return client, _experiments(client)
-    except Exception as exc:  # any store error becomes one line
+    except Exception as exc:  # noqa: BLE001 - any store error becomes one line
         raise AblateError(f"tracking.uri: cannot read MLflow store {tracking_uri} "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
 
@@ -325,7 +325,7 @@ def _check_objectives(client: Any, runs: pd.DataFrame) -> None:
     for pid in unique(runs[parent_tag]):
         try:
             loaded = _load_spec(client, client.get_run(pid))
-        except Exception:  # an unreadable parent: its runs fit any metric
+        except Exception:  # noqa: BLE001 - an unreadable parent: its runs fit any metric
             loaded = None
         objective[pid] = (loaded or {}).get("metric")
     check_single(pd.DataFrame({"metric": runs[parent_tag].map(objective)}), "metric")

@@ -58,7 +58,7 @@ def reference_arm(kind: ReportDesign, spec: Mapping[str, Any], summary: pd.DataF
     order = [a for a in kind.arm_order(spec) if a in arms] if kind.arm_order is not None else []
     if order:
         return order[-1]
-    counts = Counter(a for c in spec.get("comparisons") or []
+    counts: Counter[str] = Counter(a for c in spec.get("comparisons") or []
                      for a in (c.get("with_arm"), c.get("without_arm")) if a in arms)
     if counts:
         return counts.most_common(1)[0][0]
@@ -161,7 +161,7 @@ def _factorial_step(inputs: Inputs, result: Analysis) -> None:
         frame[label] = runs["arm"].map(lambda a, on=on: on.get(a))
     frame = frame.dropna(subset=list(factors))
     try:
-        result.extras["factorial"] = A.factorial_effects(frame.astype({k: bool for k in factors}), column,
+        result.extras["factorial"] = A.factorial_effects(frame.astype(dict.fromkeys(factors, bool)), column,
                                                          list(factors), ci=CI, n_boot=inputs.n_boot,
                                                          seed=inputs.seed)
     except AblateError as exc:

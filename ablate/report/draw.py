@@ -28,7 +28,7 @@ def _learning_curves(result: Analysis, runs: pd.DataFrame, history: pd.DataFrame
     stats = F.curve_stats(history, runs, shown, metric=curve_metric)
     fmt = metric_format(curve_metric, curve_metric)
     target = result.target if curve_metric == "val_acc" else None
-    caption = (f"{fmt.label} per epoch: mean over seeds, band = min–max over seeds"  # noqa: RUF001 (typographic, as the report prints it)
+    caption = (f"{fmt.label} per epoch: mean over seeds, band = min–max over seeds"
                + (f"; dashed line = convergence target {fmt.level(target, 0)} %" if target else ""))
     hidden = len(result.arms) - len(shown)
     if hidden > 0:
@@ -61,14 +61,14 @@ def _grad_norms(result: Analysis, runs: pd.DataFrame, history: pd.DataFrame) -> 
     if not flagged.empty:
         arms = [str(a) for a in flagged.index[:F.MAX_GRAD_PANELS]]
         why = ("arms whose largest and smallest layer gradient norms are "
-               f"≥ 10^{F.GRAD_SPREAD_DECADES:g}× apart at some epoch (vanishing or exploding "  # noqa: RUF001 (typographic, as the report prints it)
+               f"≥ 10^{F.GRAD_SPREAD_DECADES:g}× apart at some epoch (vanishing or exploding "
                f"gradients): {len(flagged)} of {len(grad)}")
         if len(flagged) > len(arms):
             why += f", the {len(arms)} most extreme drawn"
     else:
         ref = result.reference if result.reference in grad.index else str(grad.index[0])
         arms = [str(ref)]
-        why = (f"no arm's layer gradient norms are ≥ 10^{F.GRAD_SPREAD_DECADES:g}× apart at any epoch; "  # noqa: RUF001 (typographic, as the report prints it)
+        why = (f"no arm's layer gradient norms are ≥ 10^{F.GRAD_SPREAD_DECADES:g}× apart at any epoch; "
                f"the reference arm is drawn")
     return {"grad_norms": (F.grad_norm_curves(history, runs, arms),
                            ("Per-layer gradient norm (log scale, geometric mean over seeds; dark = input "

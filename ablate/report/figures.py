@@ -12,10 +12,13 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn, not at import time
+    from matplotlib.typing import RcKeyType
 
 __all__ = [
     "DPI",
@@ -44,7 +47,7 @@ norm (each the geometric mean over seeds) are 10**2 = 100x apart or more: the si
 between all layers rather than a first/last ratio needs no knowledge of which logged layer comes
 first, which names alone do not tell (``stem``, ``head``, ``blocks.10``)."""
 
-_STYLE = {
+_STYLE: dict[RcKeyType, Any] = {
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -197,7 +200,8 @@ def effect_chart(labels: Sequence[str], effect: Sequence[float], low: Sequence[f
         y = np.arange(n)[::-1]
         up, down = (_POSITIVE, _NEGATIVE) if higher_is_better else (_NEGATIVE, _POSITIVE)
         colours = [up if lo > 0 else down if hi < 0 else _NEUTRAL
-                   for lo, hi in zip(np.nan_to_num(low_a, nan=-np.inf), np.nan_to_num(high_a, nan=np.inf))]
+                   for lo, hi in zip(np.nan_to_num(low_a, nan=-np.inf), np.nan_to_num(high_a, nan=np.inf),
+                                      strict=False)]
         has_ci = ~(np.isnan(low_a) | np.isnan(high_a))
         err = np.vstack([effect_a - low_a, high_a - effect_a])
         for i in range(n):
@@ -314,7 +318,7 @@ def importance_chart(table: pd.DataFrame, *, max_params: int = 15) -> bytes:
     with _figure(6.8, max(1.6, 0.34 * n * max(1, len(evaluators)) ** 0.5 + 0.9)) as (fig, ax):
         y = np.arange(n)[::-1].astype(float)
         height = 0.8 / max(1, len(evaluators))
-        for i, (name, colour) in enumerate(zip(evaluators, _colours(len(evaluators)))):
+        for i, (name, colour) in enumerate(zip(evaluators, _colours(len(evaluators)), strict=True)):
             values = table[name].to_numpy(dtype=np.float64)
             offset = (len(evaluators) - 1) / 2 * height - i * height
             ax.barh(y + offset, np.nan_to_num(values), height=height, color=colour,

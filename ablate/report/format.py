@@ -81,7 +81,7 @@ def metric_format(column: str, base: str) -> MetricFormat:
     return MetricFormat(column, label, 1.0, "", "")
 
 
-def g(value: float) -> str:
+def g(value: float | np.floating[Any]) -> str:
     """Four significant digits, or a dash."""
     return f"{value:.4g}" if np.isfinite(value) else "—"
 
@@ -130,9 +130,9 @@ def seed_ranges(seeds: Sequence[int]) -> str:
         if v == prev + 1:
             prev = v
             continue
-        parts.append(f"{start}" if start == prev else f"{start}–{prev}")  # noqa: RUF001 (typographic, as the report prints it)
+        parts.append(f"{start}" if start == prev else f"{start}–{prev}")
         start = prev = v
-    parts.append(f"{start}" if start == prev else f"{start}–{prev}")  # noqa: RUF001 (typographic, as the report prints it)
+    parts.append(f"{start}" if start == prev else f"{start}–{prev}")
     return ", ".join(parts)
 
 

@@ -143,7 +143,7 @@ def arm_table(result: Analysis) -> Table:
     target = f"{result.target * 100:g} %" if result.target is not None else None
     cols = ["arm", "n", f"mean ± std{fmt.unit()}", "median", "95 % CI", "test acc (%)",
             f"epochs to {target} (share reached)" if target else "epochs to target",
-            "train − val gap (pts)", "diverged", "mean wall time"]  # noqa: RUF001 (typographic, as the report prints it)
+            "train − val gap (pts)", "diverged", "mean wall time"]
     rows = []
     for arm in result.arms:
         r = s.loc[arm]
@@ -163,7 +163,7 @@ def per_arm(page: Page) -> list[Section]:
     section = Section("Per arm")
     section.blocks.append(Paragraph(
         f"Arms sorted by mean {page.result.fmt.label}, best first. n = runs (seeds) with a value; "
-        "95 % CI = bootstrap CI of the mean; train − val gap = last-epoch train acc minus val acc; "  # noqa: RUF001 (typographic, as the report prints it)
+        "95 % CI = bootstrap CI of the mean; train − val gap = last-epoch train acc minus val acc; "
         "wall time = mean training time per run.", note=True))
     section.blocks.append(arm_table(page.result))
     return [section]
@@ -235,7 +235,7 @@ def _seeds_text(runs: pd.DataFrame) -> str:
     per_arm = runs.groupby("arm")["seed"].nunique()
     if len(per_arm):
         lo, hi = int(per_arm.min()), int(per_arm.max())
-        text += f" ({lo} per arm)" if lo == hi else f" ({lo}–{hi} per arm)"  # noqa: RUF001 (typographic, as the report prints it)
+        text += f" ({lo} per arm)" if lo == hi else f" ({lo}–{hi} per arm)"
     return text
 
 
@@ -255,7 +255,7 @@ def _dates_text(meta: Mapping[str, Any]) -> str:
         start, end = when(meta.get("started")), when(meta.get("ended"))
         if end[:10] == start[:10]:
             end = end[11:]  # same day: the time is enough
-        dates += f"; runs {start} – {end}"  # noqa: RUF001 (typographic, as the report prints it)
+        dates += f"; runs {start} – {end}"
     return dates
 
 

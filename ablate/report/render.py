@@ -188,7 +188,7 @@ def render_markdown(report: ReportData) -> tuple[str, dict[str, bytes]]:
             elif isinstance(block, Table):
                 if block.collapsed and block.summary:
                     out += [md_inline(block.summary, block_start=True), ""]
-                out += _md_table(block) + [""]
+                out += [*_md_table(block), ""]
             elif isinstance(block, Figure):
                 file = f"{block.name}.png"
                 files[file] = block.png
@@ -234,10 +234,10 @@ def _html_rich(text: Rich) -> str:
 def _html_table(table: Table, cls: str = "", *, head_row: bool = True) -> str:
     align = table.align or ["l"] * len(table.columns)
     klass = [' class="r"' if a == "r" else "" for a in align]
-    head = "".join(f"<th{k}>{_esc(c)}</th>" for k, c in zip(klass, table.columns))
+    head = "".join(f"<th{k}>{_esc(c)}</th>" for k, c in zip(klass, table.columns, strict=False))
     thead = f"<thead><tr>{head}</tr></thead>" if head_row else ""
-    body = "\n".join("<tr>" + "".join(f"<td{k}>{_esc(c)}</td>" for k, c in zip(klass, row)) + "</tr>"
-                     for row in table.rows)
+    body = "\n".join("<tr>" + "".join(f"<td{k}>{_esc(c)}</td>" for k, c in zip(klass, row, strict=False))
+                     + "</tr>" for row in table.rows)
     attr = f' class="{cls}"' if cls else ""
     text = f"<table{attr}>{thead}\n<tbody>\n{body}\n</tbody></table>"
     if table.collapsed:

@@ -182,4 +182,5 @@ def _check_leaf(base: DictConfig, key: str, dist: Any, grammar: Any) -> None:
         try:
             validate(trial_cfg)
         except ConfigError as exc:
-            raise ConfigError(f"params.{key}", grammar, f"values where {exc.field} is {exc.allowed}") from None
+            raise ConfigError(f"params.{key}", grammar,
+                              f"values where {exc.field} is {exc.allowed}") from None

@@ -91,7 +91,7 @@ def submit_worker(launcher: dict[str, Any], *, folder: Path, study: str, storage
             params["slurm_setup"] = list(launcher["setup"])
     try:
         executor.update_parameters(**params)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - submitit's own checks of the settings: one line
         raise AblateError(f"launcher: {' '.join(str(exc).split())}") from None
     if redact(storage) != storage:  # jobs inherit the environment (sbatch --export=ALL, local jobs)
         os.environ["ABLATE_STORAGE"] = storage

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,7 +49,8 @@ class Progress:
         elapsed = self.clock() - self.started
         n = self.spec.n_trials
         counts = (f"[{clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
-                  f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) running {c['running']}")
+                  f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) "
+                  f"running {c['running']}")
         best = best_trial(trials, self.spec.direction)  # one storage read per refresh, not two
         best_text = ""
         if best is not None:
@@ -115,9 +116,9 @@ def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, w
     """The closing lines of ``ablate sweep``: counts, the best recipe as a command, where to look."""
     trials = study.get_trials(deepcopy=False)
     counts = count_states(trials)
-    lines = [f"Study {spec.name}: {counts['finished']} finished (complete {counts['complete']}, pruned "
-             f"{counts['pruned']}, diverged {counts['diverged']}, failed {counts['failed']}) in "
-             f"{clock(elapsed)} with {workers} worker{'s' if workers != 1 else ''}"]
+    lines = [(f"Study {spec.name}: {counts['finished']} finished (complete {counts['complete']}, pruned "
+              f"{counts['pruned']}, diverged {counts['diverged']}, failed {counts['failed']}) in "
+              f"{clock(elapsed)} with {workers} worker{'s' if workers != 1 else ''}")]
     best = best_trial(trials, spec.direction)
     if best is None:
         lines.append(f"No complete trial yet: no best {spec.metric}.")
@@ -125,7 +126,8 @@ def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, w
         lines.append(f"Best {spec.metric} {best.value:.4f} (trial {best.number}); to train it again:")
         lines.append(f"  {best_command(spec, best)}")
     uri = spec.tracking_uri
-    ui = "ablate ui" + ("" if uri == absolute_uri("sqlite:///mlflow.db", Path.cwd()) else f" tracking.uri={uri}")
+    default = absolute_uri("sqlite:///mlflow.db", Path.cwd())
+    ui = "ablate ui" + ("" if uri == default else f" tracking.uri={uri}")
     lines.append(f"MLflow:  {ui}   (experiment '{spec.experiment}', parent run {parent_run_id})")
     storage = redact(spec.storage)
     shown = os.path.relpath(storage) if "://" not in storage else storage

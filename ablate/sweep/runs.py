@@ -31,7 +31,10 @@ def trial_tags(*, study: str, number: int, worker: str, device: str, arm: str | 
 
 
 def killed_hook(tracking_uri: str) -> KilledHook:
-    """What happens to the MLflow run of a trial whose worker died: it ends KILLED (see ``end_killed_runs``)."""
+    """What happens to the MLflow run of a trial whose worker died: it ends KILLED.
+
+    See :func:`ablate.tracking.end_killed_runs`.
+    """
 
     def end(study: Study, trial: FrozenTrial) -> None:
         if not tracking_uri:

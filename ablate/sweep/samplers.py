@@ -18,7 +18,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from ablate.errors import ConfigError
-from ablate.sweep.spec import PRUNERS, SAMPLERS
+from ablate.sweep.schema import PRUNERS, SAMPLERS
 
 __all__ = ["StopAware", "build_pruner", "build_sampler", "grid_of", "options_of"]
 

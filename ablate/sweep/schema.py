@@ -8,7 +8,7 @@ defaults list (``base_study``, ``sampler: tpe``), so a typo fails at compose tim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -27,7 +27,7 @@ PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "p
 @dataclass
 class SamplerConfig:
     name: str = MISSING
-    seed: Optional[int] = 0  # worker i uses seed + i, so parallel workers do not draw alike
+    seed: int | None = 0  # worker i uses seed + i, so parallel workers do not draw alike
 
 
 @dataclass
@@ -95,8 +95,8 @@ class PatientPrunerConfig(PrunerConfig):
 
 @dataclass
 class ThresholdPrunerConfig(PrunerConfig):
-    lower: Optional[float] = None
-    upper: Optional[float] = None
+    lower: float | None = None
+    upper: float | None = None
     n_warmup_steps: int = 0
     interval_steps: int = 1
 
@@ -108,8 +108,8 @@ class LauncherConfig:
 
 @dataclass
 class SlurmLauncherConfig(LauncherConfig):
-    cluster: Optional[str] = None  # None = auto; "local" runs the jobs on this machine
-    partition: Optional[str] = None
+    cluster: str | None = None  # None = auto; "local" runs the jobs on this machine
+    partition: str | None = None
     timeout_min: int = 60
     nodes: int = 1
     gpus_per_node: int = 0
@@ -121,28 +121,28 @@ class SlurmLauncherConfig(LauncherConfig):
 
 @dataclass
 class StudyConfig:
-    name: Optional[str] = None  # default: the study file's name
+    name: str | None = None  # default: the study file's name
     metric: str = "val_acc"  # reported every epoch (pruning) and optimised (its best epoch)
     direction: str = "maximize"
     fixed: dict[str, Any] = field(default_factory=dict)  # overrides shared by every trial
     params: dict[str, Any] = field(default_factory=dict)  # the search space (sweeper grammar)
     sampler: SamplerConfig = MISSING
     pruner: PrunerConfig = MISSING
-    n_trials: Optional[int] = 20  # finished trials (complete, pruned or diverged) to reach
-    timeout: Optional[float] = None  # seconds; no new trial starts after it
+    n_trials: int | None = 20  # finished trials (complete, pruned or diverged) to reach
+    timeout: float | None = None  # seconds; no new trial starts after it
     workers: int = 1
-    storage: Optional[str] = None  # Optuna storage URL or journal file; null = <out_dir>/journal.log
-    out_dir: Optional[str] = None  # null = runs/<name>
+    storage: str | None = None  # Optuna storage URL or journal file; null = <out_dir>/journal.log
+    out_dir: str | None = None  # null = runs/<name>
     devices: list[int] = field(default_factory=list)  # CUDA device ids; empty = no pinning
     trials_per_device: int = 1
-    experiment: Optional[str] = None  # MLflow experiment; null = the study name
+    experiment: str | None = None  # MLflow experiment; null = the study name
     # RDB storages: a running trial whose worker (on any machine) has not heart-beaten for
     # grace_period seconds is failed and queued again by the next worker that asks.
     heartbeat_interval: int = 60
     grace_period: int = 180
     launcher: Any = None  # local worker processes (null) or slurm (submitit)
     # Ablations (design set): arms x seeds instead of a search over params.
-    design: Optional[str] = None  # leave_one_out | add_one_in | cumulative | factorial
+    design: str | None = None  # leave_one_out | add_one_in | cumulative | factorial
     reference: Any = None  # the full recipe {config path: value}, or best_of:<study>
     tricks: Any = None  # [config path, ...] or {config path: off value}; null = the menu's off value
     seeds: int = 5  # per arm; the same seeds 0..n-1 in every arm, so comparisons are paired

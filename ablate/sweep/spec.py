@@ -239,7 +239,7 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]
         key, sep, value = override.partition("=")
         bare = key.lstrip("+~")
         head = bare.split(".", 1)[0]
-        if not sep or head not in ("fixed", "params") and head in _STUDY_FIELDS:
+        if not sep or (head not in ("fixed", "params") and head in _STUDY_FIELDS):
             study.append(override)
         elif head == "params" and "." in bare:
             params[bare.split(".", 1)[1]] = value
@@ -250,8 +250,9 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]
 
 def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
                fixed: Mapping[str, str], params: Mapping[str, str]) -> StudySpec:
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(raw, dict)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    raw: dict[str, Any] = {str(k): v for k, v in container.items()}  # a study file's keys are names
     raw.pop("hydra", None)
     raw["params"] = {k: v for k, v in _flat(raw["params"]).items() if k not in fixed}
     raw["params"].update(params)
@@ -320,5 +321,6 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     try:
         best = optuna.load_study(study_name=name, storage=storage).best_trial
     except ValueError as exc:
-        raise AblateError(f"reference: study {name!r} has no finished trial to take the best of ({exc})") from None
+        raise AblateError(f"reference: study {name!r} has no finished trial to take the best of "
+                          f"({exc})") from None
     return {**other.fixed, **best.params}

@@ -9,6 +9,7 @@ run is a hook its callers pass in (``on_killed``).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import socket
@@ -104,8 +105,11 @@ def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int
             if not heartbeat_interval:
                 return RDBStorage(url)
             keyword, callback = stale_trial_callback(on_killed)
+            if keyword == "heartbeat_stale_trial_callback":
+                return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                  heartbeat_stale_trial_callback=callback)
             return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                              **{keyword: callback})
+                              failed_trial_callback=callback)  # Optuna before 4.x's rename
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one line without the password
         reason = " ".join(str(exc).split())[:300]
         raise AblateError(f"storage: cannot reach {redact(url)} ({redact_text(reason, url)})") from None
@@ -215,7 +219,8 @@ def stale_trial_callback(on_killed: KilledHook | None = None,
     :func:`retried_from`).
     """
     storages = optuna.storages
-    retry_class = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    retry_class = (getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+                   or storages.RetryFailedTrialCallback)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = retry_class(max_retry=max_retry)
@@ -256,10 +261,8 @@ class Heartbeat:
         while not self.stopped.wait(self.interval):
             held = self.trial_id
             if held is not None:
-                try:
+                with contextlib.suppress(Exception):  # a database hiccup: the next beat tries again
                     self.storage.record_heartbeat(held)
-                except Exception:  # noqa: BLE001, S110 - a database hiccup: the next beat tries again
-                    pass
 
     @staticmethod
     def fail_stale(study: Study) -> None:

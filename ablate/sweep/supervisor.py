@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import optuna
-from optuna.study import Study
+from optuna.study import Study, StudyDirection
 from optuna.trial import TrialState
 
 from ablate import records as R
@@ -61,7 +61,8 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
     try:
         storage.get_study_id_from_name(spec.name)
     except KeyError:
-        study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction)
+        direction = StudyDirection.MAXIMIZE if spec.direction == "maximize" else StudyDirection.MINIMIZE
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction=direction)
         if isinstance(spec.space, AblationSpace):  # every (arm, seed) queued once: the design is the budget
             for params in spec.space.trials():
                 study.enqueue_trial(params)

@@ -31,7 +31,7 @@ from ablate.errors import AblateError, ConfigError
 from ablate.sweep.composer import Composed, TrialComposer
 from ablate.sweep.runs import killed_hook, run_name, trial_tags
 from ablate.sweep.samplers import StopAware, build_pruner, build_sampler, grid_of, options_of
-from ablate.sweep.spec import StudySpec, compose_study, load_spec
+from ablate.sweep.spec import compose_study, load_spec
 from ablate.sweep.storage import (
     Heartbeat,
     fail_and_retry,
@@ -265,7 +265,8 @@ class Worker:
         if pruned_at:
             return _Outcome(value, R.PRUNED, TrialState.PRUNED, pruned_at[0])
         if result.stop_reason == R.DIVERGED:
-            return _Outcome(value, R.DIVERGED, TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL)
+            state = TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL
+            return _Outcome(value, R.DIVERGED, state)
         return _Outcome(value, R.COMPLETED, TrialState.COMPLETE)
 
     def _finish(self, held: _Trial, tracker: RunTracker, result: RunResult, out: _Outcome) -> None:
@@ -348,7 +349,8 @@ def check_join(study_name: str, storage_url: str | None, overrides: Sequence[str
             try:
                 execution[key] = OverridesParser.create().parse_override(override).value()
             except Exception:  # noqa: BLE001 - Hydra's grammar errors: one line naming the field
-                raise ConfigError(key, redact(override.partition("=")[2]), "a value like devices=[0]") from None
+                value = redact(override.partition("=")[2])
+                raise ConfigError(key, value, "a value like devices=[0]") from None
         else:
             recipe.append(override)
     local_file = Path(cwd or os.getcwd()) / "sweeps" / f"{study_name}.yaml"
@@ -360,7 +362,8 @@ def check_join(study_name: str, storage_url: str | None, overrides: Sequence[str
         if differ:
             where = (f"sweeps/{study_name}.yaml" if local_file.is_file() else f"study file {study_name!r}")
             where += " with these overrides" if recipe else ""
-            raise AblateError(f"study: {study_name!r} in {redact(storage_url)} has another recipe than {where} "
+            raise AblateError(f"study: {study_name!r} in {redact(storage_url)} has another recipe than "
+                              f"{where} "
                               f"here ({', '.join(differ[:4])} differ{'s' if len(differ) == 1 else ''}); "
                               "run the same study file and overrides")
     return execution
@@ -374,7 +377,8 @@ def recipe_differences(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> li
         if value == other:
             continue
         if isinstance(value, dict) and isinstance(other, dict):
-            out += [f"{key}.{k}" for k in sorted({*value, *other}, key=str) if value.get(k, ...) != other.get(k, ...)]
+            keys = sorted({*value, *other}, key=str)
+            out += [f"{key}.{k}" for k in keys if value.get(k, ...) != other.get(k, ...)]
         else:
             out.append(key)
     return out
