@@ -747,7 +747,7 @@ def typed_params(runs: pd.DataFrame,
     for key, raw in distributions.items():
         try:
             dists[key] = json_to_distribution(raw) if isinstance(raw, str) else raw
-        except Exception:  # a distribution this Optuna cannot read: leave it out
+        except Exception:  # noqa: BLE001, S112 - a distribution this Optuna cannot read: leave it out
             continue
     table = pd.DataFrame(index=runs.index)
     for key, dist in dists.items():
