@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ablate"
 
 # Where each library may be imported (module names; a trailing ".*" covers a package's modules).
 ALLOWED = {
-    "optuna": {"ablate.sweep.*", "ablate.space", "ablate.analysis"},
-    "mlflow": {"ablate.tracking", "ablate.report.collect"},
+    "optuna": {"ablate.sweep.*", "ablate.space", "ablate.analysis", "ablate.analysis.*"},
+    "mlflow": {"ablate.tracking", "ablate.tracking.*", "ablate.report.collect"},
 }
 # The modules that write or read MLflow tags and Optuna attributes: even a plain-word tag name
 # ("status", "dataset") written out there is a second copy of the vocabulary. (Elsewhere such words
