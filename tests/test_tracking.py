@@ -104,7 +104,7 @@ def test_one_log_batch_per_epoch_with_the_epoch_as_step(store, client, monkeypat
 
 
 def test_many_metrics_are_split_into_batches_mlflow_accepts(store, client, monkeypatch):
-    monkeypatch.setattr(tracking, "_MAX_METRICS_PER_CALL", 4)
+    monkeypatch.setattr(tracking.runs, "_MAX_METRICS_PER_CALL", 4)
     cfg = _cfg(store, "chunks")
     with track_run(cfg) as tracker:
         tracker.log_metrics({f"m{i}": float(i) for i in range(10)}, step=1)
