@@ -21,6 +21,7 @@ from typing import Any
 
 from ablate.errors import ConfigError
 from ablate.menu import OFF_VALUES
+from ablate.space import format_override
 
 __all__ = ["DESIGNS", "Design", "build_design"]
 
@@ -44,8 +45,6 @@ class Design:
 
 
 def _override(key: str, value: Any) -> str:
-    from ablate.space import format_override
-
     return format_override(key, value)
 
 

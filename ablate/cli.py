@@ -1,13 +1,18 @@
 """``ablate <command>``: parse, compose, dispatch, exit codes.
 
 Exit codes: 0 success, 2 bad input (one line on stderr naming the field), 130 interrupted.
+Each command imports what it needs when it runs (Hydra, torch, Optuna, MLflow cost seconds), so
+`ablate --help` and a bad input answer at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
+import json
 import os
+import pickle
 import signal
 import sys
 from collections.abc import Sequence
@@ -155,7 +160,6 @@ def _train(args: list[str]) -> int:
 
 
 def _ui(args: list[str]) -> int:
-    import argparse
 
     from ablate.config import compose
 
@@ -190,7 +194,6 @@ def _sweep(args: list[str]) -> int:
 
 
 def _worker(args: list[str]) -> int:
-    import argparse
 
     parser = argparse.ArgumentParser(prog="ablate worker", description="Pull and run trials of a "
                                      "study until it has its n_trials finished trials.")
@@ -235,8 +238,6 @@ def _standby() -> tuple[float | None, Composed | None] | None:
     deadline and a file holding the composed trial configs. End of input means the study was
     refused. Returns ``(deadline, composed)`` or None.
     """
-    import json
-    import pickle
 
     import torch._dynamo  # noqa: F401 - imported by the first optimizer otherwise (~2 s)
 
@@ -266,7 +267,6 @@ _received: list[int] = []
 
 
 def _report(args: list[str]) -> int:
-    import argparse
 
     from ablate.config import compose
 

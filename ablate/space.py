@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
+from ablate.config import is_group
 from ablate.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ class SearchSpace:
 
     def split(self, params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(config-group choices, field values)`` of one trial's parameters."""
-        from ablate.config import is_group
-
         groups = {k: v for k, v in params.items() if is_group(k)}
         return groups, {k: v for k, v in params.items() if k not in groups}
 

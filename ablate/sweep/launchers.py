@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,6 @@ class SubmititWorker:
         end = None if timeout is None else time.time() + timeout
         while self.poll() is None:
             if end is not None and time.time() > end:
-                import subprocess
-
                 raise subprocess.TimeoutExpired(str(self.job.job_id), timeout or 0)
             time.sleep(0.5)
         return int(self.returncode or 0)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,6 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 @functools.lru_cache(maxsize=1)
 def environment() -> dict[str, str]:
     """Tags that say what produced a run: library versions and the hardware it trained on."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
 
     def v(name: str) -> str:
         try:

@@ -3,6 +3,7 @@ thread that overlaps a trial's last writes with the next trial's training."""
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -42,8 +43,6 @@ class _Writer:
     """
 
     def __init__(self) -> None:
-        import queue
-
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
         self._thread: threading.Thread | None = None
 
