@@ -14,8 +14,7 @@ import pytest
 import torch
 from tiny_datasets import write_cifar10, write_mnist
 
-import ablate.data as data_module
-from ablate.data import DATASETS, SCALINGS, Dataset, fit_scaling, load_dataset, scale
+from ablate.data import DATASETS, SCALINGS, Dataset, fit_scaling, load_dataset, mnist1d_cache, scale
 from ablate.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
@@ -288,10 +287,10 @@ def test_mnist1d_cache_reader_ignores_foreign_or_damaged_files(tmp_path: Path) -
     path = tmp_path / "mnist1d-x.npz"
     path.write_bytes(b"not a zip file")
     with pytest.warns(UserWarning, match="data.root"):
-        assert data_module._read_mnist1d_cache(path, "key") is None
-    data_module._write_atomically(path, {"x_train": np.zeros((1, 1, 40), np.float32)}, key="other")
-    assert data_module._read_mnist1d_cache(path, "key") is None
-    assert data_module._read_mnist1d_cache(tmp_path / "absent.npz", "key") is None
+        assert mnist1d_cache._read_mnist1d_cache(path, "key") is None
+    mnist1d_cache._write_atomically(path, {"x_train": np.zeros((1, 1, 40), np.float32)}, key="other")
+    assert mnist1d_cache._read_mnist1d_cache(path, "key") is None
+    assert mnist1d_cache._read_mnist1d_cache(tmp_path / "absent.npz", "key") is None
 
 
 # --- torchvision datasets on tiny real files -----------------------------------------------------

@@ -1,0 +1,180 @@
+"""Validation of a composed config: ranges and choices per field (:data:`RULES`), and Hydra's and
+OmegaConf's composition errors translated into the same one-line :class:`ConfigError`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
+
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.errors import ConfigError
+from ablate.menu import (
+    ACTIVATIONS,
+    AVERAGINGS,
+    CLIPS,
+    DATASETS,
+    INITS,
+    MODELS,
+    MONITORS,
+    NORMS,
+    OPTIMIZERS,
+    SCALINGS,
+    SCHEDULES,
+)
+
+__all__ = ["RULES", "Rule", "flatten", "translate_compose_error", "validate"]
+
+Rule = Callable[[Any], str | None]  # None when the value is fine, else what is allowed
+
+
+def _one_of(options: Sequence[str]) -> Rule:
+    return lambda v: None if v in options else "one of: " + ", ".join(options)
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False) -> Rule:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (lo is None or (v > lo if lo_open else v >= lo))
+        ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
+        if ok:
+            return None
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+        return "a number " + " and ".join(parts)
+
+    return check
+
+
+def _device(v: Any) -> str | None:
+    ok = v in ("auto", "cpu", "cuda", "mps") or (isinstance(v, str) and v.startswith("cuda:")
+                                                 and v[5:].isdigit())
+    return None if ok else "one of: auto, cpu, cuda, cuda:N, mps"
+
+
+_POSITIVE = _range(0, lo_open=True)
+_NON_NEGATIVE = _range(0)
+_AT_LEAST_ONE = _range(1)
+_FRACTION = _range(0, 1, lo_open=True, hi_open=True)
+
+RULES: dict[str, Rule] = {
+    "data.name": _one_of(DATASETS),
+    "data.scaling": _one_of(SCALINGS),
+    "data.val_fraction": _FRACTION,
+    "data.test_fraction": _FRACTION,
+    "model.name": _one_of(MODELS),
+    "model.depth": _AT_LEAST_ONE,
+    "model.width": _AT_LEAST_ONE,
+    "model.activation": _one_of(ACTIVATIONS),
+    "init.name": _one_of(INITS),
+    "init.bound": _POSITIVE,
+    "optimizer.name": _one_of(OPTIMIZERS),
+    "optimizer.lr": _POSITIVE,
+    "optimizer.momentum": _range(0, 1, hi_open=True),
+    "optimizer.lr_decay": _NON_NEGATIVE,
+    "optimizer.eps": _POSITIVE,
+    "optimizer.alpha": _range(0, 1),
+    "optimizer.beta1": _range(0, 1, hi_open=True),
+    "optimizer.beta2": _range(0, 1, hi_open=True),
+    "clip.name": _one_of(CLIPS),
+    "clip.threshold": _POSITIVE,
+    "schedule.name": _one_of(SCHEDULES),
+    "schedule.gamma": _range(0, 1, lo_open=True),
+    "schedule.step_size": _AT_LEAST_ONE,
+    "schedule.min_lr": _NON_NEGATIVE,
+    "averaging.name": _one_of(AVERAGINGS),
+    "averaging.members": _AT_LEAST_ONE,
+    "averaging.decay": _FRACTION,
+    "averaging.start": _range(0, 1, hi_open=True),
+    "norm": _one_of(NORMS),
+    "dropout": _range(0, 1, hi_open=True),
+    "weight_decay": _NON_NEGATIVE,
+    "l1": _NON_NEGATIVE,
+    "early_stopping.patience": _NON_NEGATIVE,
+    "early_stopping.min_delta": _NON_NEGATIVE,
+    "early_stopping.monitor": _one_of(MONITORS),
+    "trainer.epochs": _AT_LEAST_ONE,
+    "trainer.batch_size": _AT_LEAST_ONE,
+    "trainer.eval_batch_size": _AT_LEAST_ONE,
+    "trainer.threads": _AT_LEAST_ONE,
+    "trainer.device": _device,
+    "tracking.flush_every": _NON_NEGATIVE,
+    "seed": _NON_NEGATIVE,
+}
+
+
+def flatten(cfg: DictConfig | dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``(dotted.key, value)`` for every leaf of a resolved config."""
+    # OmegaConf types to_container for any node (a list, a str...) and any key type; a DictConfig's
+    # container is a dict, and a config's keys are str.
+    if isinstance(cfg, dict):
+        container = cfg
+    else:
+        container = cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True))
+    for key, value in container.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from flatten(value, prefix=path + ".")
+        else:
+            yield path, value
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check every ranged or enumerated field; raise :class:`ConfigError` on the first bad one.
+
+    Returns:
+        The same config, for chaining.
+    """
+    for key, value in flatten(cfg):
+        rule = RULES.get(key)
+        if rule is not None:
+            allowed = rule(value)
+            if allowed is not None:
+                raise ConfigError(key, value, allowed)
+    return cfg
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def translate_compose_error(exc: BaseException) -> ConfigError | None:
+    """Turn Hydra / OmegaConf composition errors into one-line :class:`ConfigError`s."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if isinstance(exc, MissingConfigException):
+        group, _, option = (exc.missing_cfg_file or "").rpartition("/")
+        if group and exc.options:
+            options = sorted(o for o in exc.options if not o.startswith("base_"))
+            return ConfigError(group, option, "one of: " + ", ".join(options))
+        return ConfigError("config", exc.missing_cfg_file, _one_line(str(exc)))
+    if isinstance(exc, OverrideParseException):
+        return ConfigError("override", exc.override, "key=value in Hydra's override grammar ("
+                           + _one_line(exc.message).split(" See ")[0] + ")")
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(cause, OmegaConfBaseException):
+        return None
+    key = cause.full_key or "config"
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+        parent = key.rpartition(".")[0]
+        known = _fields_of(cause.object_type)
+        allowed = f"a field of {parent or 'the config'}" + (f" ({', '.join(known)})" if known else "")
+        return ConfigError(key, cause.key, allowed)
+    msg = _one_line(cause.msg or str(cause))
+    match = re.search(r"could not be converted to (\w+)|is not a valid (bool)", msg)
+    allowed = f"a value of type {(match.group(1) or match.group(2)).lower()}" if match else msg
+    return ConfigError(key, cause.value, allowed)
+
+
+def _fields_of(schema: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
