@@ -78,6 +78,7 @@ def test_arm_overrides_win_over_fixed_ones():
         "data=digits", "trainer.epochs=5", "norm=batch", "seed=1"]
 
 
+@pytest.mark.slow
 def test_small_leave_one_out_end_to_end(tmp_path):
     """ablate sweep runs every (arm, seed) as a child of the study's parent run; the report's
     per-arm table lists every arm with n = seeds."""

@@ -291,6 +291,7 @@ def _check_finished_run(job: Job, overrides: tuple[str, ...], epochs: int, datas
 # --- end to end ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_digits_end_to_end(job_digits):
     run = _check_finished_run(job_digits, DIGITS, epochs=3, dataset="digits")
     p = run.data.params
@@ -300,6 +301,7 @@ def test_train_digits_end_to_end(job_digits):
     assert not (job_digits.home / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_train_mnist1d_cnn_end_to_end(job_mnist1d):
     home = job_mnist1d.home
     overrides = ("data=mnist1d", f"data.root={home / 'data'}", "model=cnn", "optimizer=momentum",
@@ -309,6 +311,7 @@ def test_train_mnist1d_cnn_end_to_end(job_mnist1d):
     assert list((home / "data" / "mnist1d").glob("*.npz")), "the generated dataset is cached under data.root"
 
 
+@pytest.mark.slow
 def test_multirun_records_every_combination(job_multirun):
     job = job_multirun.wait()
     assert job.rc == 0, job.tail
@@ -324,6 +327,7 @@ def test_multirun_records_every_combination(job_multirun):
         MlflowClient(tracking_uri=job.uri).get_experiment_by_name("ablate").experiment_id}
 
 
+@pytest.mark.slow
 def test_diverged_run_finishes_with_stop_reason_diverged(job_diverged):
     job = job_diverged.wait()
     assert job.rc == 0, job.tail
@@ -336,6 +340,7 @@ def test_diverged_run_finishes_with_stop_reason_diverged(job_diverged):
     assert "Traceback" not in job.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_signal_ends_the_run_killed(job_signals, sig):
     job = job_signals[sig].wait()
@@ -399,6 +404,7 @@ def _assert_one_line_error(rc: int, stderr: str, field_name: str, value: str) ->
     assert value in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", IN_SUBPROCESS)
 def test_bad_input_subprocess(job_bad, case):
     job = job_bad[case].wait()
@@ -481,6 +487,7 @@ def job_ui(tmp_path_factory):
     _stop_group(ui.proc)
 
 
+@pytest.mark.slow
 def test_ui_serves_the_store_on_loopback_only(job_ui):
     proc, port, db = job_ui.proc, job_ui.port, job_ui.db
     deadline = time.monotonic() + 60

@@ -29,6 +29,8 @@ from ablate.records import ATTR_WORKER as WORKER_ATTR
 from ablate.sweep import count_states
 from ablate.sweep.worker import check_join
 
+pytestmark = pytest.mark.slow  # real ablate sweep / worker processes against a real server
+
 ABLATE = [sys.executable, "-m", "ablate"]
 URL = os.environ.get("ABLATE_TEST_POSTGRES_URL", "")
 

@@ -62,6 +62,7 @@ def _sweep(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedP
                           timeout=timeout, check=False)
 
 
+@pytest.mark.slow
 def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
     _study_file(tmp_path, "prune_me", """
         n_trials: 4
@@ -92,6 +93,7 @@ def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
     assert states and all(a != b for a, b in itertools.pairwise(states))
 
 
+@pytest.mark.slow
 def test_torch_threads_are_split_across_workers_unless_the_study_sets_them(tmp_path):
     from ablate.sweep import worker_threads
 
@@ -184,6 +186,7 @@ def test_progress_redraws_one_block_in_place_on_a_terminal():
     assert out.getvalue().endswith("\n")
 
 
+@pytest.mark.slow
 def test_workers_run_asynchronously(tmp_path):
     _study_file(tmp_path, "uneven", """
         n_trials: 4
@@ -224,6 +227,7 @@ def _trials_or_empty(cwd: Path, name: str):
         return []
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
     _study_file(tmp_path, "resume_me", """
         n_trials: 6
@@ -433,6 +437,7 @@ def test_composed_rounds_give_each_option_the_node_it_gets_alone():
         assert OmegaConf.get_type(composer.nodes[group, option]) is OmegaConf.get_type(alone)
 
 
+@pytest.mark.slow
 def test_slurm_launcher_submits_workers_with_submitit(tmp_path):
     pytest.importorskip("submitit")
     _study_file(tmp_path, "on_slurm", """
