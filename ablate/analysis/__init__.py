@@ -41,6 +41,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ablate.analysis._checks import METHODS as _METHODS
+from ablate.analysis._checks import check_ci as _check_ci
+from ablate.analysis._checks import numeric as _numeric
+from ablate.analysis._checks import one_line as _one_line
+from ablate.analysis._checks import require_frame as _require_frame
+from ablate.analysis.intervals import CHUNK_ELEMENTS as _CHUNK_ELEMENTS
+from ablate.analysis.intervals import bootstrap_ci
+from ablate.analysis.intervals import ci_columns as _ci_columns
+from ablate.analysis.intervals import ci_ragged as _ci_ragged
 from ablate.errors import AblateError
 from ablate.records import PARAM_SAMPLED
 
@@ -62,161 +71,11 @@ __all__ = [
     "typed_params",
 ]
 
-_STATISTICS = ("mean", "median")
-_METHODS = ("expanded", "percentile")
-# Largest index matrix drawn at once (elements): bounds memory at ~32 MiB whatever the sample
-# size. It depends on n only, so chunking never changes which resamples a seed produces.
-_CHUNK_ELEMENTS = 1 << 22
 # Optuna's PED-ANOVA documentation: "it is preferable to include at least 5 trials above
 # target_quantile"; with fewer, its importances describe a handful of points, not a trend.
 _PED_MIN_TOP_TRIALS = 5
 _PED_TARGET_QUANTILE = 0.1  # PedAnovaImportanceEvaluator's default
 _EVALUATORS = ("fanova", "ped_anova", "mean_decrease_impurity")
-
-
-# --------------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _require_frame(frame: Any, name: str, columns: Iterable[str]) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise AblateError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise AblateError(f"{name}: missing column(s) {', '.join(map(repr, missing))}; "
-                          f"columns are {', '.join(map(str, frame.columns))}")
-
-
-def _numeric(frame: pd.DataFrame, column: str, name: str = "runs") -> pd.Series:
-    """The column as float64; strings are refused rather than silently turned into NaN."""
-    series = frame[column]
-    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
-        return series.astype("float64")
-    try:
-        return pd.to_numeric(series, errors="raise").astype("float64")
-    except (TypeError, ValueError):
-        raise AblateError(f"{name}: column {column!r} is not numeric; pick a metric column "
-                          f"such as best_val_acc") from None
-
-
-def _check_ci(ci: float, n_boot: int) -> None:
-    if not (isinstance(ci, (int, float)) and 0.0 < ci < 1.0):
-        raise AblateError(f"ci: {ci!r} is not allowed; expected a level in (0, 1) such as 0.95")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise AblateError(f"n_boot: {n_boot!r} is not allowed; expected an integer >= 1")
-
-
-def _one_line(value: Any) -> str:
-    return " ".join(str(value).split())
-
-
-# --------------------------------------------------------------------------------------------
-# Bootstrap core
-# --------------------------------------------------------------------------------------------
-
-
-def _resample(x: np.ndarray, n_boot: int, seed: int, statistic: str) -> np.ndarray:
-    """Bootstrap replicates of each column of ``x`` (n, m) -> (n_boot, m).
-
-    Rows are resampled jointly: all columns share the index matrix, which is what a standalone
-    call on any one column would draw with the same seed.
-    """
-    n, m = x.shape
-    # Resample deviations from the first row: a constant sample then gives its value exactly,
-    # and small differences between large values lose no digits in the sums.
-    origin = x[0]
-    x = x - origin
-    rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    out = np.empty((n_boot, m))
-    for start in range(0, n_boot, rows):  # blocks of resamples, vectorised inside
-        stop = min(start + rows, n_boot)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        if statistic == "mean" and m <= 2:
-            for j in range(m):  # a plain gather is cheapest for one or two columns
-                out[start:stop, j] = x[idx, j].mean(axis=1)
-        elif statistic == "mean":
-            # The mean of a resample is (counts of each row) @ x / n: one BLAS product for all
-            # columns instead of gathering an (n_boot, n, m) array.
-            offsets = n * np.arange(stop - start)[:, None]
-            counts = np.bincount((idx + offsets).ravel(), minlength=(stop - start) * n)
-            out[start:stop] = counts.reshape(stop - start, n).astype(np.float64) @ x / n
-        else:
-            for j in range(m):
-                out[start:stop, j] = np.median(x[idx, j], axis=1)
-    replicates: np.ndarray = out + origin  # numpy types the sum with an Any-dtype origin as Any
-    return replicates
-
-
-def _levels(ci: float, n: int, statistic: str, method: str) -> tuple[float, float]:
-    alpha = 1.0 - ci
-    if method == "expanded" and statistic == "mean":
-        # Hesterberg's expanded percentile: pick the normal level whose z equals
-        # sqrt(n/(n-1)) * t_{n-1}, undoing the bootstrap's 1/n variance and z-vs-t narrowness.
-        z = math.sqrt(n / (n - 1)) * stats.t.ppf(1.0 - alpha / 2.0, n - 1)
-        low = float(stats.norm.sf(z))
-        return low, 1.0 - low
-    return alpha / 2.0, 1.0 - alpha / 2.0
-
-
-def _ci_columns(x: np.ndarray, *, ci: float, n_boot: int, seed: int, statistic: str = "mean",
-                method: str = "expanded") -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap CI of each column of ``x`` (n, m) (no NaNs); NaN bounds when n < 2."""
-    n, m = x.shape
-    if n < 2:
-        return np.full(m, np.nan), np.full(m, np.nan)
-    reps = _resample(x, n_boot, seed, statistic)
-    low, high = np.quantile(reps, _levels(ci, n, statistic, method), axis=0)
-    return low, high
-
-
-def _ci_ragged(groups: Sequence[np.ndarray], *, ci: float, n_boot: int, seed: int,
-               method: str = "expanded") -> tuple[np.ndarray, np.ndarray]:
-    """Mean CIs of 1-D arrays of different lengths: groups of equal length share one draw."""
-    low = np.full(len(groups), np.nan)
-    high = np.full(len(groups), np.nan)
-    by_size: dict[int, list[int]] = {}
-    for i, values in enumerate(groups):
-        by_size.setdefault(len(values), []).append(i)
-    for size, members in by_size.items():
-        if size < 2:
-            continue
-        x = np.column_stack([groups[i] for i in members])
-        lo, hi = _ci_columns(x, ci=ci, n_boot=n_boot, seed=seed, method=method)
-        low[members], high[members] = lo, hi
-    return low, high
-
-
-def bootstrap_ci(values: Any, *, ci: float = 0.95, n_boot: int = 2000, seed: int = 0,
-                 statistic: str = "mean", method: str = "expanded") -> tuple[float, float]:
-    """Bootstrap confidence interval of the mean (or median) of a 1-D sample.
-
-    Args:
-        values: 1-D array-like of numbers; NaNs are dropped.
-        ci: Confidence level in (0, 1).
-        n_boot: Number of bootstrap resamples.
-        seed: Seed of the resampling; the same values and seed give the same interval.
-        statistic: ``"mean"`` or ``"median"``.
-        method: ``"expanded"`` (default) widens the percentile levels of a mean for small
-            samples (Hesterberg 2015): on normal data a 95 % interval covers about 93 % at
-            n = 5 and 95 % from n = 10 on; ``"percentile"`` is the plain percentile interval
-            (about 85 % at n = 5, 90 % at n = 10, 92 % at n = 20).
-            The median always uses plain percentile levels.
-
-    Returns:
-        ``(low, high)``; ``(nan, nan)`` when fewer than 2 values remain.
-    """
-    _check_ci(ci, n_boot)
-    if statistic not in _STATISTICS:
-        raise AblateError(f"statistic: {statistic!r} is not allowed; expected one of: mean, median")
-    if method not in _METHODS:
-        raise AblateError(f"method: {method!r} is not allowed; expected one of: expanded, percentile")
-    x = np.asarray(values, dtype=np.float64).ravel()
-    x = x[~np.isnan(x)]
-    low, high = _ci_columns(x[:, None], ci=ci, n_boot=n_boot, seed=seed, statistic=statistic,
-                            method=method)
-    return float(low[0]), float(high[0])
 
 
 # --------------------------------------------------------------------------------------------
