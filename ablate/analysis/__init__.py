@@ -46,6 +46,7 @@ from ablate.analysis._checks import check_ci as _check_ci
 from ablate.analysis._checks import numeric as _numeric
 from ablate.analysis._checks import one_line as _one_line
 from ablate.analysis._checks import require_frame as _require_frame
+from ablate.analysis.arms import arm_summary, check_single, cost, overfitting, stability
 from ablate.analysis.intervals import CHUNK_ELEMENTS as _CHUNK_ELEMENTS
 from ablate.analysis.intervals import bootstrap_ci
 from ablate.analysis.intervals import ci_columns as _ci_columns
@@ -76,114 +77,6 @@ __all__ = [
 _PED_MIN_TOP_TRIALS = 5
 _PED_TARGET_QUANTILE = 0.1  # PedAnovaImportanceEvaluator's default
 _EVALUATORS = ("fanova", "ped_anova", "mean_decrease_impurity")
-
-
-# --------------------------------------------------------------------------------------------
-# Per-arm summaries
-# --------------------------------------------------------------------------------------------
-
-
-def arm_summary(runs: pd.DataFrame, metric: str, *, ci: float = 0.95, n_boot: int = 2000,
-                seed: int = 0, method: str = "expanded") -> pd.DataFrame:
-    """Per-arm distribution of a metric with a bootstrap CI of its mean.
-
-    Args:
-        runs: One row per run with ``arm`` and the metric column.
-        metric: Numeric column to summarise; NaN (diverged / unknown) runs are left out of
-            every statistic but counted in ``n_runs``.
-        ci: Confidence level of the interval.
-        n_boot: Bootstrap resamples.
-        seed: Resampling seed (each arm's interval equals ``bootstrap_ci`` of its values).
-        method: ``"expanded"`` or ``"percentile"``, see :func:`bootstrap_ci`.
-
-    Returns:
-        Indexed by ``arm`` (order of first appearance), columns ``n`` (non-NaN values),
-        ``n_runs``, ``mean``, ``std`` (ddof=1), ``median``, ``ci_low``, ``ci_high``.
-    """
-    _require_frame(runs, "runs", ["arm", metric])
-    _check_ci(ci, n_boot)
-    if method not in _METHODS:
-        raise AblateError(f"method: {method!r} is not allowed; expected one of: expanded, percentile")
-    values = _numeric(runs, metric)
-    grouped = values.groupby(runs["arm"], sort=False)
-    out = pd.DataFrame({
-        "n": grouped.count(),
-        "n_runs": grouped.size(),
-        "mean": grouped.mean(),
-        "std": grouped.std(ddof=1),
-        "median": grouped.median(),
-    })
-    out.index.name = "arm"
-    kept = values.notna()
-    samples = {arm: v.to_numpy() for arm, v in values[kept].groupby(runs["arm"][kept], sort=False)}
-    groups = [samples.get(arm, np.empty(0)) for arm in out.index]
-    out["ci_low"], out["ci_high"] = _ci_ragged(groups, ci=ci, n_boot=n_boot, seed=seed, method=method)
-    return out
-
-
-def overfitting(runs: pd.DataFrame, *, ci: float = 0.95, n_boot: int = 2000, seed: int = 0,
-                method: str = "expanded") -> pd.DataFrame:
-    """Per-arm generalisation gap: ``train_acc - val_acc`` at the last epoch.
-
-    Args:
-        runs: One row per run with ``arm``, ``train_acc`` and ``val_acc``.
-        ci: Confidence level of the interval.
-        n_boot: Bootstrap resamples.
-        seed: Resampling seed.
-        method: ``"expanded"`` or ``"percentile"``, see :func:`bootstrap_ci`.
-
-    Returns:
-        Indexed by ``arm``, columns ``n`` (runs with both accuracies), ``mean_gap``,
-        ``ci_low``, ``ci_high`` (bootstrap CI of the mean gap). A positive gap means the
-        model fits its training data better than held-out data.
-    """
-    _require_frame(runs, "runs", ["arm", "train_acc", "val_acc"])
-    gap = _numeric(runs, "train_acc") - _numeric(runs, "val_acc")
-    table = pd.DataFrame({"arm": runs["arm"].to_numpy(), "gap": gap.to_numpy()})
-    summary = arm_summary(table, "gap", ci=ci, n_boot=n_boot, seed=seed, method=method)
-    return summary[["n", "mean", "ci_low", "ci_high"]].rename(columns={"mean": "mean_gap"})
-
-
-def stability(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-arm divergence counts.
-
-    Args:
-        runs: One row per run with ``arm`` and ``stop_reason``.
-
-    Returns:
-        Indexed by ``arm``, columns ``n_runs``, ``n_diverged`` (``stop_reason ==
-        "diverged"``), ``share_diverged``.
-    """
-    _require_frame(runs, "runs", ["arm", "stop_reason"])
-    diverged = (runs["stop_reason"] == "diverged").astype("int64")
-    grouped = diverged.groupby(runs["arm"], sort=False)
-    out = pd.DataFrame({"n_runs": grouped.size(), "n_diverged": grouped.sum()})
-    out["share_diverged"] = out["n_diverged"] / out["n_runs"]
-    out.index.name = "arm"
-    return out
-
-
-def cost(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-arm compute cost.
-
-    Args:
-        runs: One row per run with ``arm``, ``train_time`` (seconds) and ``epochs_run``.
-
-    Returns:
-        Indexed by ``arm``, columns ``n_runs``, ``mean_train_time``, ``total_train_time``
-        (seconds; NaN times are skipped) and ``mean_epochs_run``.
-    """
-    _require_frame(runs, "runs", ["arm", "train_time", "epochs_run"])
-    time = _numeric(runs, "train_time").groupby(runs["arm"], sort=False)
-    epochs = _numeric(runs, "epochs_run").groupby(runs["arm"], sort=False)
-    out = pd.DataFrame({
-        "n_runs": time.size(),
-        "mean_train_time": time.mean(),
-        "total_train_time": time.sum(),
-        "mean_epochs_run": epochs.mean(),
-    })
-    out.index.name = "arm"
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -711,31 +604,3 @@ def param_importance(trials: pd.DataFrame, distributions: Mapping[str, Any], met
               .reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------------------------
-# Guards
-# --------------------------------------------------------------------------------------------
-
-
-def check_single(runs: pd.DataFrame, column: str) -> Any:
-    """The one value a column holds, refusing tables that mix several (datasets, metrics).
-
-    Args:
-        runs: Any table of runs.
-        column: Column that must be constant (``"dataset"``).
-
-    Returns:
-        The single non-null value, or None when the column is all null.
-
-    Raises:
-        AblateError: The column is absent or holds more than one distinct non-null value.
-    """
-    _require_frame(runs, "runs", [column])
-    values = pd.unique(runs[column].dropna())
-    if len(values) > 1:
-        shown = sorted(_one_line(v) for v in values)
-        listed = ", ".join(shown[:6]) + (f", ... ({len(shown)} in all)" if len(shown) > 6 else "")
-        raise AblateError(f"runs: mixed {column} ({listed}) in one table; select runs of one {column}")
-    if len(values) == 0:
-        return None
-    value = values[0]
-    return value.item() if isinstance(value, np.generic) else value
