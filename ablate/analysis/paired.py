@@ -132,9 +132,30 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
     require_frame(runs, "runs", ["arm", "seed", metric])
     check_ci(ci, n_boot)
     check_method(method)
-    items = [c if isinstance(c, Comparison) else Comparison(*c) for c in comparisons]
+    items = _comparisons(runs, comparisons)
     if not items:
         return pd.DataFrame({c: [] for c in _COMPARE_COLUMNS})
+    arms = {a for c in items for a in (c.with_arm, c.without_arm)}
+    matrix, columns = _seed_by_arm(runs, metric, arms)
+    pairs = [_pair(matrix, columns, c) for c in items]
+    diffs = [w - wo for w, wo in pairs]
+    out = pd.DataFrame([{
+        "label": c.label, "with_arm": c.with_arm, "without_arm": c.without_arm,
+        "n_pairs": d.size,
+        "effect": d.mean() if d.size else math.nan,
+        "p_better": (np.mean(d > 0) + 0.5 * np.mean(d == 0)) if d.size else math.nan,
+    } for c, d in zip(items, diffs, strict=True)])
+    out["p_value"] = _paired_p_values(pairs)
+    out["ci_low"], out["ci_high"] = ci_ragged(diffs, ci=ci, n_boot=n_boot, seed=seed, method=method)
+    out["p_holm"] = holm(out["p_value"].to_numpy())
+    out = out[_COMPARE_COLUMNS].astype({"n_pairs": "int64"})
+    return out.sort_values("effect", ascending=False, na_position="last", kind="stable") \
+              .reset_index(drop=True)
+
+
+def _comparisons(runs: pd.DataFrame, comparisons: Iterable[Comparison | Sequence[str]]) -> list[Comparison]:
+    """The comparisons as :class:`Comparison` objects, refusing unknown arms and self-comparisons."""
+    items = [c if isinstance(c, Comparison) else Comparison(*c) for c in comparisons]
     known = set(runs["arm"].dropna().unique())
     for c in items:
         for arm in (c.with_arm, c.without_arm):
@@ -143,10 +164,16 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
                                   f"arms are {', '.join(map(str, pd.unique(runs['arm'].dropna())))}")
         if c.with_arm == c.without_arm:
             raise AblateError(f"comparisons: {c.label!r} compares arm {c.with_arm!r} with itself")
+    return items
 
-    # One seed x arm table serves every comparison, so each pairing is a column subtraction.
+
+def _seed_by_arm(runs: pd.DataFrame, metric: str, arms: set[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """The metric as a seed x arm matrix (NaN where missing) and each arm's column in it.
+
+    One table serves every comparison, so each pairing is a column subtraction. Refuses an arm
+    with several runs of one seed that have the metric.
+    """
     values = numeric(runs, metric)
-    arms = {a for c in items for a in (c.with_arm, c.without_arm)}
     keep = runs["arm"].isin(arms) & values.notna()
     sub = pd.DataFrame({"arm": runs["arm"][keep], "seed": runs["seed"][keep], "y": values[keep]})
     dup = sub.duplicated(["arm", "seed"], keep=False)
@@ -156,27 +183,12 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
                           f"compare pairs one run per (arm, seed)")
     # reindex: an arm whose runs all have a NaN metric still gets a (fully NaN) column.
     table = sub.pivot(index="seed", columns="arm", values="y").reindex(columns=sorted(arms))
-
     columns = {arm: i for i, arm in enumerate(table.columns)}
-    matrix = table.to_numpy(dtype=np.float64)
-    diffs, pairs, rows = [], [], []
-    for c in items:
-        w, wo = matrix[:, columns[c.with_arm]], matrix[:, columns[c.without_arm]]
-        both = ~(np.isnan(w) | np.isnan(wo))
-        w, wo = w[both], wo[both]
-        d = w - wo
-        diffs.append(d)
-        pairs.append((w, wo))
-        rows.append({
-            "label": c.label, "with_arm": c.with_arm, "without_arm": c.without_arm,
-            "n_pairs": d.size,
-            "effect": d.mean() if d.size else math.nan,
-            "p_better": (np.mean(d > 0) + 0.5 * np.mean(d == 0)) if d.size else math.nan,
-        })
-    out = pd.DataFrame(rows)
-    out["p_value"] = _paired_p_values(pairs)
-    out["ci_low"], out["ci_high"] = ci_ragged(diffs, ci=ci, n_boot=n_boot, seed=seed, method=method)
-    out["p_holm"] = holm(out["p_value"].to_numpy())
-    out = out[_COMPARE_COLUMNS].astype({"n_pairs": "int64"})
-    return out.sort_values("effect", ascending=False, na_position="last", kind="stable") \
-              .reset_index(drop=True)
+    return table.to_numpy(dtype=np.float64), columns
+
+
+def _pair(matrix: np.ndarray, columns: dict[str, int], c: Comparison) -> tuple[np.ndarray, np.ndarray]:
+    """``(with, without)`` values of the seeds where both arms have the metric, in seed order."""
+    w, wo = matrix[:, columns[c.with_arm]], matrix[:, columns[c.without_arm]]
+    both = ~(np.isnan(w) | np.isnan(wo))
+    return w[both], wo[both]
