@@ -66,32 +66,13 @@ def factorial_effects(runs: pd.DataFrame, metric: str, factors: Sequence[str], *
         sorted by |effect| descending.
     """
     factors = list(factors)
-    if not factors or len(set(factors)) != len(factors):
-        raise AblateError("factors: expected a non-empty list of distinct boolean column names")
-    require_frame(runs, "runs", ["seed", metric, *factors])
-    check_ci(ci, n_boot)
-    check_method(method)
+    max_order = _check_design(runs, metric, factors, ci=ci, n_boot=n_boot, max_order=max_order,
+                              method=method)
     k = len(factors)
-    if max_order is None:
-        max_order = k
-    if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 1:
-        raise AblateError(f"max_order: {max_order!r} is not allowed; expected an integer >= 1 or None")
-
-    bits = np.column_stack([_factor_codes(runs, f) for f in factors])
-    cell = bits.astype(np.int64) @ (1 << np.arange(k))
-    y = numeric(runs, metric)
-    table = pd.DataFrame({"seed": runs["seed"].to_numpy(), "cell": cell, "y": y.to_numpy()}).dropna()
-    wide = table.groupby(["seed", "cell"])["y"].mean().unstack("cell").reindex(columns=range(2 ** k))
-    complete = wide.dropna().to_numpy()
-    if complete.shape[0] == 0:
-        raise AblateError(f"factors: no seed has a {metric} in all {2 ** k} on/off combinations of "
-                          f"{', '.join(factors)}; factorial_effects needs a full 2^k design")
-
-    signs = np.where((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1, 1.0, -1.0)  # (cells, k)
+    complete = _complete_seeds(runs, metric, factors)
     terms = [t for order in range(1, min(max_order, k) + 1)
              for t in itertools.combinations(range(k), order)]
-    contrasts = np.column_stack([signs[:, list(t)].prod(axis=1) for t in terms])
-    per_seed = complete @ contrasts / 2 ** (k - 1)  # (seeds, terms)
+    per_seed = complete @ _contrasts(k, terms) / 2 ** (k - 1)  # (seeds, terms)
     low, high = ci_columns(per_seed, ci=ci, n_boot=n_boot, seed=seed, method=method)
     out = pd.DataFrame({
         "term": [":".join(factors[i] for i in t) for t in terms],
@@ -102,3 +83,43 @@ def factorial_effects(runs: pd.DataFrame, metric: str, factors: Sequence[str], *
         "n_seeds": per_seed.shape[0],
     })
     return out.sort_values("effect", key=np.abs, ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _check_design(runs: pd.DataFrame, metric: str, factors: list[str], *, ci: float, n_boot: int,
+                  max_order: int | None, method: str) -> int:
+    """Refuse bad arguments of :func:`factorial_effects`; returns ``max_order`` (None -> k)."""
+    if not factors or len(set(factors)) != len(factors):
+        raise AblateError("factors: expected a non-empty list of distinct boolean column names")
+    require_frame(runs, "runs", ["seed", metric, *factors])
+    check_ci(ci, n_boot)
+    check_method(method)
+    if max_order is None:
+        max_order = len(factors)
+    if isinstance(max_order, bool) or not isinstance(max_order, int) or max_order < 1:
+        raise AblateError(f"max_order: {max_order!r} is not allowed; expected an integer >= 1 or None")
+    return max_order
+
+
+def _complete_seeds(runs: pd.DataFrame, metric: str, factors: list[str]) -> np.ndarray:
+    """(seeds, 2^k) mean metric of each seed in each cell, for the seeds that have every cell.
+
+    Cell c holds the runs whose factor i is on exactly where bit i of c is set.
+    """
+    k = len(factors)
+    bits = np.column_stack([_factor_codes(runs, f) for f in factors])
+    cell = bits.astype(np.int64) @ (1 << np.arange(k))
+    y = numeric(runs, metric)
+    table = pd.DataFrame({"seed": runs["seed"].to_numpy(), "cell": cell, "y": y.to_numpy()}).dropna()
+    wide = table.groupby(["seed", "cell"])["y"].mean().unstack("cell").reindex(columns=range(2 ** k))
+    complete: np.ndarray = wide.dropna().to_numpy()
+    if complete.shape[0] == 0:
+        raise AblateError(f"factors: no seed has a {metric} in all {2 ** k} on/off combinations of "
+                          f"{', '.join(factors)}; factorial_effects needs a full 2^k design")
+    return complete
+
+
+def _contrasts(k: int, terms: Sequence[tuple[int, ...]]) -> np.ndarray:
+    """(2^k cells, terms) contrast matrix: the product of the terms' factor signs (+1 on, -1 off)."""
+    signs = np.where((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1, 1.0, -1.0)  # (cells, k)
+    contrasts: np.ndarray = np.column_stack([signs[:, list(t)].prod(axis=1) for t in terms])
+    return contrasts
