@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,10 @@ from ablate.analysis._checks import numeric, one_line, require_frame
 from ablate.analysis.intervals import CHUNK_ELEMENTS
 from ablate.errors import AblateError
 from ablate.records import PARAM_SAMPLED
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+    from optuna.trial import FrozenTrial
 
 # Optuna's PED-ANOVA documentation: "it is preferable to include at least 5 trials above
 # target_quantile"; with fewer, its importances describe a handful of points, not a trend.
@@ -152,33 +156,58 @@ def param_importance(trials: pd.DataFrame, distributions: Mapping[str, Any], met
     Returns:
         Columns ``param`` and one per evaluator, sorted by the first evaluator descending.
     """
-    import optuna
-
     names = list(distributions)
     require_frame(trials, "trials", [*names, metric])
-    evaluators = list(evaluators)
-    unknown = [e for e in evaluators if e not in _EVALUATORS]
-    if unknown or not evaluators:
-        raise AblateError(f"evaluators: {unknown or evaluators!r} is not allowed; expected names "
-                          f"among {', '.join(_EVALUATORS)}")
+    evaluators = _check_evaluators(evaluators)
     objective = numeric(trials, metric, "trials")
     finite = np.isfinite(objective.to_numpy())
     n_trials = int(finite.sum())
     if n_trials < 2:
         raise AblateError(f"trials: {n_trials} trial(s) with a finite {metric}; importances need at least 2")
+    built = _frozen_trials(trials.loc[finite, names], objective[finite], distributions)
+    study = _study(built, maximize=maximize)
+    out = pd.DataFrame({"param": names})
+    for name in evaluators:
+        result = _evaluate(study, name, n_trials)
+        out[name] = [float(result[p]) if p in result else math.nan for p in names]
+    return out.sort_values(evaluators[0], ascending=False, na_position="last", kind="stable") \
+              .reset_index(drop=True)
 
+
+def _check_evaluators(evaluators: Sequence[str]) -> list[str]:
+    """The evaluator names as a list, refusing an empty one or unknown names."""
+    evaluators = list(evaluators)
+    unknown = [e for e in evaluators if e not in _EVALUATORS]
+    if unknown or not evaluators:
+        raise AblateError(f"evaluators: {unknown or evaluators!r} is not allowed; expected names "
+                          f"among {', '.join(_EVALUATORS)}")
+    return evaluators
+
+
+def _frozen_trials(params: pd.DataFrame, objective: pd.Series,
+                   distributions: Mapping[str, Any]) -> list[FrozenTrial]:
+    """One finished Optuna trial per row; a None or NaN value is a parameter not sampled."""
+    import optuna
+
+    names = list(distributions)
     built = []
-    for row, value in zip(trials.loc[finite, names].itertuples(index=False), objective[finite], strict=True):
-        params = {}
+    for row, value in zip(params.itertuples(index=False), objective, strict=True):
+        sampled = {}
         for name, raw in zip(names, row, strict=False):  # as before: a duplicated column is not checked
             if raw is None or (isinstance(raw, float) and math.isnan(raw)):
                 continue
-            params[name] = raw.item() if isinstance(raw, np.generic) else raw
+            sampled[name] = raw.item() if isinstance(raw, np.generic) else raw
         try:
             built.append(optuna.trial.create_trial(
-                params=params, distributions={n: distributions[n] for n in params}, value=float(value)))
+                params=sampled, distributions={n: distributions[n] for n in sampled}, value=float(value)))
         except ValueError as error:
             raise AblateError(f"trials: a row does not fit the distributions: {one_line(error)}") from None
+    return built
+
+
+def _study(built: list[FrozenTrial], *, maximize: bool) -> Study:
+    """An in-memory study holding the trials, created without Optuna's INFO log line."""
+    import optuna
 
     # create_study logs at INFO; quieten it for this call only and restore the caller's level.
     verbosity = optuna.logging.get_verbosity()
@@ -188,25 +217,26 @@ def param_importance(trials: pd.DataFrame, distributions: Mapping[str, Any], met
     finally:
         optuna.logging.set_verbosity(verbosity)
     study.add_trials(built)
+    return study
+
+
+def _evaluate(study: Study, name: str, n_trials: int) -> dict[str, float]:
+    """Importances from evaluator ``name``; empty when it raises or PED-ANOVA has too few top trials."""
+    import optuna
 
     factories: dict[str, Callable[[], Any]] = {
         "fanova": lambda: optuna.importance.FanovaImportanceEvaluator(seed=0),
         "ped_anova": lambda: optuna.importance.PedAnovaImportanceEvaluator(),
         "mean_decrease_impurity": lambda: optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0),
     }
-    out = pd.DataFrame({"param": names})
-    for name in evaluators:
-        result: dict[str, float] = {}
-        enough = name != "ped_anova" or math.ceil(_PED_TARGET_QUANTILE * n_trials) >= _PED_MIN_TOP_TRIALS
-        if enough:
-            with warnings.catch_warnings():
-                # Optuna warns about small samples; the NaN rule above is what we report.
-                warnings.simplefilter("ignore")
-                try:
-                    result = _importances(study, factories[name]())
-                except Exception:  # noqa: BLE001 - a failing evaluator is reported as NaN, per docstring
-                    result = {}
-        out[name] = [float(result[p]) if p in result else math.nan for p in names]
-    return out.sort_values(evaluators[0], ascending=False, na_position="last", kind="stable") \
-              .reset_index(drop=True)
-
+    result: dict[str, float] = {}
+    enough = name != "ped_anova" or math.ceil(_PED_TARGET_QUANTILE * n_trials) >= _PED_MIN_TOP_TRIALS
+    if enough:
+        with warnings.catch_warnings():
+            # Optuna warns about small samples; the NaN rule above is what we report.
+            warnings.simplefilter("ignore")
+            try:
+                result = _importances(study, factories[name]())
+            except Exception:  # noqa: BLE001 - a failing evaluator is reported as NaN, per docstring
+                result = {}
+    return result
