@@ -1,0 +1,68 @@
+"""Statistics over tables of runs: what each trick contributes, with honest uncertainty.
+
+Everything here is a pure function of pandas DataFrames (no MLflow, no torch), so it can be
+used from a notebook as well as from the report.
+
+Inputs:
+
+* ``runs``: one row per run with ``run_id``, ``arm`` (the design cell: ``"reference"``,
+  ``"-norm"``, ``"+dropout"``), ``seed`` (the same seed list in every arm, so runs pair by
+  seed) and metric columns (``best_val_acc``, ``test_acc``, ``val_acc``, ``train_acc``,
+  ``epochs_run``, ``train_time``, ...; NaN = diverged / unknown) and ``stop_reason``
+  (``completed | early_stopped | diverged | stopped | pruned``).
+* ``history``: long format, one row per (run, metric, epoch): ``run_id``, ``metric``,
+  ``step`` (1-based epoch), ``value``.
+
+Conventions:
+
+* Tables "by arm" are indexed by ``arm`` in order of first appearance in ``runs``.
+* Confidence intervals are bootstrap intervals computed with vectorised resampling (one
+  ``numpy`` index matrix per sample size, never a Python loop over resamples). By default the
+  levels of the percentile interval of a *mean* are widened for small samples, the "expanded
+  percentile" bootstrap (Hesterberg 2015, *What teachers should know about the bootstrap*):
+  the plain percentile interval of a mean is too narrow by the factors ``sqrt((n-1)/n)`` and
+  ``z/t_{n-1}`` and covers only about 90 % at n = 10 seeds and 85 % at n = 5 when 95 % is
+  asked for. ``method="percentile"`` gives the textbook interval.
+* A bootstrap with a given ``seed`` depends only on the values resampled, never on the other
+  arms or comparisons in the same call: each column is resampled with the index matrix that
+  ``bootstrap_ci(values, seed=seed)`` would draw.
+
+The modules, one job each (this package re-exports their public names):
+
+============  ====================================================================================
+intervals     bootstrap confidence intervals (vectorised resampling, expanded levels): bootstrap_ci
+arms          per-arm tables of runs: arm_summary, overfitting, stability, cost; check_single
+paired        paired-by-seed contrasts of arms: Comparison, compare, holm
+curves        learning curves: epochs_to_target, convergence
+factorial     replicated 2^k designs: factorial_effects
+search        hyperparameter searches: expected_best, typed_params, param_importance (Optuna, lazily)
+_checks       the argument and frame checks the others share
+============  ====================================================================================
+"""
+
+from __future__ import annotations
+
+from ablate.analysis.arms import arm_summary, check_single, cost, overfitting, stability
+from ablate.analysis.curves import convergence, epochs_to_target
+from ablate.analysis.factorial import factorial_effects
+from ablate.analysis.intervals import bootstrap_ci
+from ablate.analysis.paired import Comparison, compare, holm
+from ablate.analysis.search import expected_best, param_importance, typed_params
+
+__all__ = [
+    "Comparison",
+    "arm_summary",
+    "bootstrap_ci",
+    "check_single",
+    "compare",
+    "convergence",
+    "cost",
+    "epochs_to_target",
+    "expected_best",
+    "factorial_effects",
+    "holm",
+    "overfitting",
+    "param_importance",
+    "stability",
+    "typed_params",
+]

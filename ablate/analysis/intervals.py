@@ -1,0 +1,133 @@
+"""Bootstrap confidence intervals, vectorised: the resampling every other analysis module uses.
+
+Confidence intervals are bootstrap intervals computed with vectorised resampling (one ``numpy``
+index matrix per sample size, never a Python loop over resamples). By default the levels of the
+percentile interval of a *mean* are widened for small samples, the "expanded percentile" bootstrap
+(Hesterberg 2015, *What teachers should know about the bootstrap*): the plain percentile interval
+of a mean is too narrow by the factors ``sqrt((n-1)/n)`` and ``z/t_{n-1}`` and covers only about
+90 % at n = 10 seeds and 85 % at n = 5 when 95 % is asked for. ``method="percentile"`` gives the
+textbook interval.
+
+A bootstrap with a given ``seed`` depends only on the values resampled, never on the other columns
+resampled in the same call: each column is resampled with the index matrix that
+``bootstrap_ci(values, seed=seed)`` would draw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ablate.analysis._checks import check_ci, check_method
+from ablate.errors import AblateError
+
+_STATISTICS = ("mean", "median")
+# Largest index matrix drawn at once (elements): bounds memory at ~32 MiB whatever the sample
+# size. It depends on n only, so chunking never changes which resamples a seed produces.
+CHUNK_ELEMENTS = 1 << 22
+
+
+def _resample(x: np.ndarray, n_boot: int, seed: int, statistic: str) -> np.ndarray:
+    """Bootstrap replicates of each column of ``x`` (n, m) -> (n_boot, m).
+
+    Rows are resampled jointly: all columns share the index matrix, which is what a standalone
+    call on any one column would draw with the same seed.
+    """
+    n, m = x.shape
+    # Resample deviations from the first row: a constant sample then gives its value exactly,
+    # and small differences between large values lose no digits in the sums.
+    origin = x[0]
+    x = x - origin
+    rng = np.random.default_rng(seed)
+    rows = max(1, CHUNK_ELEMENTS // n)
+    out = np.empty((n_boot, m))
+    for start in range(0, n_boot, rows):  # blocks of resamples, vectorised inside
+        stop = min(start + rows, n_boot)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        if statistic == "mean" and m <= 2:
+            for j in range(m):  # a plain gather is cheapest for one or two columns
+                out[start:stop, j] = x[idx, j].mean(axis=1)
+        elif statistic == "mean":
+            # The mean of a resample is (counts of each row) @ x / n: one BLAS product for all
+            # columns instead of gathering an (n_boot, n, m) array.
+            offsets = n * np.arange(stop - start)[:, None]
+            counts = np.bincount((idx + offsets).ravel(), minlength=(stop - start) * n)
+            out[start:stop] = counts.reshape(stop - start, n).astype(np.float64) @ x / n
+        else:
+            for j in range(m):
+                out[start:stop, j] = np.median(x[idx, j], axis=1)
+    replicates: np.ndarray = out + origin  # numpy types the sum with an Any-dtype origin as Any
+    return replicates
+
+
+def _levels(ci: float, n: int, statistic: str, method: str) -> tuple[float, float]:
+    alpha = 1.0 - ci
+    if method == "expanded" and statistic == "mean":
+        # Hesterberg's expanded percentile: pick the normal level whose z equals
+        # sqrt(n/(n-1)) * t_{n-1}, undoing the bootstrap's 1/n variance and z-vs-t narrowness.
+        z = math.sqrt(n / (n - 1)) * stats.t.ppf(1.0 - alpha / 2.0, n - 1)
+        low = float(stats.norm.sf(z))
+        return low, 1.0 - low
+    return alpha / 2.0, 1.0 - alpha / 2.0
+
+
+def ci_columns(x: np.ndarray, *, ci: float, n_boot: int, seed: int, statistic: str = "mean",
+               method: str = "expanded") -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap CI of each column of ``x`` (n, m) (no NaNs); NaN bounds when n < 2."""
+    n, m = x.shape
+    if n < 2:
+        return np.full(m, np.nan), np.full(m, np.nan)
+    reps = _resample(x, n_boot, seed, statistic)
+    low, high = np.quantile(reps, _levels(ci, n, statistic, method), axis=0)
+    return low, high
+
+
+def ci_ragged(groups: Sequence[np.ndarray], *, ci: float, n_boot: int, seed: int,
+              method: str = "expanded") -> tuple[np.ndarray, np.ndarray]:
+    """Mean CIs of 1-D arrays of different lengths: groups of equal length share one draw."""
+    low = np.full(len(groups), np.nan)
+    high = np.full(len(groups), np.nan)
+    by_size: dict[int, list[int]] = {}
+    for i, values in enumerate(groups):
+        by_size.setdefault(len(values), []).append(i)
+    for size, members in by_size.items():
+        if size < 2:
+            continue
+        x = np.column_stack([groups[i] for i in members])
+        lo, hi = ci_columns(x, ci=ci, n_boot=n_boot, seed=seed, method=method)
+        low[members], high[members] = lo, hi
+    return low, high
+
+
+def bootstrap_ci(values: Any, *, ci: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                 statistic: str = "mean", method: str = "expanded") -> tuple[float, float]:
+    """Bootstrap confidence interval of the mean (or median) of a 1-D sample.
+
+    Args:
+        values: 1-D array-like of numbers; NaNs are dropped.
+        ci: Confidence level in (0, 1).
+        n_boot: Number of bootstrap resamples.
+        seed: Seed of the resampling; the same values and seed give the same interval.
+        statistic: ``"mean"`` or ``"median"``.
+        method: ``"expanded"`` (default) widens the percentile levels of a mean for small
+            samples (Hesterberg 2015): on normal data a 95 % interval covers about 93 % at
+            n = 5 and 95 % from n = 10 on; ``"percentile"`` is the plain percentile interval
+            (about 85 % at n = 5, 90 % at n = 10, 92 % at n = 20).
+            The median always uses plain percentile levels.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when fewer than 2 values remain.
+    """
+    check_ci(ci, n_boot)
+    if statistic not in _STATISTICS:
+        raise AblateError(f"statistic: {statistic!r} is not allowed; expected one of: mean, median")
+    check_method(method)
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[~np.isnan(x)]
+    low, high = ci_columns(x[:, None], ci=ci, n_boot=n_boot, seed=seed, statistic=statistic,
+                           method=method)
+    return float(low[0]), float(high[0])
