@@ -105,6 +105,7 @@ def _train_help(args: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from ablate.config import CONF_DIR, compose
+    from ablate.menu import NORMS
 
     overrides, _ = _split_overrides(args)
     try:
@@ -118,7 +119,7 @@ def _train_help(args: list[str]) -> int:
     for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
         options = sorted(f.stem for f in group.glob("*.yaml"))
         print(f"  {group.name}: {', '.join(options)}")
-    print("  norm: none, batch, layer\n")
+    print(f"  norm: {', '.join(NORMS)}\n")  # a plain field (no config group): listed from the menu
     print("== Composed config (every field can be overridden) ==")
     print(OmegaConf.to_yaml(cfg), end="")
     return 0
