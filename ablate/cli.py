@@ -105,7 +105,7 @@ def _train_help(args: list[str]) -> int:
     from omegaconf import OmegaConf
 
     from ablate.config import CONF_DIR, compose
-    from ablate.menu import NORMS
+    from ablate.menu import CLIP_TARGETS, NORMS
 
     overrides, _ = _split_overrides(args)
     try:
@@ -119,7 +119,10 @@ def _train_help(args: list[str]) -> int:
     for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
         options = sorted(f.stem for f in group.glob("*.yaml"))
         print(f"  {group.name}: {', '.join(options)}")
-    print(f"  norm: {', '.join(NORMS)}\n")  # a plain field (no config group): listed from the menu
+    # Plain fields (no config group), listed from the menu.
+    print(f"  norm: {', '.join(NORMS)}")
+    print(f"  clip.to: {', '.join(CLIP_TARGETS)} "
+          "(with clip=norm: above clip.threshold, rescale to it or to 1)\n")
     print("== Composed config (every field can be overridden) ==")
     print(OmegaConf.to_yaml(cfg), end="")
     return 0

@@ -9,18 +9,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablate.models import WEIGHT_LAYERS, weight_parameters
+
 __all__ = ["Probe"]
 
 
 class Probe:
     """Per-layer activation std (forward hooks) and gradient norm of every Linear / Conv layer.
 
-    Armed for one training batch per epoch, so the cost is a few small reductions per epoch.
+    A layer's gradient norm is that of its weight; under weight normalisation, of its two trained
+    tensors together, ``sqrt(||dL/dg||^2 + ||dL/dv||^2)``. Armed for one training batch per epoch, so
+    the cost is a few small reductions per epoch.
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.layers = [(name, m) for name, m in model.named_modules()
-                       if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+        self.layers = [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+        self.weights = [weight_parameters(m) for _, m in self.layers]
+        self.one_tensor_each = all(len(w) == 1 for w in self.weights)
         self.act_std: list[torch.Tensor] = []
         self.handles: list[Any] = []
 
@@ -49,6 +54,14 @@ class Probe:
         for h in self.handles:
             h.remove()
         self.handles = []
-        weights = [m.weight for _, m in self.layers]
-        grads = [w.grad if w.grad is not None else torch.zeros_like(w) for w in weights]
-        return torch.stack([*torch._foreach_norm(grads), *self.act_std]).float()
+        flat = [w for ws in self.weights for w in ws]
+        norms = list(torch._foreach_norm([w.grad if w.grad is not None else torch.zeros_like(w)
+                                          for w in flat]))
+        if not self.one_tensor_each:  # weight norm: combine each layer's g and v norms
+            per_layer: list[torch.Tensor] = []
+            i = 0
+            for ws in self.weights:
+                per_layer.append(torch.linalg.vector_norm(torch.stack(norms[i:i + len(ws)])))
+                i += len(ws)
+            norms = per_layer
+        return torch.stack([*norms, *self.act_std]).float()

@@ -33,7 +33,7 @@ from torch import nn
 
 from ablate.errors import ConfigError
 from ablate.menu import INITS
-from ablate.models import ACTIVATIONS, WEIGHT_LAYERS
+from ablate.models import ACTIVATIONS, WEIGHT_LAYERS, is_weight_normed, weight_parameters
 
 __all__ = ["INITS", "apply_init", "fans"]
 
@@ -107,7 +107,10 @@ def apply_init(model: nn.Module, scheme: str, *, activation: str = "relu", bound
     - ``xavier``: N(0, 2/(n_in + n_out)) (Glorot, gain 1).
     - ``kaiming``: N(0, gain²/n_in) (He), gain = ``torch.nn.init.calculate_gain(activation)``.
 
-    Every scheme but ``default`` sets biases to 0. Norm layers are never touched.
+    Every scheme but ``default`` sets biases to 0. Norm layers are never touched. Under weight
+    normalisation (``norm=weight``, ``w = g v / ||v||``) a scheme draws the direction ``v`` as it would
+    draw ``w`` and sets the gain ``g`` to ``||v||`` per output unit, so the initial ``w`` is the drawn
+    weight, exactly as without weight norm.
 
     Args:
         model: The module to initialise (any module; its Linear/Conv layers are found recursively).
@@ -138,6 +141,11 @@ def apply_init(model: nn.Module, scheme: str, *, activation: str = "relu", bound
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, WEIGHT_LAYERS):
-                draw(module.weight, activation, float(bound))
+                if is_weight_normed(module):  # w = g v / ||v||: draw the direction v, g = ||v||
+                    gain, direction = weight_parameters(module)
+                    draw(direction, activation, float(bound))
+                    gain.copy_(torch.linalg.vector_norm(direction.flatten(1), dim=1).view_as(gain))
+                else:
+                    draw(module.weight, activation, float(bound))
                 if module.bias is not None:
                     module.bias.zero_()

@@ -7,18 +7,19 @@ import these, so a bad value is reported without paying for torch's import.
 from __future__ import annotations
 
 __all__ = [
-    "ACTIVATIONS", "AVERAGINGS", "CLIPS", "DATASETS", "INITS", "MODELS", "MONITORS", "NORMS",
+    "ACTIVATIONS", "AVERAGINGS", "CLIPS", "CLIP_TARGETS", "DATASETS", "INITS", "MODELS", "MONITORS", "NORMS",
     "OFF_VALUES", "OPTIMIZERS", "SCALINGS", "SCHEDULES",
 ]
 
 DATASETS = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
 SCALINGS = ("none", "unit", "symmetric", "standard")
-MODELS = ("mlp", "cnn", "resnet")
+MODELS = ("mlp", "cnn", "resnet", "inception")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
-NORMS = ("none", "batch", "layer")
+NORMS = ("none", "batch", "layer", "weight")
 INITS = ("default", "uniform", "normal", "gaussian", "xavier", "kaiming")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "normalized")
 CLIPS = ("none", "norm", "value")
+CLIP_TARGETS = ("threshold", "unit")  # clip=norm: rescale to the threshold, or divide by the norm
 SCHEDULES = ("constant", "exponential", "step", "cosine")
 AVERAGINGS = ("none", "ensemble", "ema", "swa")
 MONITORS = ("val_acc", "val_loss")
@@ -32,6 +33,7 @@ OFF_VALUES: dict[str, object] = {
     "weight_decay": 0.0,
     "l1": 0.0,
     "clip": "none",
+    "clip.to": "threshold",
     "schedule": "constant",
     "early_stopping.patience": 0,
     "averaging": "none",

@@ -14,12 +14,14 @@ import torch
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.menu import CLIPS, OPTIMIZERS, SCHEDULES
+from ablate.menu import CLIP_TARGETS, CLIPS, OPTIMIZERS, SCHEDULES
 
 __all__ = [
     "CLIPS",
+    "CLIP_TARGETS",
     "OPTIMIZERS",
     "SCHEDULES",
+    "NormalizedGD",
     "build_optimizer",
     "build_schedule",
     "clip_gradients",
@@ -29,21 +31,87 @@ __all__ = [
 
 
 
+_WEIGHT_NORM_GAIN = "parametrizations.weight.original0"  # g of w = g v / ||v|| (norm=weight)
+
+
 def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Split parameters by shape: weight matrices and kernels are decayed; biases and norm gains are not.
 
     Shrinking a bias or a BatchNorm gain towards zero does not reduce the model's capacity, it only
     fights normalisation, so (as in nanoGPT and timm) only tensors with two or more dimensions decay.
+    Weight normalisation's gain ``g`` (shape ``(out, 1, ...)``) is a gain too and is not decayed; its
+    direction ``v`` is.
 
     Returns:
         ``(decayed, not_decayed)`` lists of trainable parameters.
     """
     decayed: list[nn.Parameter] = []
     other: list[nn.Parameter] = []
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decayed if p.ndim >= 2 else other).append(p)
+            (decayed if p.ndim >= 2 and not name.endswith(_WEIGHT_NORM_GAIN) else other).append(p)
     return decayed, other
+
+
+class NormalizedGD(torch.optim.Optimizer):
+    """The normalised gradient step: every parameter moves along the direction of the gradient only.
+
+    With ``g`` the gradient of all parameters together (plus ``weight_decay * w`` on the decayed
+    group, as an L2 term) and ``||g||`` its one global L2 norm per step::
+
+        d = g / ||g||                       (d = 0 when g = 0)
+        b = momentum * b + d                (b = d when momentum = 0)
+        w = w - lr * b
+
+    Without momentum every step moves the parameters by exactly ``lr`` in global norm, whatever the
+    gradient's size, so vanishing and exploding gradients change the direction only, never the step.
+
+    Args:
+        params: Parameters or parameter groups (``weight_decay`` per group).
+        lr: The step length.
+        momentum: Heavy-ball coefficient on the normalised directions, 0 <= momentum < 1.
+        weight_decay: L2 coefficient added to the gradient before normalising.
+    """
+
+    def __init__(self, params: Any, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One normalised step over every group together."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads: list[torch.Tensor] = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
+            groups.append((group, params, grads))
+        if not groups:
+            return loss
+        all_grads = [g for _, _, grads in groups for g in grads]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(all_grads)))
+        # 1/||g||, and 0 for a zero gradient (no step) rather than inf * 0 = NaN.
+        inverse = torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+        for group, params, grads in groups:
+            directions = list(torch._foreach_mul(grads, inverse))
+            if group["momentum"]:
+                buffers = []
+                for p, d in zip(params, directions, strict=True):
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = d.clone()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(d)
+                    buffers.append(state["momentum_buffer"])
+                directions = buffers
+            torch._foreach_add_(params, directions, alpha=-group["lr"])
+        return loss
 
 
 def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: float = 0.0,
@@ -64,7 +132,8 @@ def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: flo
         weight_decay: L2 coefficient (lambda) for weight matrices and kernels.
         **options: The optimizer's own parameters: ``momentum``, ``nesterov`` (SGD family);
             ``lr_decay``, ``eps`` (adagrad); ``alpha``, ``eps``, ``momentum`` (rmsprop);
-            ``beta1``, ``beta2``, ``eps`` (adam, adamw).
+            ``beta1``, ``beta2``, ``eps`` (adam, adamw); ``momentum`` (normalized,
+            default 0: :class:`NormalizedGD`).
     """
     decayed, other = decay_groups(model)
     groups: list[dict[str, Any]] = [{"params": decayed, "weight_decay": weight_decay},
@@ -88,6 +157,8 @@ def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: flo
         cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
         betas = (o.get("beta1", 0.9), o.get("beta2", 0.999))
         return cls(groups, lr=lr, betas=betas, eps=o.get("eps", 1e-8), fused=True)
+    if name == "normalized":
+        return NormalizedGD(groups, lr=lr, momentum=o.get("momentum", 0.0))
     raise ConfigError("optimizer.name", name, "one of: " + ", ".join(OPTIMIZERS))
 
 
@@ -127,17 +198,29 @@ def build_schedule(optimizer: torch.optim.Optimizer, name: str, *, epochs: int,
 
 
 def clip_gradients(parameters: Iterable[nn.Parameter], name: str, *,
-                   threshold: float = 1.0) -> None:
+                   threshold: float = 1.0, to: str = "threshold") -> None:
     """Clip gradients in place before the optimizer step.
 
     - ``none``: nothing.
-    - ``norm``: rescale all gradients together so their global L2 norm is at most ``threshold``.
+    - ``norm``: when the global L2 norm ``||g||`` of all gradients together exceeds ``threshold``
+      (theta), rescale them together: to norm theta (``to="threshold"``, ``g * theta / ||g||``), or
+      to norm 1 (``to="unit"``, ``g / ||g||``: the rule that "divides the gradient by its norm");
+      gradients of norm <= theta are left unchanged either way. The two agree at theta = 1.
     - ``value``: clamp every gradient element into ``[-threshold, threshold]``.
     """
     if name == "none":
         return
+    if to not in CLIP_TARGETS:
+        raise ConfigError("clip.to", to, "one of: " + ", ".join(CLIP_TARGETS))
     if name == "norm":
-        torch.nn.utils.clip_grad_norm_(parameters, threshold, foreach=True)
+        if to == "threshold":
+            torch.nn.utils.clip_grad_norm_(parameters, threshold, foreach=True)
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            # 1/||g|| above theta, else 1: one device-side select, no host sync.
+            torch._foreach_mul_(grads, torch.where(norm > threshold, 1.0 / norm, torch.ones_like(norm)))
     elif name == "value":
         torch.nn.utils.clip_grad_value_(parameters, threshold, foreach=True)
     else:

@@ -155,6 +155,7 @@ class _Run:
         self.l1 = float(cfg.l1)
         self.clip_name = cfg.clip.name
         self.clip_threshold = float(cfg.clip.get("threshold", 0.0))
+        self.clip_to = str(cfg.clip.get("to", "threshold"))
         self.bs = bs = cfg.trainer.batch_size
         self.n = n = len(data.y_train)
         # A last batch of one example breaks BatchNorm in training mode and says little: drop it.
@@ -226,7 +227,8 @@ class _Run:
                 if probing:
                     probed = probe.read()  # type: ignore[union-attr]
                 if self.clip_name != "none":
-                    clip_gradients(member.params, self.clip_name, threshold=self.clip_threshold)
+                    clip_gradients(member.params, self.clip_name, threshold=self.clip_threshold,
+                                   to=self.clip_to)
                 member.optimizer.step()
                 losses[j].append(loss.detach())
                 outputs[j].append(logits.detach())

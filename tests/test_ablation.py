@@ -132,3 +132,22 @@ def test_small_leave_one_out_end_to_end(tmp_path):
     per_arm = next(t for t in tables if t[0][:2] == ["arm", "n"])
     assert sorted(r[0].replace("\\", "") for r in per_arm[1:]) == sorted(arms)
     assert all(r[1] == "2" for r in per_arm[1:])
+
+
+def test_the_lesson_tricks_are_ablatable_with_the_menus_off_values():
+    """norm=weight and clip.to=unit switch off to the existing defaults (none, threshold); the
+    normalised step and the inception net are compared with a named alternative."""
+    from ablate.config import compose
+
+    reference = {"model": "inception", "norm": "weight", "optimizer": "normalized", "clip": "norm",
+                 "clip.threshold": 10, "clip.to": "unit"}
+    tricks = {"norm": None, "clip.to": None, "optimizer": "sgd", "model": "cnn"}
+    d = build_design("leave_one_out", reference=reference, tricks=tricks)
+    assert list(d.arms) == ["reference", "-norm=weight", "-clip.to=unit", "-optimizer=normalized",
+                            "-model=inception"]
+    configs = {arm: compose([*overrides, "trainer.epochs=1"]) for arm, overrides in d.arms.items()}
+    assert (configs["reference"].norm, configs["reference"].clip.to) == ("weight", "unit")
+    assert configs["-norm=weight"].norm == "none"
+    assert configs["-clip.to=unit"].clip.to == "threshold" and configs["-clip.to=unit"].clip.threshold == 10
+    assert configs["-optimizer=normalized"].optimizer.name == "sgd"
+    assert configs["-model=inception"].model.name == "cnn"

@@ -153,6 +153,18 @@ def _mnist1d(f):
 
 
 job_mnist1d = _job_fixture(_mnist1d)
+# The lesson's menu additions together: weight norm, the inception net, the normalised step, clip to 1.
+LESSON = ("model=inception", "model.depth=2", "model.width=16", "norm=weight", "optimizer=normalized",
+          "clip=norm", "clip.threshold=10", "clip.to=unit", "trainer.epochs=2")
+
+
+def _lesson(f):
+    digits, signals = f.mktemp("lesson_digits"), f.mktemp("lesson_mnist1d")
+    return {"digits": _train(digits, *LESSON),
+            "mnist1d": _train(signals, *LESSON, "data=mnist1d", f"data.root={signals / 'data'}")}
+
+
+job_lesson = _job_fixture(_lesson)
 job_multirun = _job_fixture(lambda f: _train(f.mktemp("multirun"), "-m", "optimizer=sgd,adam", "seed=0,1",
                                              "trainer.epochs=1"))
 # One huge step from large random weights: the loss is NaN within the first epoch.
@@ -312,6 +324,23 @@ def test_train_mnist1d_cnn_end_to_end(job_mnist1d):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["digits", "mnist1d"])
+def test_train_weight_norm_inception_normalized_step_and_clip_to_unit_end_to_end(job_lesson, dataset):
+    job = job_lesson[dataset]
+    data = ("data=mnist1d", f"data.root={job.home / 'data'}") if dataset == "mnist1d" else ()
+    overrides = (*LESSON, *data)
+    run = _check_finished_run(job, overrides, epochs=2, dataset=dataset)
+    p = run.data.params
+    chosen = (p["model.name"], p["norm"], p["optimizer.name"], p["clip.to"])
+    assert chosen == ("inception", "weight", "normalized", "unit")
+    assert "clip=norm(10 to 1)" in run.data.tags["tricks"]
+    # diagnostics name each branch's layers; under weight norm the gradient is that of g and v
+    grads = {k: v for k, v in run.data.metrics.items() if k.startswith("grad_norm/")}
+    for branch in ("branch1.conv", "branch3.conv_reduce", "branch5.conv2", "branch_pool.conv"):
+        assert grads[f"grad_norm/blocks.0.{branch}"] > 0
+
+
+@pytest.mark.slow
 def test_multirun_records_every_combination(job_multirun):
     job = job_multirun.wait()
     assert job.rc == 0, job.tail
@@ -366,8 +395,10 @@ def test_train_help_lists_every_trick_family(job_help):
     for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
         options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
         assert f"{group.name}: {options}" in job.stdout
-    assert "optimizer: adagrad, adam, adamw, momentum, nesterov, rmsprop, sgd" in job.stdout
-    assert "norm: none, batch, layer" in job.stdout
+    assert "optimizer: adagrad, adam, adamw, momentum, nesterov, normalized, rmsprop, sgd" in job.stdout
+    assert "model: cnn, inception, mlp, resnet" in job.stdout
+    assert "norm: none, batch, layer, weight" in job.stdout
+    assert "clip.to: threshold, unit" in job.stdout
     assert list(job.home.iterdir()) == []
 
 

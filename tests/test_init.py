@@ -159,3 +159,25 @@ def test_unknown_scheme_message_lists_the_schemes() -> None:
         ConfigError, match="expected one of: default, uniform, normal, gaussian, xavier, kaiming"
     ):
         apply_init(nn.Linear(2, 2), "orthogonal")
+
+
+@pytest.mark.parametrize("scheme", INITS)
+@pytest.mark.parametrize("name", ["mlp", "cnn", "inception"])
+def test_under_weight_norm_a_scheme_draws_the_direction_and_the_gain_is_its_norm(scheme: str,
+                                                                                  name: str) -> None:
+    """``w = g v / ||v||`` starts as the very weight the scheme draws without weight norm."""
+    shape = (24,) if name == "mlp" else (1, 8, 8)
+
+    def built(norm: str) -> nn.Module:
+        torch.manual_seed(3)
+        model = build_model(name, input_shape=shape, num_classes=3, depth=2, width=8, norm=norm)
+        apply_init(model, scheme, activation="relu")
+        return model
+
+    plain, normed = built("none"), built("weight")
+    for (layer_name, a), (_, b) in zip(weight_layers(plain), weight_layers(normed), strict=True):
+        g, v = b.parametrizations.weight.original0, b.parametrizations.weight.original1
+        torch.testing.assert_close(v, a.weight, msg=layer_name)  # the scheme's draw, into v
+        torch.testing.assert_close(g, v.flatten(1).norm(dim=1).view_as(g), msg=layer_name)
+        torch.testing.assert_close(b.weight, a.weight, msg=layer_name)
+        torch.testing.assert_close(b.bias, a.bias, msg=layer_name)

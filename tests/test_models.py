@@ -10,7 +10,16 @@ from torch import nn
 
 from ablate.errors import ConfigError
 from ablate.init import apply_init
-from ablate.models import ACTIVATIONS, MODELS, NORMS, build_model, weight_layers
+from ablate.models import (
+    ACTIVATIONS,
+    MODELS,
+    NORMS,
+    InceptionBlock,
+    build_model,
+    is_weight_normed,
+    weight_layers,
+)
+from ablate.models.inception import branch_widths
 
 torch.set_num_threads(1)
 
@@ -71,7 +80,7 @@ def test_activation_is_used_in_every_block(name: str, activation: str) -> None:
     expected = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}[activation]
     acts = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.Tanh, nn.Sigmoid))]
     assert acts and all(type(m) is expected for m in acts)
-    assert len(acts) == {"mlp": 3, "cnn": 3, "resnet": 1 + 2 * 3}[name]
+    assert len(acts) == {"mlp": 3, "cnn": 3, "resnet": 1 + 2 * 3, "inception": 1 + 7 * 3}[name]
 
 
 # ---------------------------------------------------------------- naming
@@ -181,7 +190,7 @@ def test_downsampling_only_while_size_at_least_4(name: str, shape: tuple, depth:
 
 
 def expected_norm_type(name: str, kind: str, norm: str) -> type[nn.Module] | None:
-    if norm == "none":
+    if norm in ("none", "weight"):  # weight norm reparametrises the weights: no norm layer
         return None
     if norm == "batch":
         return nn.BatchNorm2d if len(INPUTS[kind]) == 3 and name != "mlp" else nn.BatchNorm1d
@@ -200,8 +209,8 @@ def test_norm_layers_present_exactly_when_asked(name: str, kind: str, norm: str,
         return
     assert all(type(m) is norm_type for m in norms)
     convs = [m for _, m in weight_layers(model) if not isinstance(m, nn.Linear)]
-    # mlp/cnn: one norm per block (none on cnn projections); resnet: one after every conv.
-    assert len(norms) == (len(convs) if name == "resnet" else 3)
+    # mlp/cnn: one norm per block (none on cnn projections); resnet, inception: one after every conv.
+    assert len(norms) == (len(convs) if name in ("resnet", "inception") else 3)
     if norm_type is nn.GroupNorm:
         assert all(m.num_groups == 1 for m in norms)
 
@@ -403,9 +412,9 @@ def test_bad_arguments_raise_config_error_naming_the_field(overrides: dict, fiel
 @pytest.mark.parametrize(
     ("field", "value", "allowed"),
     [
-        ("name", "vgg", "mlp, cnn, resnet"),
+        ("name", "vgg", "mlp, cnn, resnet, inception"),
         ("activation", "gelu", "relu, tanh, sigmoid"),
-        ("norm", "x", "none, batch, layer"),
+        ("norm", "x", "none, batch, layer, weight"),
     ],
 )
 def test_config_error_lists_allowed_values(field: str, value: str, allowed: str) -> None:
@@ -415,7 +424,8 @@ def test_config_error_lists_allowed_values(field: str, value: str, allowed: str)
 
 
 def test_cnn_on_flat_input_says_what_it_needs() -> None:
-    with pytest.raises(ConfigError, match=r"cnn and resnet need 1-D signals \(C, L\) or images \(C, H, W\)"):
+    needs = r"cnn, resnet and inception need 1-D signals \(C, L\) or images \(C, H, W\)"
+    with pytest.raises(ConfigError, match=needs):
         make("cnn", FLAT)
 
 
@@ -425,3 +435,110 @@ def test_cnn_on_flat_input_says_what_it_needs() -> None:
 def test_malformed_dataset_shapes_raise_value_error(input_shape: tuple, num_classes: int) -> None:
     with pytest.raises(ValueError):
         build_model("mlp", input_shape=input_shape, num_classes=num_classes, depth=1, width=4)
+
+
+# ---------------------------------------------------------------- weight normalisation
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_weight_norm_reparametrises_every_weight_layer_as_g_v_over_norm_v(name: str, kind: str) -> None:
+    torch.manual_seed(0)
+    model = make(name, INPUTS[kind], norm="weight")
+    layers = weight_layers(model)
+    assert layers and not any(isinstance(m, NORM_TYPES) for m in model.modules())
+    for layer_name, layer in layers:
+        assert is_weight_normed(layer), layer_name
+        g = layer.parametrizations.weight.original0
+        v = layer.parametrizations.weight.original1
+        assert g.shape == (v.shape[0],) + (1,) * (v.ndim - 1) and v.shape == layer.weight.shape
+        norm_v = v.flatten(1).norm(dim=1).view_as(g)
+        torch.testing.assert_close(layer.weight, g * v / norm_v)
+    names = [n for n, _ in model.named_parameters()]
+    assert all("weight" not in n or "parametrizations.weight.original" in n for n in names)
+
+
+def test_weight_norm_keeps_the_weights_and_the_random_stream() -> None:
+    torch.manual_seed(0)
+    plain = make("cnn", DIGITS)
+    torch.manual_seed(0)
+    normed = make("cnn", DIGITS, norm="weight")
+    for (_, a), (_, b) in zip(weight_layers(plain), weight_layers(normed), strict=True):
+        torch.testing.assert_close(a.weight, b.weight)
+    x = torch.randn(3, *DIGITS)
+    torch.testing.assert_close(plain(x), normed(x))
+
+
+def test_weight_norm_gain_scales_the_weight_and_the_direction_does_not() -> None:
+    torch.manual_seed(0)
+    layer = weight_layers(make("mlp", FLAT, norm="weight"))[0][1]
+    with torch.no_grad():
+        before = layer.weight.clone()
+        layer.parametrizations.weight.original1.mul_(7.0)  # v's scale cancels out
+        torch.testing.assert_close(layer.weight, before)
+        layer.parametrizations.weight.original0.mul_(2.0)  # g scales each row
+        torch.testing.assert_close(layer.weight, 2 * before)
+
+
+# ---------------------------------------------------------------- inception
+
+
+def block0(model: nn.Module) -> InceptionBlock:
+    block = model.blocks[0]
+    assert isinstance(block, InceptionBlock)
+    return block
+
+
+@pytest.mark.parametrize("kind", ["signal", "digits"])
+@pytest.mark.parametrize("width", [4, 8, 13, 64])
+def test_inception_branches_are_concatenated_to_the_block_width(kind: str, width: int) -> None:
+    torch.manual_seed(0)
+    model = make("inception", INPUTS[kind], width=width, depth=1)
+    block = block0(model)
+    seen = {name: capture(getattr(block, name)) for name in ("branch1", "branch3", "branch5", "branch_pool")}
+    whole = capture(block)
+    model(torch.randn(2, *INPUTS[kind]))
+    widths = branch_widths(width)
+    for name, out in seen.items():
+        assert out["output"].shape[1] == widths[name] >= 1
+        assert out["output"].shape[2:] == out["input"].shape[2:]  # every branch keeps the positions
+    assert sum(widths.values()) == width
+    assert whole["output"].shape[1] == width
+    parts = [seen[n]["output"] for n in ("branch1", "branch3", "branch5", "branch_pool")]
+    torch.testing.assert_close(whole["output"], torch.cat(parts, dim=1))
+
+
+def test_inception_branch_layers_and_names() -> None:
+    model = make("inception", DIGITS, depth=1, width=16, norm="batch")
+    names = [n for n, _ in weight_layers(model)]
+    assert names == ["stem.conv", "blocks.0.branch1.conv", "blocks.0.branch3.conv_reduce",
+                     "blocks.0.branch3.conv", "blocks.0.branch5.conv_reduce", "blocks.0.branch5.conv1",
+                     "blocks.0.branch5.conv2", "blocks.0.branch_pool.conv", "head"]
+    kernels = {n: m.kernel_size for n, m in weight_layers(model) if isinstance(m, nn.Conv2d)}
+    assert kernels["blocks.0.branch1.conv"] == (1, 1) and kernels["blocks.0.branch3.conv"] == (3, 3)
+    assert kernels["blocks.0.branch5.conv1"] == kernels["blocks.0.branch5.conv2"] == (3, 3)
+    assert isinstance(model.blocks[0].branch_pool.pool, nn.MaxPool2d)
+    assert isinstance(model.blocks[0].branch3.norm_reduce, nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("kind", ["signal", "digits"])
+def test_inception_residual_adds_the_block_input(kind: str) -> None:
+    torch.manual_seed(0)
+    shape = INPUTS[kind]
+    for residual in (False, True):
+        block = block0(make("inception", shape, depth=1, width=8, residual=residual))
+        x = torch.randn(2, 8, *shape[1:])
+        branches = torch.cat([block.branch1(x), block.branch3(x), block.branch5(x), block.branch_pool(x)], 1)
+        torch.testing.assert_close(block(x), branches + x if residual else branches)
+
+
+def test_inception_downsamples_with_a_max_pool_at_stage_starts() -> None:
+    model = make("inception", CIFAR, depth=3, width=8)
+    assert [b.downsample is not None for b in model.blocks] == [False, True, True]
+    seen = capture(model.blocks[2])
+    model(torch.randn(1, *CIFAR))
+    assert seen["output"].shape[2:] == (8, 8)
+
+
+def test_inception_needs_a_channel_per_branch() -> None:
+    with pytest.raises(ConfigError, match=r"^model.width: .*an integer >= 4 for inception"):
+        make("inception", DIGITS, width=3)

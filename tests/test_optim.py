@@ -11,6 +11,7 @@ from ablate.errors import ConfigError
 from ablate.optim import (
     OPTIMIZERS,
     SCHEDULES,
+    NormalizedGD,
     build_optimizer,
     build_schedule,
     clip_gradients,
@@ -38,7 +39,8 @@ def test_every_optimizer_reduces_a_convex_loss(name):
     model = nn.Linear(5, 1)
     x = torch.randn(64, 5)
     y = x @ torch.arange(1.0, 6.0).unsqueeze(1)
-    lr = {"adagrad": 0.5, "rmsprop": 0.05, "adam": 0.05, "adamw": 0.05}.get(name, 0.02)
+    # normalized moves exactly lr per step: 100 steps of 0.1 cover the distance to the optimum (~7.4)
+    lr = {"adagrad": 0.5, "rmsprop": 0.05, "adam": 0.05, "adamw": 0.05, "normalized": 0.1}.get(name, 0.02)
     opt = build_optimizer(model, name, lr=lr)
     first = None
     for _ in range(100):
@@ -155,3 +157,78 @@ def test_unknown_names_raise_config_error(call):
     with pytest.raises(ConfigError) as err:
         call(_net())
     assert "\n" not in str(err.value) and "one of:" in str(err.value)
+
+
+# ---------------------------------------------------------------- the normalised step and clip.to=unit
+
+
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([t.detach().flatten() for t in tensors])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_the_normalised_step_moves_all_parameters_by_exactly_lr_in_global_norm(weight_decay, scale):
+    model = _net()  # two groups under weight decay: one global norm over both
+    x = torch.randn(16, 10)
+    opt = build_optimizer(model, "normalized", lr=0.03, weight_decay=weight_decay)
+    assert isinstance(opt, NormalizedGD) and len(opt.param_groups) == (2 if weight_decay else 1)
+    before = _flat(model.parameters())
+    (scale * model(x).square().mean()).backward()
+    grads = _flat(p.grad + (weight_decay * p if p.ndim >= 2 else 0) for p in model.parameters())
+    opt.step()
+    moved = _flat(model.parameters()) - before
+    assert moved.norm().item() == pytest.approx(0.03, rel=1e-4)
+    # along the (decayed) gradient's direction, whatever its size
+    torch.testing.assert_close(moved, -0.03 * grads / grads.norm(), rtol=1e-3, atol=1e-6)  # float32 w - step
+
+
+def test_the_normalised_step_with_momentum_accumulates_unit_directions():
+    p = nn.Parameter(torch.zeros(2))
+    opt = NormalizedGD([p], lr=0.1, momentum=0.5)
+    for grad in ([3.0, 4.0], [30.0, 40.0]):
+        p.grad = torch.tensor(grad)
+        opt.step()
+    # b1 = (0.6, 0.8); b2 = 0.5 * b1 + (0.6, 0.8) = 1.5 * (0.6, 0.8); w = -0.1 * (b1 + b2)
+    torch.testing.assert_close(p.detach(), -0.1 * 2.5 * torch.tensor([0.6, 0.8]))
+
+
+def test_the_normalised_step_skips_a_zero_gradient():
+    p = nn.Parameter(torch.ones(3))
+    p.grad = torch.zeros(3)
+    NormalizedGD([p], lr=0.1).step()
+    assert torch.equal(p.detach(), torch.ones(3))
+
+
+def test_clip_to_unit_divides_by_the_norm_above_the_threshold_only():
+    ps = _big_grads()  # global norm sqrt(12 * 100 + 5 * 49) ~ 38
+    clip_gradients(ps, "norm", threshold=10.0, to="unit")
+    assert _flat(p.grad for p in ps).norm().item() == pytest.approx(1.0, rel=1e-5)
+    assert ps[0].grad[0, 0].item() / ps[1].grad[0].item() == pytest.approx(10 / -7)
+    small = _big_grads()
+    clip_gradients(small, "norm", threshold=100.0, to="unit")  # norm ~ 38 <= 100: unchanged
+    assert torch.equal(small[0].grad, torch.full((3, 4), 10.0))
+    assert torch.equal(small[1].grad, torch.full((5,), -7.0))
+
+
+def test_clip_to_threshold_and_unit_agree_at_threshold_one():
+    a, b = _big_grads(), _big_grads()
+    clip_gradients(a, "norm", threshold=1.0, to="threshold")
+    clip_gradients(b, "norm", threshold=1.0, to="unit")
+    torch.testing.assert_close(_flat(p.grad for p in a), _flat(p.grad for p in b))
+
+
+def test_clip_to_must_be_threshold_or_unit():
+    expected = r"^clip.to: 'half' is not allowed; expected one of: threshold, unit$"
+    with pytest.raises(ConfigError, match=expected):
+        clip_gradients(_big_grads(), "norm", threshold=1.0, to="half")
+
+
+def test_weight_norm_gains_are_not_decayed():
+    from ablate.models import build_model
+    model = build_model("mlp", input_shape=(10,), num_classes=3, depth=1, width=4, norm="weight")
+    decayed, other = decay_groups(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in decayed) == ["blocks.0.linear.parametrizations.weight.original1",
+                                                     "head.parametrizations.weight.original1"]
+    assert all(names[id(p)].endswith(("bias", "original0")) for p in other)

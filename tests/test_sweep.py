@@ -27,6 +27,7 @@ from ablate.records import ATTR_RUN as RUN_ATTR
 from ablate.records import ATTR_WORKER as WORKER_ATTR
 from ablate.sweep import StudySpec, count_states
 from ablate.sweep.runs import fail_stale_trial, killed_hook
+from ablate.sweep.spec import SWEEPS_DIR
 
 ABLATE = [sys.executable, "-m", "ablate"]
 
@@ -457,3 +458,12 @@ def test_slurm_launcher_submits_workers_with_submitit(tmp_path):
     jobs = {p.name.split("_")[0] for p in (tmp_path / "runs/on_slurm/slurm").glob("*_submitted.pkl")}
     assert len(jobs) == 2
     assert len({t.user_attrs[WORKER_ATTR] for t in study.trials if WORKER_ATTR in t.user_attrs}) == 2
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
+def test_every_shipped_study_composes_and_every_option_of_its_space_checks_out(name):
+    from ablate.sweep import check_trial_configs, compose_study
+
+    spec = compose_study(name, [])
+    composer = check_trial_configs(spec)  # composes every group option the space can draw
+    assert composer is not None and spec.n_trials >= 1

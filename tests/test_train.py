@@ -189,9 +189,10 @@ def test_batch_norm_in_the_trained_model(digits):
     "optimizer=adam", "optimizer=adamw", "init=uniform", "init=normal", "init=gaussian", "init=xavier",
     "init=kaiming", "clip=norm", "clip=value", "schedule=exponential", "schedule=cosine", "norm=layer",
     "model=cnn", "model=resnet", "data.scaling=unit", "data.scaling=symmetric", "model.activation=tanh",
+    "norm=weight", "model=inception", "optimizer=normalized", "clip=norm clip.threshold=10 clip.to=unit",
 ])
 def test_every_option_trains(digits, override):
-    result = _fit(digits, override, "trainer.epochs=2", "model.width=16")
+    result = _fit(digits, *override.split(), "trainer.epochs=2", "model.width=16")
     assert result.stop_reason == "completed" and result.epochs_run == 2
     assert math.isfinite(result.final["test_loss"])
 
@@ -210,3 +211,22 @@ def test_best_val_acc_and_its_first_epoch(digits):
     assert val_accs.count(max(val_accs)) > 1  # a tie
     assert result.final["best_val_acc"] == max(val_accs) == best_value(result.history, "val_acc")
     assert result.final["best_epoch"] == val_accs.index(max(val_accs)) + 1
+
+
+def test_the_digits_defaults_with_inception_reach_90_percent(digits):
+    result = _fit(digits, "model=inception")  # 3 blocks of 64 channels with skips, 20 epochs of SGD
+    assert result.final["best_val_acc"] >= 0.90, result.history[-1]
+
+
+def test_weight_norm_diagnostics_read_the_gradients_of_g_and_v(digits):
+    result = _fit(digits, "norm=weight", "trainer.epochs=1")
+    model = result.model
+    grads = {k: v for k, v in result.history[0].items() if k.startswith("grad_norm/")}
+    assert set(grads) == {"grad_norm/blocks.0.linear", "grad_norm/blocks.1.linear", "grad_norm/head"}
+    assert all(v > 0 and math.isfinite(v) for v in grads.values())
+    assert model is not None and any("original0" in n for n, _ in model.named_parameters())
+
+
+def test_the_normalised_optimizer_trains_the_digits_mlp(digits):
+    result = _fit(digits, "optimizer=normalized")  # lr 0.5, conf/optimizer/normalized.yaml
+    assert result.final["best_val_acc"] >= 0.9

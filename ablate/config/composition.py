@@ -99,7 +99,8 @@ def trick_summary(cfg: DictConfig) -> str:
     if cfg.l1:
         parts.append(f"l1={cfg.l1:g}")
     if cfg.clip.name != "none":
-        parts.append(f"clip={cfg.clip.name}({cfg.clip.threshold:g})")
+        to_unit = cfg.clip.get("to") == "unit"
+        parts.append(f"clip={cfg.clip.name}({cfg.clip.threshold:g}{' to 1' if to_unit else ''})")
     if cfg.schedule.name != "constant":
         parts.append(f"schedule={cfg.schedule.name}")
     if cfg.early_stopping.patience:

@@ -15,6 +15,7 @@ from ablate.errors import ConfigError
 from ablate.menu import (
     ACTIVATIONS,
     AVERAGINGS,
+    CLIP_TARGETS,
     CLIPS,
     DATASETS,
     INITS,
@@ -85,6 +86,7 @@ RULES: dict[str, Rule] = {
     "optimizer.beta2": _range(0, 1, hi_open=True),
     "clip.name": _one_of(CLIPS),
     "clip.threshold": _POSITIVE,
+    "clip.to": _one_of(CLIP_TARGETS),
     "schedule.name": _one_of(SCHEDULES),
     "schedule.gamma": _range(0, 1, lo_open=True),
     "schedule.step_size": _AT_LEAST_ONE,

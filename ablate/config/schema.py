@@ -77,6 +77,11 @@ class AdamConfig(OptimizerConfig):
 
 
 @dataclass
+class NormalizedConfig(OptimizerConfig):
+    momentum: float = 0.0  # heavy-ball momentum on the normalised directions
+
+
+@dataclass
 class ClipConfig:
     name: str = MISSING
 
@@ -84,6 +89,11 @@ class ClipConfig:
 @dataclass
 class ThresholdClipConfig(ClipConfig):
     threshold: float = 1.0  # max global L2 norm (norm) or max |g| per element (value)
+
+
+@dataclass
+class NormClipConfig(ThresholdClipConfig):
+    to: str = "threshold"  # above the threshold: rescale to it (threshold) or to norm 1 (unit)
 
 
 @dataclass
@@ -161,7 +171,7 @@ class Config:
     clip: ClipConfig = MISSING
     schedule: ScheduleConfig = MISSING
     averaging: AveragingConfig = MISSING
-    norm: str = "none"  # none | batch | layer, after the weights and before the activation
+    norm: str = "none"  # none | batch | layer after the weights, before the activation | weight (reparam.)
     dropout: float = 0.0  # drop probability after each hidden activation; 0 = off
     weight_decay: float = 0.0  # L2 on weight matrices / kernels (not biases or norm gains); 0 = off
     l1: float = 0.0  # L1 penalty on the same weights, added to the loss; 0 = off
@@ -180,8 +190,13 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "base_adagrad": AdagradConfig,
         "base_rmsprop": RMSpropConfig,
         "base_adam": AdamConfig,
+        "base_normalized": NormalizedConfig,
     },
-    "clip": {"base_clip": ClipConfig, "base_threshold": ThresholdClipConfig},
+    "clip": {
+        "base_clip": ClipConfig,
+        "base_threshold": ThresholdClipConfig,
+        "base_norm_clip": NormClipConfig,
+    },
     "schedule": {
         "base_schedule": ScheduleConfig,
         "base_exponential": ExponentialScheduleConfig,
