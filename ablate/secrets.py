@@ -15,9 +15,11 @@ Nothing here raises, and nothing imports torch, Optuna or MLflow.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, quote_plus, unquote
 
-__all__ = ["MASK", "password", "redact", "redact_text"]
+__all__ = ["MASK", "password", "redact", "redact_text", "redact_values"]
 
 MASK = "***"
 
@@ -63,23 +65,32 @@ def _forms(written: str) -> set[str]:
     return forms
 
 
-def redact_text(text: str, url: str) -> str:
-    """``text`` (an error message, a log line) with the password of ``url``, in any form, as ``***``.
+def redact_text(text: str, *urls: str) -> str:
+    """``text`` (an error message, a log line) with the password of each URL, in any form, as ``***``.
 
     The forms are the password as written in ``url``, percent-decoded and percent-encoded, and,
     when it holds a raw ``@``, the part before its first ``@`` (what SQLAlchemy sends; three
     characters at least, so that a fragment does not mangle the text).
     """
-    parts = _split(url)
-    if parts is None or not isinstance(text, str):
+    if not isinstance(text, str):
         return text
-    written = parts[1]
-    secrets = _forms(written)
-    pieces = written.split("@")
-    for i in range(1, len(pieces)):
-        prefix = "@".join(pieces[:i])
-        if len(unquote(prefix)) >= 3:
-            secrets |= _forms(prefix)
+    secrets: set[str] = set()
+    for url in urls:
+        parts = _split(url)
+        if parts is None:
+            continue
+        written = parts[1]
+        secrets |= _forms(written)
+        pieces = written.split("@")
+        for i in range(1, len(pieces)):
+            prefix = "@".join(pieces[:i])
+            if len(unquote(prefix)) >= 3:
+                secrets |= _forms(prefix)
     for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def redact_values(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """``mapping`` with every string value passed through :func:`redact` (``fixed.tracking.uri``)."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in mapping.items()}

@@ -110,3 +110,75 @@ def test_the_module_needs_neither_torch_nor_optuna():
     code = "import sys, ablate.secrets; print(sorted({'torch', 'optuna', 'mlflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- what ablate writes and prints, with password-bearing URLs ---------------------------------------
+
+PW = "s3#?/ @[]%:k"
+STORAGE = f"postgresql://ablate:{quote(PW, safe='')}@db.example.org:5432/optuna"
+TRACKING = f"postgresql://ablate:{PW}@mlflow.example.org/mlflow"  # raw: every hard character as typed
+
+
+def _leaks(text: str) -> list[str]:
+    return [f for f in {PW, quote(PW, safe=""), quote_plus(PW), *PW.split("@")} if len(f) > 3 and f in text]
+
+
+@pytest.fixture
+def spec(tmp_path):
+    """A composed search study whose storage and MLflow store (a fixed override, as given on the
+    command line: ``tracking.uri=...``) have passwords."""
+    import dataclasses
+
+    from ablate.sweep import compose_study
+
+    composed = compose_study("tricks_digits", ["n_trials=3"], cwd=tmp_path)
+    return dataclasses.replace(composed, storage=STORAGE, tracking_uri=TRACKING,
+                               fixed={**composed.fixed, "tracking.uri": TRACKING})
+
+
+def test_study_json_has_no_password_and_reads_back_as_the_same_recipe(spec):
+    from ablate.sweep import StudySpec
+
+    document = spec.to_json()
+    assert not _leaks(document)
+    stored = StudySpec.from_json(document)
+    assert stored.storage == redact(STORAGE) and stored.tracking_uri == redact(TRACKING)
+    assert stored.recipe == spec.recipe  # a resume with the same command is the same study
+    assert stored.with_secrets(STORAGE, TRACKING).tracking_uri == TRACKING  # what a worker is told
+
+
+def test_sweep_summary_shows_no_password(spec):
+    import optuna
+
+    from ablate.sweep.progress import summary
+
+    study = optuna.create_study(direction="maximize")
+    trial = optuna.trial.create_trial(params=spec.space.representative(),
+                                      distributions=spec.space.distributions, value=0.9)
+    study.add_trial(trial)
+    text = summary(study, spec, "0123abcd", 12.0, 2)
+    assert "ablate train" in text and "tracking.uri=" in text
+    assert not _leaks(text), text
+
+
+def test_child_run_params_and_config_hide_the_tracking_password():
+    from omegaconf import OmegaConf
+
+    from ablate.config import compose
+    from ablate.tracking.runs import config_record
+
+    cfg = compose(["tracking.experiment=secrets"])
+    OmegaConf.update(cfg, "tracking.uri", TRACKING, merge=False)
+    params, text = config_record(cfg)
+    assert params["tracking.uri"] == redact(TRACKING)
+    assert not _leaks(" ".join(params.values())) and not _leaks(text)
+    assert OmegaConf.create(text).tracking.uri == redact(TRACKING)
+    assert cfg.tracking.uri == TRACKING  # the run still writes to the real store
+
+
+def test_error_tags_hide_passwords():
+    from ablate.tracking.runs import error_text
+
+    error = RuntimeError(f"(psycopg2.OperationalError) connection to {TRACKING} failed: password {PW!r}")
+    text = error_text(error, STORAGE, TRACKING)
+    assert text.startswith("RuntimeError: ") and not _leaks(text)
