@@ -213,7 +213,10 @@ def _worker(args: list[str]) -> int:
                         "recipe; devices=[1] pins this worker to a GPU")
     ns = parser.parse_intermixed_args(args)
     from ablate.errors import ConfigError
+    from ablate.sweep.schema import check_name
     from ablate.sweep.worker import check_join, run_worker
+
+    check_name("study", ns.study)  # sweeps/<study>.yaml is read when present: a name, never a path
 
     composed = None
     if ns.standby:

@@ -29,7 +29,7 @@ from ablate.errors import AblateError, ConfigError
 from ablate.records import ATTR_SPEC, DIRECTIONS
 from ablate.secrets import redact_text, redact_values
 from ablate.space import AblationSpace, SearchSpace, fixed_overrides, parse_space
-from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, register_study_configs
+from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, check_name, register_study_configs
 from ablate.sweep.storage import open_storage, redact
 
 __all__ = [
@@ -206,6 +206,7 @@ def compose_study(name: str, overrides: Sequence[str] = (), *, cwd: str | Path |
     Raises:
         ConfigError: unknown study, unknown sampler / pruner, wrong types or values.
     """
+    check_name("study", name)  # a file name under sweeps/, never a path
     folders = study_search_path(cwd)
     home = next((f for f in folders if (f / f"{name}.yaml").is_file()), None)
     if home is None:
@@ -261,7 +262,7 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
     raw["params"].update(params)
     raw["fixed"] = {k: v for k, v in _flat(raw["fixed"]).items() if k not in params}
     raw["fixed"].update(fixed)
-    name = raw.get("name") or file_name
+    name = check_name("name", raw.get("name") or file_name)  # names runs/<name>/ and its journal
     base = Path(cwd or os.getcwd()).resolve()
     out_dir = Path(raw.get("out_dir") or f"runs/{name}")
     out_dir = out_dir if out_dir.is_absolute() else base / out_dir
@@ -315,6 +316,7 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     if not text.startswith("best_of:"):
         raise ConfigError("reference", reference, "a mapping of config paths to values, or best_of:<study>")
     name, _, storage_url = text[len("best_of:"):].partition("@")
+    check_name("reference", name)
     url = storage_url or str(Path(cwd) / "runs" / name / "journal.log")
     if "://" not in url and not Path(url).is_file():
         raise AblateError(f"reference: no study {name!r} at {url} (run `ablate sweep {name}` first)")
