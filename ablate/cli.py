@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from ablate.errors import AblateError
+from ablate.secrets import redact  # no torch, Optuna or MLflow: cheap to import
 
 if TYPE_CHECKING:  # the commands import what they need when they run: `ablate --help` stays quick
     from ablate.sweep.composer import Composed
@@ -177,8 +178,11 @@ def _ui(args: list[str]) -> int:
     except AblateError as exc:
         return _fail(str(exc))
     uri = cfg.tracking.uri
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{ns.port}", flush=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+    print(f"MLflow UI for {redact(uri)} at http://127.0.0.1:{ns.port}", flush=True)
+    store = ["--backend-store-uri", uri]
+    if redact(uri) != uri:  # a password: in the environment, not in argv where ps would show it
+        os.environ["MLFLOW_BACKEND_STORE_URI"], store = uri, []
+    command = [sys.executable, "-m", "mlflow", "ui", *store,
                "--host", "127.0.0.1", "--port", str(ns.port), "--workers", "1"]  # one local user
     # MLflow's job runner starts several more processes that ablate has no use for.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -212,7 +216,10 @@ def _worker(args: list[str]) -> int:
                         "recipe; devices=[1] pins this worker to a GPU")
     ns = parser.parse_intermixed_args(args)
     from ablate.errors import ConfigError
+    from ablate.sweep.schema import check_name
     from ablate.sweep.worker import check_join, run_worker
+
+    check_name("study", ns.study)  # sweeps/<study>.yaml is read when present: a name, never a path
 
     composed = None
     if ns.standby:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from omegaconf import DictConfig
 
 from ablate.config import validate
+from ablate.secrets import redact
 from ablate.train import RunResult, fit, load_data
 
 __all__ = ["train_one"]
@@ -51,6 +52,6 @@ def train_one(cfg: DictConfig, *, tags: Mapping[str, str] | None = None,
         f = result.final
         print(f"run {tracker.run_id} ({tracker.run_name}): {result.stop_reason} after "
               f"{result.epochs_run} epochs; best val_acc {f['best_val_acc']:.4f}, test_acc "
-              f"{f['test_acc']:.4f}; tracked in {cfg.tracking.uri} (see: ablate ui)", flush=True)
+              f"{f['test_acc']:.4f}; tracked in {redact(cfg.tracking.uri)} (see: ablate ui)", flush=True)
     assert tracker.run_id is not None  # set when the run was created; track_run raises otherwise
     return tracker.run_id, result

@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote
 
 import optuna
 import pytest
@@ -26,6 +26,8 @@ from ablate.cli import main
 from ablate.records import ATTR_RETRY_OF as RETRY_ATTR
 from ablate.records import ATTR_RUN as RUN_ATTR
 from ablate.records import ATTR_WORKER as WORKER_ATTR
+from ablate.secrets import password as password_of
+from ablate.secrets import redact
 from ablate.sweep import count_states
 from ablate.sweep.worker import check_join
 
@@ -44,9 +46,20 @@ def url() -> str:
 
 
 def _password(url: str) -> str:
-    password = urlsplit(url).password
+    """The password as the server knows it (percent-decoded: ``#?/ @[]%:`` may be in it)."""
+    password = password_of(url)
     assert password, "ABLATE_TEST_POSTGRES_URL needs a password (the tests check it never leaks)"
     return password
+
+
+def _forms(url: str) -> set[str]:
+    """The password decoded and percent-encoded (as the URL holds it)."""
+    return {_password(url), quote(_password(url), safe="")}
+
+
+def _leaks(text: str | bytes, url: str) -> list[str]:
+    data = text.encode() if isinstance(text, str) else text
+    return [f for f in _forms(url) if f.encode() in data]
 
 
 def _study_file(cwd: Path, n_trials: int, workers: int, epochs: int) -> str:
@@ -181,7 +194,7 @@ def test_password_never_leaks(swept, url, tmp_path):
     password = _password(url)
     assert swept["rc"] == 0
     assert swept["cmdlines"], "no worker process was seen"
-    assert not [c for c in swept["cmdlines"] if password.encode() in c]  # ps shows no password
+    assert not [c for c in swept["cmdlines"] if _leaks(c, url)]  # ps shows no password
     # everything in MLflow: params, tags, metric names of every run, every artifact
     client, parent, _children, runs = _mlflow_runs(cwd, name)
     assert parent.data.tags["optuna.storage"].startswith("postgresql://ablate:***@")
@@ -191,7 +204,7 @@ def test_password_never_leaks(swept, url, tmp_path):
         dest = tmp_path / "artifacts" / run.info.run_id
         dest.mkdir(parents=True)
         client.download_artifacts(run.info.run_id, "", str(dest))
-    assert password not in "\n".join(dump)
+    assert password not in "\n".join(dump) and not _leaks("\n".join(dump), url)
     study_file = next((tmp_path / "artifacts" / parent.info.run_id).rglob("study.json"))
     study_json = json.loads(study_file.read_text())
     assert "***" in study_json["storage"]
@@ -200,7 +213,7 @@ def test_password_never_leaks(swept, url, tmp_path):
     system_attrs = study._storage.get_study_system_attrs(study._study_id)
     stored = [json.dumps(study.user_attrs), json.dumps(system_attrs)]
     stored += [json.dumps([t.user_attrs, t.system_attrs], default=str) for t in study.trials]
-    assert password not in "\n".join(stored)
+    assert password not in "\n".join(stored) and not _leaks("\n".join(stored), url)
     # a report written from the store
     try:
         from ablate.report import write_report
@@ -212,8 +225,52 @@ def test_password_never_leaks(swept, url, tmp_path):
     # and every file: the MLflow database, artifacts, worker logs, the sweep's output, the report
     files = [p for root in (cwd, tmp_path) for p in root.rglob("*") if p.is_file()]
     assert any(p.name.startswith("worker-") for p in files)
-    leaked = [str(p) for p in files if password.encode() in p.read_bytes()]
+    leaked = [str(p) for p in files if _leaks(p.read_bytes(), url)]
     assert not leaked
+
+
+def _schema_url(url: str, schema: str) -> str:
+    """``url`` with its own schema (created here): MLflow's tables beside Optuna's, in one database."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    engine.dispose()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+def test_a_tracking_uri_with_a_password_never_leaks(url, tmp_path):
+    """MLflow on PostgreSQL too: the child runs' ``tracking.uri`` param and ``config.yaml``, the
+    stored spec (whose fixed overrides hold ``tracking.uri``), the summary's commands."""
+    name = _study_file(tmp_path, n_trials=2, workers=1, epochs=1)
+    tracking = _schema_url(url, f"mlflow_{name}")
+    out = subprocess.run([*ABLATE, "sweep", name, f"storage={url}", f"tracking.uri={tracking}"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env=_env(), check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not _leaks(out.stdout + out.stderr, url), out.stdout
+    assert f"tracking.uri={redact(tracking)}" in out.stdout
+    client = MlflowClient(tracking_uri=tracking)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get(R.TAG_KIND) != R.KIND_STUDY]
+    assert len(children) == 2
+    assert {r.data.params["tracking.uri"] for r in children} == {redact(tracking)}
+    dump = [json.dumps([r.data.params, r.data.tags]) for r in runs]
+    for run in runs:
+        dest = tmp_path / "artifacts" / run.info.run_id
+        dest.mkdir(parents=True)
+        client.download_artifacts(run.info.run_id, "", str(dest))
+    assert not _leaks("\n".join(dump), url)
+    study = optuna.load_study(study_name=name, storage=url)
+    stored = [json.dumps(study.user_attrs), *(json.dumps(t.user_attrs) for t in study.trials)]
+    assert not _leaks("\n".join(stored), url)
+    from ablate.report import write_report
+
+    assert write_report(name, tracking_uri=tracking, out=tmp_path / "reports")
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in files) and any(p.name == "study.json" for p in files)
+    assert not [str(p) for p in files if _leaks(p.read_bytes(), url)]
 
 
 # --- a worker killed mid-trial on "another machine": Optuna's heartbeat retries its trial ----------
@@ -296,7 +353,7 @@ def test_worker_with_another_recipe_is_refused(url, tmp_path, monkeypatch, capsy
     assert main(["worker", name, "--storage", url, "params.optimizer=choice(sgd, adamw)"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0] == (f"ablate: error: study: {name!r} in {url.replace(_password(url), '***')} has another "
+    assert err[0] == (f"ablate: error: study: {name!r} in {redact(url)} has another "
                       f"recipe than sweeps/{name}.yaml with these overrides here (params.optimizer differs); "
                       "run the same study file and overrides")
     # a changed study file here is another recipe too

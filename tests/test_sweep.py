@@ -467,3 +467,30 @@ def test_every_shipped_study_composes_and_every_option_of_its_space_checks_out(n
     spec = compose_study(name, [])
     composer = check_trial_configs(spec)  # composes every group option the space can draw
     assert composer is not None and spec.n_trials >= 1
+
+
+_EVIL_STUDY = ("defaults:\n  - base_study\n  - sampler: random\n  - pruner: none\n  - _self_\nn_trials: 1\n"
+               "fixed:\n  trainer.epochs: 1\nparams:\n  seed: range(0, 9)\n")
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (["sweep", "../../evil"], "study"),  # a study file outside sweeps/
+    (["sweep", "/tmp/evil"], "study"),
+    (["sweep", "tricks_digits", "name=../../x"], "name"),  # the journal and logs outside the folder
+    (["sweep", "tricks_digits", "name=a/b"], "name"),
+    (["sweep", "tricks_digits", "name=.."], "name"),
+    (["worker", "../../evil", "--storage", "journal.log"], "study"),
+])
+def test_a_study_name_that_is_a_path_is_refused_and_creates_nothing(tmp_path, args, field):
+    outside, cwd = tmp_path, tmp_path / "a" / "work"
+    (cwd / "sweeps").mkdir(parents=True)
+    (outside / "a" / "evil.yaml").write_text(_EVIL_STUDY)  # where cwd/sweeps/../../evil.yaml points
+    (outside / "evil.yaml").write_text(_EVIL_STUDY)
+    before = sorted(tmp_path.rglob("*"))
+    out = subprocess.run([*ABLATE, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2, out.stderr
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ablate: error: {field}: "), out.stderr
+    assert "[A-Za-z0-9]" in err[0] or "letters" in err[0]  # what is allowed
+    assert "Traceback" not in out.stderr
+    assert sorted(tmp_path.rglob("*")) == before  # no study folder, journal, log or MLflow store

@@ -36,6 +36,7 @@ from ablate import records
 from ablate.analysis import check_single
 from ablate.errors import AblateError
 from ablate.report.schema import derive_arms, normalise_spec, parse_tag_filter, quote, unique
+from ablate.secrets import redact, redact_text
 
 __all__ = ["HISTORY_METRICS", "Collected", "collect", "derive_arms", "normalise_spec", "parse_tag_filter"]
 
@@ -208,8 +209,9 @@ def _open(tracking_uri: str) -> tuple[Any, list[Any]]:
     try:
         return client, _experiments(client)
     except Exception as exc:  # noqa: BLE001 - any store error becomes one line
-        raise AblateError(f"tracking.uri: cannot read MLflow store {tracking_uri} "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        reason = redact_text(str(exc).splitlines()[0] if str(exc) else "", tracking_uri)
+        raise AblateError(f"tracking.uri: cannot read MLflow store {redact(tracking_uri)} "
+                          f"({type(exc).__name__}: {reason})") from None
 
 
 def _listing(experiments: Sequence[Any]) -> str:
@@ -402,6 +404,7 @@ def collect(study: str | None, *, tracking_uri: str, experiment: str | None = No
             datasets or metrics.
     """
     client, experiments = _open(tracking_uri)
+    tracking_uri = redact(tracking_uri)  # from here on only shown: in messages and the report's header
     selection = _select(client, experiments, study, tracking_uri=tracking_uri, experiment=experiment, tag=tag)
     kept = _kept(selection, tracking_uri)
     runs, arm_source = _runs_frame(kept, selection.parent)

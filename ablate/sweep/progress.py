@@ -15,8 +15,9 @@ from typing import IO, Any
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 
+from ablate.secrets import redact, redact_text
 from ablate.sweep.spec import StudySpec
-from ablate.sweep.storage import best_trial, count_states, redact
+from ablate.sweep.storage import best_trial, count_states
 
 __all__ = ["Progress", "absolute_uri", "best_command", "clock", "summary"]
 
@@ -127,11 +128,11 @@ def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, w
         lines.append(f"  {best_command(spec, best)}")
     uri = spec.tracking_uri
     default = absolute_uri("sqlite:///mlflow.db", Path.cwd())
-    ui = "ablate ui" + ("" if uri == default else f" tracking.uri={uri}")
+    ui = "ablate ui" + ("" if uri == default else f" tracking.uri={redact(uri)}")
     lines.append(f"MLflow:  {ui}   (experiment '{spec.experiment}', parent run {parent_run_id})")
     storage = redact(spec.storage)
     shown = os.path.relpath(storage) if "://" not in storage else storage
     lines.append(f"Optuna:  optuna-dashboard {shown}")
     logs = "slurm/*_log.out" if spec.launcher.get("name") == "slurm" else "worker-*.log"
     lines.append(f"Logs:    {os.path.relpath(spec.out_dir)}/{logs}")
-    return "\n".join(lines)
+    return redact_text("\n".join(lines), spec.storage, spec.tracking_uri)  # the best command's overrides too

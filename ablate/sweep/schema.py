@@ -7,15 +7,32 @@ defaults list (``base_study``, ``sampler: tpe``), so a typo fails at compose tim
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING
 
 from ablate.config import store_schemas
+from ablate.errors import ConfigError
 
-__all__ = ["PRUNERS", "SAMPLERS", "LauncherConfig", "PrunerConfig", "SamplerConfig", "StudyConfig",
-           "register_study_configs"]
+__all__ = ["NAME_ALLOWED", "PRUNERS", "SAMPLERS", "LauncherConfig", "PrunerConfig", "SamplerConfig",
+           "StudyConfig", "check_name", "register_study_configs"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_ALLOWED = "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,99} without '..' (letters, digits, . _ -)"
+"""What a study name (and a study file's name) may be: it names folders and files, never a path."""
+
+
+def check_name(field_name: str, name: object) -> str:
+    """``name`` if it is a safe study name (:data:`NAME_ALLOWED`).
+
+    Raises:
+        ConfigError: a path (``../x``, ``a/b``, ``/tmp/x``), ``..``, an empty or too long name.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(field_name, name, NAME_ALLOWED)
+    return name
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "gp", "bruteforce")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "patient", "threshold")

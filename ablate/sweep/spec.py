@@ -27,8 +27,9 @@ from ablate.ablation import build_design
 from ablate.config import hydra_at, translate_compose_error
 from ablate.errors import AblateError, ConfigError
 from ablate.records import ATTR_SPEC, DIRECTIONS
+from ablate.secrets import redact_text, redact_values
 from ablate.space import AblationSpace, SearchSpace, fixed_overrides, parse_space
-from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, register_study_configs
+from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, check_name, register_study_configs
 from ablate.sweep.storage import open_storage, redact
 
 __all__ = [
@@ -91,21 +92,23 @@ class StudySpec:
     @property
     def recipe(self) -> dict[str, Any]:
         """What defines the study's trials; a resumed or joined study must match it exactly."""
-        return {"metric": self.metric, "direction": self.direction, "fixed": self.fixed,
+        return {"metric": self.metric, "direction": self.direction, "fixed": redact_values(self.fixed),
                 "params": self.params, "design": self.design, "arms": self.arms, "seeds": self.seeds}
 
     def to_json(self) -> str:
         """The study's one serialised form, stored on the Optuna study and the MLflow parent run.
 
-        Passwords in the storage and tracking URLs are left out (a worker is told them by its
-        launcher, see :meth:`with_secrets`) and the search space is added as Optuna distributions
+        Passwords in the storage and tracking URLs, and in URLs among the fixed overrides
+        (``tracking.uri=...``), are left out (a worker is told them by its launcher, see
+        :meth:`with_secrets`) and the search space is added as Optuna distributions
         (``distributions``), which the report reads without parsing the grammar again.
         """
         doc = dataclasses.asdict(dataclasses.replace(self, storage=redact(self.storage),
-                                                     tracking_uri=redact(self.tracking_uri)))
+                                                     tracking_uri=redact(self.tracking_uri),
+                                                     fixed=redact_values(self.fixed)))
         doc["distributions"] = {} if self.design else {
             k: optuna.distributions.distribution_to_json(d) for k, d in self.space.distributions.items()}
-        return json.dumps(doc, indent=2, sort_keys=True)
+        return redact_text(json.dumps(doc, indent=2, sort_keys=True), self.storage, self.tracking_uri)
 
     def with_secrets(self, storage: str, tracking_uri: str | None) -> StudySpec:
         """This spec with the URLs a worker was given (they may hold the passwords the stored copy lacks).
@@ -203,6 +206,7 @@ def compose_study(name: str, overrides: Sequence[str] = (), *, cwd: str | Path |
     Raises:
         ConfigError: unknown study, unknown sampler / pruner, wrong types or values.
     """
+    check_name("study", name)  # a file name under sweeps/, never a path
     folders = study_search_path(cwd)
     home = next((f for f in folders if (f / f"{name}.yaml").is_file()), None)
     if home is None:
@@ -258,7 +262,7 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
     raw["params"].update(params)
     raw["fixed"] = {k: v for k, v in _flat(raw["fixed"]).items() if k not in params}
     raw["fixed"].update(fixed)
-    name = raw.get("name") or file_name
+    name = check_name("name", raw.get("name") or file_name)  # names runs/<name>/ and its journal
     base = Path(cwd or os.getcwd()).resolve()
     out_dir = Path(raw.get("out_dir") or f"runs/{name}")
     out_dir = out_dir if out_dir.is_absolute() else base / out_dir
@@ -312,6 +316,7 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     if not text.startswith("best_of:"):
         raise ConfigError("reference", reference, "a mapping of config paths to values, or best_of:<study>")
     name, _, storage_url = text[len("best_of:"):].partition("@")
+    check_name("reference", name)
     url = storage_url or str(Path(cwd) / "runs" / name / "journal.log")
     if "://" not in url and not Path(url).is_file():
         raise AblateError(f"reference: no study {name!r} at {url} (run `ablate sweep {name}` first)")

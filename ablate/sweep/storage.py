@@ -18,7 +18,6 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -35,6 +34,7 @@ from ablate.records import (
     DIVERGED,
     SURPLUS,
 )
+from ablate.secrets import redact, redact_text
 
 __all__ = [
     "Heartbeat",
@@ -63,21 +63,6 @@ COUNTED = ("complete", "pruned", "diverged", "failed", "killed", "running", "wai
 def worker_id() -> str:
     """``host:pid`` of this process: what a trial's ``ablate.worker`` attribute holds."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def redact(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
-def redact_text(text: str, url: str) -> str:
-    """``text`` with the password of ``url`` (if any) replaced by ``***``."""
-    password = urlsplit(url).password if "://" in url else None
-    return text.replace(password, "***") if password else text
 
 
 def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int | None = 60,

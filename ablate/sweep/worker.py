@@ -40,6 +40,7 @@ from ablate.sweep.storage import (
     open_storage,
     others_hold_the_rest,
     redact,
+    redact_text,
     retried_from,
     worker_id,
 )
@@ -306,11 +307,12 @@ class Worker:
             self.telling.discard(trial.number)
 
     def _tell_failed(self, trial: Trial, exc: BaseException) -> None:
+        error = redact_text(f"{type(exc).__name__}: {exc}", self.spec.storage, self.spec.tracking_uri)
         trial.set_user_attr(R.ATTR_OUTCOME, R.FAILED)
-        trial.set_user_attr(R.ATTR_ERROR, f"{type(exc).__name__}: {exc}"[:1000])
+        trial.set_user_attr(R.ATTR_ERROR, error[:1000])
         self.study.tell(trial, state=TrialState.FAIL)
         if self.verbose:
-            print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", flush=True)
+            print(f"trial {trial.number} failed: {error}", flush=True)
 
 
 def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,

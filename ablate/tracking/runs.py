@@ -13,10 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate import records as R
 from ablate.config import flatten, trick_summary
+from ablate.secrets import redact, redact_text
 from ablate.tracking.store import environment, get_or_create_experiment, git_commit
 from ablate.tracking.writer import WRITER, signals_deferred
 
-__all__ = ["RunTracker", "error_text", "track_run"]
+__all__ = ["RunTracker", "config_record", "error_text", "track_run"]
 
 _MAX_PARAMS_PER_CALL = 100  # MLflow's log_batch limits
 _MAX_TAGS_PER_CALL = 100
@@ -26,8 +27,21 @@ _MAX_ENTITIES_PER_CALL = 1000
 _experiment_ids: dict[tuple[str, str], str] = {}  # a worker's runs share one experiment
 
 
-def error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"[:5000]
+def error_text(error: BaseException, *urls: str) -> str:
+    """``Type: message`` of ``error`` for a run's error tag, the passwords of ``urls`` as ``***``."""
+    return redact_text(f"{type(error).__name__}: {error}", *urls)[:5000]
+
+
+def config_record(cfg: DictConfig) -> tuple[dict[str, str], str]:
+    """A run's params (every leaf of ``cfg``, stringified) and its ``config.yaml`` text.
+
+    The password of ``tracking.uri`` is shown as ``***`` in both (the run itself writes to the
+    real store).
+    """
+    uri = str(cfg.tracking.uri)
+    params = {k: redact_text("None" if v is None else str(v), uri) for k, v in flatten(cfg)}
+    params["tracking.uri"] = redact(uri)
+    return params, redact_text(OmegaConf.to_yaml(cfg, resolve=True), uri)
 
 
 class RunTracker:
@@ -76,6 +90,11 @@ class RunTracker:
         self._flushed = time.monotonic()
 
     @property
+    def uri(self) -> str:
+        """The run's MLflow store (it may hold a password, which the run's records never show)."""
+        return str(self.cfg.tracking.uri)
+
+    @property
     def rid(self) -> str:
         """The run's id; only read by writes, which run after the run's creation."""
         assert self.run_id is not None, "the run was not created"
@@ -107,8 +126,8 @@ class RunTracker:
         from mlflow.entities import Param
 
         def write() -> None:  # flattening and serialising the config is part of the (queued) write
-            params = [Param(k, "None" if v is None else str(v)) for k, v in flatten(self.cfg)]
-            text = OmegaConf.to_yaml(self.cfg, resolve=True)
+            values, text = config_record(self.cfg)
+            params = [Param(k, v) for k, v in values.items()]
             for i in range(0, len(params), _MAX_PARAMS_PER_CALL):
                 self.client.log_batch(self.rid, params=params[i:i + _MAX_PARAMS_PER_CALL])
             self.client.log_text(self.rid, text, R.ARTIFACT_CONFIG)
@@ -193,7 +212,7 @@ class RunTracker:
         # The write that failed may fail again: the status matters more than the tags.
         with contextlib.suppress(Exception):
             self.client.log_batch(self.rid, tags=[RunTag(R.TAG_STATUS, R.FAILED),
-                                                  RunTag(R.TAG_ERROR, error_text(error))])
+                                                  RunTag(R.TAG_ERROR, error_text(error, self.uri))])
         with contextlib.suppress(Exception):  # nothing more can be done from here
             self.client.set_terminated(self.rid, "FAILED")
 
@@ -208,7 +227,7 @@ class RunTracker:
         self.flush()  # the curves up to the interruption are worth keeping
         tags: dict[str, str] = {R.TAG_STATUS: status.lower()}
         if error is not None:
-            tags[R.TAG_ERROR] = error_text(error)
+            tags[R.TAG_ERROR] = error_text(error, self.uri)
         with signals_deferred():
             self.client.log_batch(self.rid, tags=[RunTag(k, v) for k, v in tags.items()])
             self.client.set_terminated(self.rid, status)
