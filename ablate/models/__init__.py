@@ -39,7 +39,7 @@ from ablate.errors import ConfigError
 from ablate.menu import ACTIVATIONS, MODELS, NORMS
 from ablate.models.cnn import ConvBlock, cnn_net
 from ablate.models.inception import MIN_WIDTH, InceptionBlock, inception_net
-from ablate.models.layers import WEIGHT_LAYERS, apply_weight_norm, is_weight_normed, weight_parameters
+from ablate.models.layers import WEIGHT_LAYERS, Knobs, apply_weight_norm, is_weight_normed, weight_parameters
 from ablate.models.mlp import DenseBlock, mlp_net
 from ablate.models.resnet import BasicBlock, resnet_net
 
@@ -175,8 +175,8 @@ def build_model(
     """
     _validate(name, input_shape, num_classes, depth, width, activation, norm, dropout)
     shape = tuple(int(s) for s in input_shape)
-    args = (num_classes, int(depth), int(width), activation, norm, float(dropout), bool(residual))
-    model = mlp_net(math.prod(shape), *args) if name == "mlp" else _BUILDERS[name](shape, *args)
+    knobs = Knobs(num_classes, int(depth), int(width), activation, norm, float(dropout), bool(residual))
+    model = mlp_net(math.prod(shape), knobs) if name == "mlp" else _BUILDERS[name](shape, knobs)
     return apply_weight_norm(model) if norm == "weight" else model
 
 

@@ -7,8 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ablate.models.layers import Knobs, classifier, conv, norm_layer, stage_plan
 from ablate.models.layers import activation as make_activation
-from ablate.models.layers import conv, norm_layer, pool, stage_plan
 from ablate.models.layers import dropout as make_dropout
 
 __all__ = ["ConvBlock", "cnn_net"]
@@ -71,17 +71,10 @@ class ConvBlock(nn.Module):
         return f"residual={self.residual}"
 
 
-def cnn_net(
-    shape: tuple[int, ...],
-    num_classes: int,
-    depth: int,
-    width: int,
-    activation: str,
-    norm: str,
-    dropout: float,
-    residual: bool,
-) -> nn.Module:
+def cnn_net(shape: tuple[int, ...], knobs: Knobs) -> nn.Module:
     """``depth`` conv blocks of ``width`` channels (stride 2 at stage starts), pooling, linear head."""
+    num_classes, depth, width = knobs.num_classes, knobs.depth, knobs.width
+    activation, norm, dropout, residual = knobs.activation, knobs.norm, knobs.dropout, knobs.residual
     dims = len(shape) - 1
     blocks = []
     channels = shape[0]
@@ -99,11 +92,4 @@ def cnn_net(
             )
         )
         channels = width
-    return nn.Sequential(
-        OrderedDict(
-            blocks=nn.Sequential(*blocks),
-            pool=pool(dims),
-            flatten=nn.Flatten(),
-            head=nn.Linear(width, num_classes),
-        )
-    )
+    return classifier(dims, blocks, width, num_classes)

@@ -25,8 +25,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ablate.models.layers import Knobs, classifier, conv, norm_layer, stage_plan
 from ablate.models.layers import activation as make_activation
-from ablate.models.layers import conv, norm_layer, pool, stage_plan
 from ablate.models.layers import dropout as make_dropout
 from ablate.models.resnet import stem
 
@@ -116,29 +116,14 @@ class InceptionBlock(nn.Module):
         return f"channels={self.channels}, residual={self.residual}"
 
 
-def inception_net(
-    shape: tuple[int, ...],
-    num_classes: int,
-    depth: int,
-    width: int,
-    activation: str,
-    norm: str,
-    dropout: float,
-    residual: bool,
-) -> nn.Module:
+def inception_net(shape: tuple[int, ...], knobs: Knobs) -> nn.Module:
     """Stem to ``width`` channels, ``depth`` inception blocks (a stride-2 max-pool at stage starts,
     under the same rule as cnn and resnet), global average pooling, linear head."""
+    num_classes, depth, width = knobs.num_classes, knobs.depth, knobs.width
+    activation, norm, dropout, residual = knobs.activation, knobs.norm, knobs.dropout, knobs.residual
     dims = len(shape) - 1
     first = stem(dims, shape[0], width, activation, norm)
     blocks = [InceptionBlock(dims, width, stride=stride, activation=activation, norm=norm, dropout=dropout,
                              residual=residual)
               for _, stride in stage_plan(depth, min(shape[1:]))]
-    return nn.Sequential(
-        OrderedDict(
-            stem=first,
-            blocks=nn.Sequential(*blocks),
-            pool=pool(dims),
-            flatten=nn.Flatten(),
-            head=nn.Linear(width, num_classes),
-        )
-    )
+    return classifier(dims, blocks, width, num_classes, stem=first)

@@ -7,6 +7,10 @@ Optional layers that are switched off are *absent* (``None`` here, no ``nn.Ident
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -14,8 +18,10 @@ from torch.nn.utils.parametrizations import weight_norm
 
 __all__ = [
     "WEIGHT_LAYERS",
+    "Knobs",
     "activation",
     "apply_weight_norm",
+    "classifier",
     "conv",
     "dropout",
     "is_weight_normed",
@@ -27,6 +33,19 @@ __all__ = [
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """The layer types that carry the network's weights: what init schemes and per-layer diagnostics act on."""
+
+@dataclass(frozen=True)
+class Knobs:
+    """The architecture-level tricks every model builder takes (checked by ``build_model``)."""
+
+    num_classes: int
+    depth: int
+    width: int
+    activation: str
+    norm: str
+    dropout: float
+    residual: bool
+
 
 # Not in-place: an in-place ReLU would overwrite the norm layer's output, which forward hooks used for
 # per-layer activation statistics may still hold.
@@ -70,6 +89,18 @@ def dropout(p: float) -> nn.Module | None:
 def pool(dims: int) -> nn.Module:
     """Global average pooling over the positions of a ``dims``-D feature map."""
     return nn.AdaptiveAvgPool2d(1) if dims == 2 else nn.AdaptiveAvgPool1d(1)
+
+
+def classifier(dims: int, blocks: Sequence[nn.Module], channels: int, num_classes: int,
+               stem: nn.Module | None = None) -> nn.Module:
+    """``[stem], blocks, pool, flatten, head``: a conv net ending in global average pooling and a
+    Linear head from the last block's ``channels`` (built last, so it draws its weights last)."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    if stem is not None:
+        layers["stem"] = stem
+    layers.update(blocks=nn.Sequential(*blocks), pool=pool(dims), flatten=nn.Flatten(),
+                  head=nn.Linear(channels, num_classes))
+    return nn.Sequential(layers)
 
 
 def stage_plan(depth: int, smallest_side: int) -> list[tuple[int, int]]:

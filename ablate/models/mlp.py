@@ -7,9 +7,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ablate.models.layers import Knobs, norm_layer
 from ablate.models.layers import activation as make_activation
 from ablate.models.layers import dropout as make_dropout
-from ablate.models.layers import norm_layer
 
 __all__ = ["DenseBlock", "mlp_net"]
 
@@ -57,17 +57,10 @@ class DenseBlock(nn.Module):
         return f"residual={self.residual}"
 
 
-def mlp_net(
-    features: int,
-    num_classes: int,
-    depth: int,
-    width: int,
-    activation: str,
-    norm: str,
-    dropout: float,
-    residual: bool,
-) -> nn.Module:
+def mlp_net(features: int, knobs: Knobs) -> nn.Module:
     """flatten, ``depth`` dense blocks of ``width`` units, linear head."""
+    num_classes, depth, width = knobs.num_classes, knobs.depth, knobs.width
+    activation, norm, dropout, residual = knobs.activation, knobs.norm, knobs.dropout, knobs.residual
     blocks = [
         DenseBlock(
             features if i == 0 else width,

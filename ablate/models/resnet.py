@@ -7,8 +7,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ablate.models.layers import Knobs, classifier, conv, norm_layer, stage_plan
 from ablate.models.layers import activation as make_activation
-from ablate.models.layers import conv, norm_layer, pool, stage_plan
 from ablate.models.layers import dropout as make_dropout
 
 __all__ = ["BasicBlock", "resnet_net", "stem"]
@@ -91,17 +91,10 @@ def stem(dims: int, in_channels: int, width: int, activation: str, norm: str) ->
     return nn.Sequential(layers)
 
 
-def resnet_net(
-    shape: tuple[int, ...],
-    num_classes: int,
-    depth: int,
-    width: int,
-    activation: str,
-    norm: str,
-    dropout: float,
-    residual: bool,
-) -> nn.Module:
+def resnet_net(shape: tuple[int, ...], knobs: Knobs) -> nn.Module:
     """Stem, ``depth`` basic blocks (width, 2*width, 4*width channels by stage), pooling, linear head."""
+    num_classes, depth, width = knobs.num_classes, knobs.depth, knobs.width
+    activation, norm, dropout, residual = knobs.activation, knobs.norm, knobs.dropout, knobs.residual
     dims = len(shape) - 1
     first = stem(dims, shape[0], width, activation, norm)  # built first: its weights are drawn first
     blocks = []
@@ -122,12 +115,4 @@ def resnet_net(
             )
         )
         channels = out_channels
-    return nn.Sequential(
-        OrderedDict(
-            stem=first,
-            blocks=nn.Sequential(*blocks),
-            pool=pool(dims),
-            flatten=nn.Flatten(),
-            head=nn.Linear(channels, num_classes),
-        )
-    )
+    return classifier(dims, blocks, channels, num_classes, stem=first)
