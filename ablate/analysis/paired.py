@@ -86,9 +86,11 @@ def holm_intervals(groups: Sequence[np.ndarray], p_holm: Any, alpha: float) -> t
 
     So an interval excludes 0 exactly when ``p_holm < alpha`` (an open bound at 0 is stored as
     :data:`OPEN_ZERO`, ``±5e-324``): the retained rows have p >= alpha / r >= alpha / m, so their
-    Bonferroni interval holds 0. Family-wise coverage measured on normal data is 0.947-0.975
-    (``tests/test_coverage.py``); Holm's two-sided test admits no exactly compatible intervals
-    that also have guaranteed coverage.
+    Bonferroni interval holds 0. Family-wise coverage (every row's interval holding its true
+    effect, and no null row excluding 0) measured at 3-10 normal pairs, 2-4 rows, null to large
+    effects, 3000 families each: 0.943-0.987 (``tests/test_coverage.py`` checks >= 0.93). Holm's
+    two-sided step-down admits no exactly compatible rectangles with a proof of 1 - alpha
+    coverage; Bonferroni intervals alone have it but would disagree with ``p_holm``.
 
     Args:
         groups: 1-D arrays (paired differences), as for :func:`~ablate.analysis.intervals.t_interval`.
