@@ -58,7 +58,7 @@ def test_compare_recovers_signs_and_leaves_the_null_alone():
     out = compare(runs, "best_val_acc", [Comparison(k[1:], k, "reference") for k in effects])
 
     assert list(out.columns) == ["label", "with_arm", "without_arm", "n_pairs", "effect", "ci_low",
-                                 "ci_high", "p_better", "p_value", "p_holm"]
+                                 "ci_high", "p_better", "p_value", "p_holm", "ci_low_adj", "ci_high_adj"]
     assert list(out["label"]) == ["a", "d", "c", "b"]  # sorted by effect, descending
     row = out.set_index("label")
     for label, true in (("a", 0.03), ("b", -0.02), ("d", 0.01)):
@@ -71,7 +71,7 @@ def test_compare_recovers_signs_and_leaves_the_null_alone():
     assert row.loc["a", "p_better"] == 1.0 and row.loc["b", "p_better"] == 0.0
 
 
-def test_compare_pairs_by_seed_and_matches_scipy_and_bootstrap_ci():
+def test_compare_pairs_by_seed_and_matches_scipy_and_the_t_interval():
     runs = _paired_runs({"+x": 0.01}, 12, rng=np.random.default_rng(1))
     runs = runs[~((runs["arm"] == "+x") & (runs["seed"] == 7))]  # seed 7 only in reference
     runs.loc[(runs["arm"] == "reference") & (runs["seed"] == 3), "best_val_acc"] = np.nan  # diverged
@@ -84,7 +84,10 @@ def test_compare_pairs_by_seed_and_matches_scipy_and_bootstrap_ci():
     assert row["n_pairs"] == 10 == d.size
     assert row["effect"] == pytest.approx(d.mean())
     assert row["p_value"] == pytest.approx(stats.ttest_rel(table["+x"], table["reference"]).pvalue)
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx(bootstrap_ci(d, n_boot=5000, seed=0))
+    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    old = compare(runs, "best_val_acc", [("x", "+x", "reference")], method="expanded").iloc[0]
+    assert (old["ci_low"], old["ci_high"]) == pytest.approx(bootstrap_ci(d, n_boot=5000, seed=0))
 
 
 def test_p_better_counts_ties_as_half_and_zero_variance_p_values():
@@ -100,7 +103,15 @@ def test_p_better_counts_ties_as_half_and_zero_variance_p_values():
     # every difference identical: t is undefined; the exact sign-flip test gives 2 / 2^5
     assert out.loc["shift", "p_value"] == pytest.approx(2 / 2**5) and out.loc["shift", "p_better"] == 1.0
     assert out.loc["same", "p_value"] == 1.0 and out.loc["same", "p_better"] == 0.5
-    assert out.loc["same", "ci_low"] == out.loc["same", "ci_high"] == 0.0
+    # and the interval is that test's inversion: unbounded while 2 / 2^n >= 0.05 (n <= 5) ...
+    assert out.loc["shift", "ci_low"] == -np.inf and out.loc["shift", "ci_high"] == np.inf
+    assert out.loc["same", "ci_low"] == -np.inf and out.loc["same", "ci_high"] == np.inf
+    # ... and the point beyond; differences equal up to float noise count as equal
+    six = pd.DataFrame({"arm": ["ref"] * 6 + ["up"] * 6, "seed": np.tile(np.arange(6), 2),
+                        "m": [0.5, 0.75, 0.8, 0.55, 0.9, 0.6, 0.55, 0.8, 0.85, 0.6, 0.95, 0.65]})
+    row = compare(six, "m", [Comparison("up", "up", "ref")]).iloc[0]
+    assert row["p_value"] == pytest.approx(2 / 2**6) and row["ci_low"] == pytest.approx(0.05)
+    assert row["ci_high"] == pytest.approx(0.05)
 
 
 def test_compare_refuses_bad_input():

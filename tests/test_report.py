@@ -288,6 +288,11 @@ def test_ablation_report_markdown_and_html(store, tmp_path):
     assert [r[0] for r in ablation[1:]] == ["norm=batch", "a|b"]  # sorted by effect: 8 pts, 3 pts
     assert [r[2] for r in ablation[1:]] == ["-norm=batch", PIPE_ARM]
     assert float(ablation[1][4]) == pytest.approx(8.0, abs=1.0)
+    # the simultaneous CI, which the chart's colours follow, agrees with p (Holm)
+    assert ablation[0][-2:] == ["p (Holm)", "95 % simultaneous CI"]
+    for row in ablation[1:]:
+        significant = row[-2] == "<0.001" or float(row[-2]) < 0.05
+        assert row[-1][0] in "([" and (row[-1].startswith(("(0,", "[")) or not significant)
 
     runs = _table_with(tables, "MLflow run id")
     assert len(runs) == 1 + 12 + 2  # finished, pruned and failed runs, each traceable
@@ -308,6 +313,7 @@ def test_ablation_report_markdown_and_html(store, tmp_path):
     assert html.escape(XSS) in page_text and XSS in page.text
     assert page.tags.count("img") == 3 and PIPE_ARM in page.text
     assert "leave-one-out" in page_text and "What each trick contributes" in page.text
+    assert "simultaneous CI over the tricks" in page_text
 
 
 def test_search_report_has_best_trials_importance_and_expected_best(store, tmp_path):
@@ -510,3 +516,19 @@ def test_every_design_of_the_sweep_side_has_a_report_description():
     assert choose_design({}, {"arm_source": "trial number"}) is SEARCH
     assert choose_design({}, {}) is RUNS
     assert choose_design({"design": "new_design"}, {}).name == "new_design"  # reported without extras
+
+
+def test_intervals_that_only_give_a_sign_read_and_draw():
+    from ablate.analysis.paired import OPEN_ZERO
+    from ablate.report.figures import effect_chart
+    from ablate.report.format import fmt_ci, metric_format
+
+    fmt = metric_format("best_val_acc", "val_acc")
+    assert fmt_ci(fmt, OPEN_ZERO, np.inf, diff=True) == "(0, +∞)"
+    assert fmt_ci(fmt, -np.inf, -OPEN_ZERO, diff=True) == "(-∞, 0)"
+    assert fmt_ci(fmt, -np.inf, np.inf, diff=True) == "(-∞, +∞)"
+    assert fmt_ci(fmt, 0.01, 0.03, diff=True) == "[1.00, 3.00]"
+    assert fmt_ci(fmt, np.nan, 0.03, diff=True) == "—"
+    png = effect_chart(["a", "b", "c", "d"], [2.0, -1.0, 0.3, 0.5], [OPEN_ZERO, -np.inf, -0.4, np.nan],
+                       [np.inf, -OPEN_ZERO, 1.0, np.nan], xlabel="effect (pts)")
+    assert png.startswith(b"\x89PNG")

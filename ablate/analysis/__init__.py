@@ -16,7 +16,12 @@ Inputs:
 Conventions:
 
 * Tables "by arm" are indexed by ``arm`` in order of first appearance in ``runs``.
-* Confidence intervals are bootstrap intervals computed with vectorised resampling (one
+* Paired contrasts (:func:`compare`) use the t-interval of the mean difference by default, the
+  inversion of the paired t-test behind their p-values (so the CI excludes 0 exactly when
+  p < 1 - ci), plus simultaneous intervals that agree with the Holm-adjusted p-values
+  (:func:`holm_intervals`). The bootstrap intervals, chosen with ``method=``, cover only about
+  75 % at 3 pairs; ``benchmarks/bench_coverage.py`` measures every method.
+* The other confidence intervals are bootstrap intervals computed with vectorised resampling (one
   ``numpy`` index matrix per sample size, never a Python loop over resamples). By default the
   levels of the percentile interval of a *mean* are widened for small samples, the "expanded
   percentile" bootstrap (Hesterberg 2015, *What teachers should know about the bootstrap*):
@@ -30,9 +35,10 @@ Conventions:
 The modules, one job each (this package re-exports their public names):
 
 ============  ====================================================================================
-intervals     bootstrap confidence intervals (vectorised resampling, expanded levels): bootstrap_ci
+intervals     t-intervals and t-tests of means: t_interval, t_test; bootstrap confidence intervals
+              (vectorised resampling, expanded levels): bootstrap_ci
 arms          per-arm tables of runs: arm_summary, overfitting, stability, cost; check_single
-paired        paired-by-seed contrasts of arms: Comparison, compare, holm
+paired        paired-by-seed contrasts of arms: Comparison, compare, holm, holm_intervals
 curves        learning curves: epochs_to_target, convergence
 factorial     replicated 2^k designs: factorial_effects
 search        hyperparameter searches: expected_best, typed_params, param_importance (Optuna, lazily)
@@ -45,8 +51,8 @@ from __future__ import annotations
 from ablate.analysis.arms import arm_summary, check_single, cost, overfitting, stability
 from ablate.analysis.curves import convergence, epochs_to_target
 from ablate.analysis.factorial import factorial_effects
-from ablate.analysis.intervals import bootstrap_ci
-from ablate.analysis.paired import Comparison, compare, holm
+from ablate.analysis.intervals import bootstrap_ci, t_interval, t_test
+from ablate.analysis.paired import Comparison, compare, holm, holm_intervals
 from ablate.analysis.search import expected_best, param_importance, typed_params
 
 __all__ = [
@@ -61,8 +67,11 @@ __all__ = [
     "expected_best",
     "factorial_effects",
     "holm",
+    "holm_intervals",
     "overfitting",
     "param_importance",
     "stability",
+    "t_interval",
+    "t_test",
     "typed_params",
 ]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ablate.errors import AblateError
 
-METHODS = ("expanded", "percentile")
+METHODS = ("t", "expanded", "percentile")
 
 
 def require_frame(frame: Any, name: str, columns: Iterable[str]) -> None:
@@ -49,9 +49,9 @@ def check_ci(ci: float, n_boot: int) -> None:
 
 
 def check_method(method: str) -> None:
-    """Refuse a CI method other than ``"expanded"`` or ``"percentile"``."""
+    """Refuse a CI method other than ``"t"``, ``"expanded"`` or ``"percentile"``."""
     if method not in METHODS:
-        raise AblateError(f"method: {method!r} is not allowed; expected one of: expanded, percentile")
+        raise AblateError(f"method: {method!r} is not allowed; expected one of: {', '.join(METHODS)}")
 
 
 def one_line(value: Any) -> str:

@@ -1,23 +1,22 @@
-"""Paired-by-seed comparisons of arms: effect, bootstrap CI, probability of improvement, p-values.
+"""Paired-by-seed comparisons of arms: effect, CI, probability of improvement, p-values.
 
 :func:`compare` reads the metric of each pair of arms seed by seed; :func:`holm` adjusts the
-p-values of one family of comparisons.
+p-values of one family of comparisons and :func:`holm_intervals` gives the simultaneous intervals
+that agree with it.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ablate.analysis._checks import check_ci, check_method, numeric, require_frame
-from ablate.analysis.intervals import ci_ragged
+from ablate.analysis.intervals import ci_ragged, t_interval, t_test
 from ablate.errors import AblateError
 
 
@@ -37,7 +36,10 @@ class Comparison:
 
 
 _COMPARE_COLUMNS = ["label", "with_arm", "without_arm", "n_pairs", "effect", "ci_low", "ci_high",
-                    "p_better", "p_value", "p_holm"]
+                    "p_better", "p_value", "p_holm", "ci_low_adj", "ci_high_adj"]
+# An open bound at 0 ("the effect is > 0"), stored as the nearest double so that
+# ``ci_low_adj > 0`` reads "excludes 0"; it prints as 0.
+OPEN_ZERO = math.ulp(0.0)
 
 
 def holm(pvalues: Any) -> np.ndarray:
@@ -70,36 +72,58 @@ def holm(pvalues: Any) -> np.ndarray:
     return out
 
 
-def _paired_p_values(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Two-sided paired t-test p-value of each (with, without) pair of equal-length arrays."""
-    out = np.full(len(pairs), np.nan)
-    by_size: dict[int, list[int]] = {}
-    for i, (w, _) in enumerate(pairs):
-        by_size.setdefault(w.size, []).append(i)
-    for size, members in by_size.items():
-        if size < 2:
-            continue
-        # One scipy call per sample size: ttest_rel is vectorised over columns but costs
-        # milliseconds of overhead per call, which dominates with hundreds of comparisons.
-        w = np.column_stack([pairs[i][0] for i in members])
-        wo = np.column_stack([pairs[i][1] for i in members])
-        d = w - wo
-        constant = np.all(d == d[0], axis=0)
-        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # zero-variance columns, replaced below
-            p = np.atleast_1d(stats.ttest_rel(w, wo, axis=0).pvalue).astype(np.float64)
-        # Zero variance (frequent with few seeds and a discrete metric like accuracy): t is
-        # undefined. Use the exact sign-flip permutation test instead, whose two-sided p-value for
-        # n identical non-zero differences is 2 / 2^n, not the 0 an infinite t would claim.
-        p[constant] = np.where(d[0, constant] != 0.0, min(1.0, 2.0 ** (1 - size)), 1.0)
-        out[members] = p
-    return out
+def holm_intervals(groups: Sequence[np.ndarray], p_holm: Any, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simultaneous intervals of the means of ``groups`` that agree with Holm's test at ``alpha``.
+
+    With m rows that have a p-value and r of them not rejected (``p_holm >= alpha``), every
+    interval starts as the Bonferroni t-interval at level ``1 - alpha / m`` (simultaneous for the
+    family); then each row that Holm rejects keeps only the side of 0 of its effect
+    (the compatibility rule of Strassburger & Bretz 2008, *Stat. Med.* 27, for Holm's procedure):
+
+    * some row not rejected (r >= 1): ``(0, +inf)`` for a positive effect, ``(-inf, 0)`` for a
+      negative one: Holm's step-down licenses the sign, not a magnitude;
+    * every row rejected (r = 0): the Bonferroni interval cut at 0 on the far side.
+
+    So an interval excludes 0 exactly when ``p_holm < alpha`` (an open bound at 0 is stored as
+    :data:`OPEN_ZERO`, ``±5e-324``): the retained rows have p >= alpha / r >= alpha / m, so their
+    Bonferroni interval holds 0. Family-wise coverage (every row's interval holding its true
+    effect, and no null row excluding 0) measured at 3-10 normal pairs, 2-4 rows, null to large
+    effects, 3000 families each: 0.943-0.987 (``tests/test_coverage.py`` checks >= 0.93). Holm's
+    two-sided step-down admits no exactly compatible rectangles with a proof of 1 - alpha
+    coverage; Bonferroni intervals alone have it but would disagree with ``p_holm``.
+
+    Args:
+        groups: 1-D arrays (paired differences), as for :func:`~ablate.analysis.intervals.t_interval`.
+        p_holm: Holm-adjusted p-values, one per group (NaN where the group has fewer than 2 values).
+        alpha: Family-wise level, ``1 - ci``.
+
+    Returns:
+        ``(low, high)``, NaN where ``p_holm`` is NaN.
+    """
+    adjusted = np.asarray(p_holm, dtype=np.float64)
+    ok = ~np.isnan(adjusted)
+    m = int(ok.sum())
+    low, high = np.full(adjusted.shape, np.nan), np.full(adjusted.shape, np.nan)
+    if m == 0:
+        return low, high
+    lo, hi = t_interval(groups, alpha / m)
+    low[ok], high[ok] = lo[ok], hi[ok]
+    rejected = ok & (adjusted < alpha)
+    mean = np.array([g.mean() if len(g) else math.nan for g in groups])
+    up, down = rejected & (mean > 0), rejected & (mean < 0)
+    if rejected.sum() < m:
+        low[up], high[up] = OPEN_ZERO, np.inf
+        low[down], high[down] = -np.inf, -OPEN_ZERO
+    else:
+        low[up] = np.maximum(low[up], OPEN_ZERO)
+        high[down] = np.minimum(high[down], -OPEN_ZERO)
+    return low, high
 
 
 def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], *,
             ci: float = 0.95, n_boot: int = 5000, seed: int = 0,
-            method: str = "expanded") -> pd.DataFrame:
-    """Paired-by-seed effect of each trick, with CI, probability of improvement and p-values.
+            method: str = "t") -> pd.DataFrame:
+    """Paired-by-seed effect of each trick, with CIs, probability of improvement and p-values.
 
     For each comparison, runs of the two arms are inner-joined on ``seed`` (seeds present in
     one arm only are ignored; a NaN metric on either side drops the pair) and
@@ -110,17 +134,25 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
             non-NaN metric per (arm, seed) among the arms compared.
         metric: Numeric column to compare (higher is better for ``p_better``).
         comparisons: :class:`Comparison` objects (or ``(label, with_arm, without_arm)``).
-        ci: Confidence level of the interval.
-        n_boot: Bootstrap resamples.
-        seed: Resampling seed (each row's interval equals ``bootstrap_ci(d, seed=seed)``).
-        method: ``"expanded"`` or ``"percentile"``, see :func:`bootstrap_ci`.
+        ci: Confidence level of the intervals; ``alpha = 1 - ci`` is the level of the tests.
+        n_boot: Bootstrap resamples (bootstrap methods only).
+        seed: Resampling seed (bootstrap methods: each row's interval equals
+            ``bootstrap_ci(d, seed=seed, method=method)``).
+        method: ``"t"`` (default): the t-interval of the mean of d, the inversion of the t-test
+            behind ``p_value``, so ``ci_low``/``ci_high`` exclude 0 exactly when
+            ``p_value < alpha`` (:func:`~ablate.analysis.intervals.t_interval`; it covers
+            >= 0.94 at 2 to 30 pairs under normal, heavy-tailed and accuracy-step noise).
+            ``"expanded"`` or ``"percentile"``: the bootstrap intervals of :func:`bootstrap_ci`,
+            kept for comparison; they cover only 0.73-0.77 at 3 pairs and 0.91-0.94 at 5, and
+            need not agree with ``p_value``.
 
     Returns:
         One row per comparison, sorted by ``effect`` descending (NaN last), columns:
 
         * ``label``, ``with_arm``, ``without_arm``, ``n_pairs``.
         * ``effect``: mean of d.
-        * ``ci_low``, ``ci_high``: paired bootstrap CI of the mean of d (pairs resampled).
+        * ``ci_low``, ``ci_high``: CI of the mean of d at level ``ci`` (see ``method``); with all
+          d equal, unbounded while 2 / 2^n >= alpha (n <= 5 at 95 %), else the point.
         * ``p_better``: share of pairs with d > 0, ties counting 1/2; the paired estimate of
           P(with > without), the "probability of improvement" of Bouthillier et al. 2021
           (*Accounting for variance in ML benchmarks*) and rliable (Agarwal et al. 2021).
@@ -128,6 +160,9 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
           2 pairs; when every d is the same, the exact sign-flip test's 2 / 2^n if that difference
           is non-zero, else 1.
         * ``p_holm``: Holm-Bonferroni adjusted ``p_value`` across the rows of this call.
+        * ``ci_low_adj``, ``ci_high_adj``: simultaneous intervals over the rows of this call that
+          agree with ``p_holm`` (:func:`holm_intervals`): they exclude 0 exactly when
+          ``p_holm < alpha``. Always t-based, whatever ``method``.
     """
     require_frame(runs, "runs", ["arm", "seed", metric])
     check_ci(ci, n_boot)
@@ -145,9 +180,13 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
         "effect": d.mean() if d.size else math.nan,
         "p_better": (np.mean(d > 0) + 0.5 * np.mean(d == 0)) if d.size else math.nan,
     } for c, d in zip(items, diffs, strict=True)])
-    out["p_value"] = _paired_p_values(pairs)
-    out["ci_low"], out["ci_high"] = ci_ragged(diffs, ci=ci, n_boot=n_boot, seed=seed, method=method)
+    out["p_value"] = t_test(diffs)
+    if method == "t":
+        out["ci_low"], out["ci_high"] = t_interval(diffs, 1.0 - ci)
+    else:
+        out["ci_low"], out["ci_high"] = ci_ragged(diffs, ci=ci, n_boot=n_boot, seed=seed, method=method)
     out["p_holm"] = holm(out["p_value"].to_numpy())
+    out["ci_low_adj"], out["ci_high_adj"] = holm_intervals(diffs, out["p_holm"].to_numpy(), 1.0 - ci)
     out = out[_COMPARE_COLUMNS].astype({"n_pairs": "int64"})
     return out.sort_values("effect", ascending=False, na_position="last", kind="stable") \
               .reset_index(drop=True)

@@ -189,8 +189,8 @@ def effect_chart(labels: Sequence[str], effect: Sequence[float], low: Sequence[f
     """One point per trick with its CI as whiskers, and a zero line.
 
     Green: the CI lies wholly on the better side of zero (above it, or below it for a loss); red:
-    wholly on the worse side; grey: it straddles zero (or is unknown). Rows are drawn top to bottom
-    in the order given.
+    wholly on the worse side; grey: it straddles zero (or is unknown). An infinite bound is drawn
+    to the plot's edge with an arrow. Rows are drawn top to bottom in the order given.
     """
     n = len(labels)
     effect_a = np.asarray(effect, dtype=np.float64)
@@ -203,6 +203,18 @@ def effect_chart(labels: Sequence[str], effect: Sequence[float], low: Sequence[f
                    for lo, hi in zip(np.nan_to_num(low_a, nan=-np.inf), np.nan_to_num(high_a, nan=np.inf),
                                       strict=False)]
         has_ci = ~(np.isnan(low_a) | np.isnan(high_a))
+        # An unbounded side (a simultaneous CI that only gives the sign) runs to the edge of the
+        # finite values' span and ends in an arrow.
+        finite = np.concatenate([effect_a, low_a, high_a, [0.0]])
+        finite = finite[np.isfinite(finite)]
+        span = max(float(np.ptp(finite)), 1e-12)
+        edge_lo, edge_hi = float(finite.min()) - 0.15 * span, float(finite.max()) + 0.15 * span
+        for j in np.flatnonzero(has_ci & np.isinf(low_a)):
+            ax.plot([edge_lo], [y[j]], marker="<", color=colours[j], markersize=5)
+        for j in np.flatnonzero(has_ci & np.isinf(high_a)):
+            ax.plot([edge_hi], [y[j]], marker=">", color=colours[j], markersize=5)
+        low_a = np.where(np.isneginf(low_a), edge_lo, low_a)
+        high_a = np.where(np.isposinf(high_a), edge_hi, high_a)
         err = np.vstack([effect_a - low_a, high_a - effect_a])
         for i in range(n):
             if has_ci[i]:

@@ -111,12 +111,24 @@ def seconds(value: float | None) -> str:
 
 
 def fmt_ci(fmt: MetricFormat, low: float, high: float, *, diff: bool) -> str:
-    """``[low, high]`` as levels, or as unsigned differences (``diff``); a dash when not finite."""
-    if not (np.isfinite(low) and np.isfinite(high)):
+    """``[low, high]`` as levels, or as unsigned differences (``diff``); a dash when unknown (NaN).
+
+    An infinite bound reads ``-∞``/``+∞`` and a bound within a few ulps of 0 (a simultaneous
+    interval's open bound at 0, :data:`ablate.analysis.paired.OPEN_ZERO`) reads ``0``; both get a
+    round bracket: ``(0, +∞)`` = "the effect is positive".
+    """
+    if np.isnan(low) or np.isnan(high):
         return "—"
-    if diff:
-        return f"[{fmt.diff(low, 2, sign=False)}, {fmt.diff(high, 2, sign=False)}]"
-    return f"[{fmt.level(low)}, {fmt.level(high)}]"
+
+    def bound(value: float) -> tuple[str, bool]:
+        if np.isinf(value):
+            return ("+∞" if value > 0 else "-∞"), True
+        if value != 0.0 and abs(value) < 1e-300:
+            return "0", True
+        return (fmt.diff(value, 2, sign=False) if diff else fmt.level(value)), False
+
+    (lo, lo_open), (hi, hi_open) = bound(low), bound(high)
+    return f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 
 
 def seed_ranges(seeds: Sequence[int]) -> str:
