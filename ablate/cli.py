@@ -93,12 +93,22 @@ def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 
 def _validate_all(args: Sequence[str]) -> None:
+    """Compose every run a (multi)run will launch: a typo, a device this machine lacks or a store that
+    cannot be written fails before the first run starts."""
     from ablate.config import compose
 
     overrides, multirun = _split_overrides(args)
     combos = _expand(overrides, multirun)
-    for combo in combos[:256]:  # a typo anywhere fails before the first run starts
-        compose(combo)
+    devices, uris = set(), set()
+    for combo in combos[:256]:
+        cfg = compose(combo)
+        devices.add(cfg.trainer.device)
+        uris.add(cfg.tracking.uri)
+    if devices - {"auto", "cpu"}:
+        from ablate.train import check_device  # torch: paid only when a run asks for an accelerator
+
+        for device in sorted(devices):
+            check_device(device)
 
 
 def _train_help(args: list[str]) -> int:
