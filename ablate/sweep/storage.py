@@ -91,6 +91,8 @@ def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int
             path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file():
             repair_journal(path)
+        elif not create_dirs:  # Optuna would create an empty journal: a typo'd path joins no study
+            raise AblateError(f"storage: {url!r} does not exist (no study has been run there)")
         return JournalStorage(JournalFileBackend(str(path)))
     try:
         with warnings.catch_warnings():
