@@ -154,7 +154,11 @@ def repair_journal(path: Path) -> None:
     if _torn_tail(path) is None:
         return
     lock = JournalFileSymlinkLock(str(path))
-    lock.acquire()
+    try:
+        lock.acquire()
+    except OSError as exc:  # a read-only folder: the lock file cannot be made
+        raise AblateError(f"storage: {path} ends in a torn record that cannot be moved aside: "
+                          f"{exc.strerror or exc}") from None
     try:
         torn = _torn_tail(path)
         if torn is None:
