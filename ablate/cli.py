@@ -16,7 +16,7 @@ import pickle
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NoReturn, cast
 
 from ablate.errors import AblateError
 from ablate.secrets import redact  # no torch, Optuna or MLflow: cheap to import
@@ -57,6 +57,37 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``--port: invalid int value: 'abc'``), not usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise AblateError(" ".join(message.removeprefix("argument ").split()))
+
+
+def _port(text: str) -> int:
+    """``ablate ui --port``: a TCP port number, 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected a port number 1-65535")
+    return port
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port something already listens on (MLflow would print a traceback and exit 0)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will bind it
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise AblateError(f"--port: cannot serve on 127.0.0.1:{port} ({exc.strerror or exc}); is another "
+                              "server using it? Pass --port N") from None
+
+
 def _split_overrides(args: Sequence[str]) -> tuple[list[str], bool]:
     overrides, multirun, skip = [], False, False
     for arg in args:
@@ -93,12 +124,26 @@ def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 
 def _validate_all(args: Sequence[str]) -> None:
+    """Compose every run a (multi)run will launch: a typo, a device this machine lacks or a store that
+    cannot be written fails before the first run starts."""
     from ablate.config import compose
 
     overrides, multirun = _split_overrides(args)
     combos = _expand(overrides, multirun)
-    for combo in combos[:256]:  # a typo anywhere fails before the first run starts
-        compose(combo)
+    devices, uris = set(), set()
+    for combo in combos[:256]:
+        cfg = compose(combo)
+        devices.add(cfg.trainer.device)
+        uris.add(cfg.tracking.uri)
+    if devices - {"auto", "cpu"}:
+        from ablate.train import check_device  # torch: paid only when a run asks for an accelerator
+
+        for device in sorted(devices):
+            check_device(device)
+    from ablate.tracking.store import check_store
+
+    for uri in sorted(uris):
+        check_store(uri)
 
 
 def _train_help(args: list[str]) -> int:
@@ -167,10 +212,11 @@ def _train(args: list[str]) -> int:
 def _ui(args: list[str]) -> int:
 
     from ablate.config import compose
+    from ablate.tracking.store import check_store
 
-    parser = argparse.ArgumentParser(prog="ablate ui", description="Serve the MLflow UI on "
-                                     "127.0.0.1 against the store ablate train writes to.")
-    parser.add_argument("--port", type=int, default=5000)
+    parser = _Parser(prog="ablate ui", description="Serve the MLflow UI on "
+                     "127.0.0.1 against the store ablate train writes to.")
+    parser.add_argument("--port", type=_port, default=5000)
     parser.add_argument("overrides", nargs="*", help="e.g. tracking.uri=sqlite:///other.db")
     ns = parser.parse_args(args)
     try:
@@ -178,6 +224,8 @@ def _ui(args: list[str]) -> int:
     except AblateError as exc:
         return _fail(str(exc))
     uri = cfg.tracking.uri
+    _check_port_free(ns.port)
+    check_store(uri, read=True)  # MLflow would create an empty store, and serve it
     print(f"MLflow UI for {redact(uri)} at http://127.0.0.1:{ns.port}", flush=True)
     store = ["--backend-store-uri", uri]
     if redact(uri) != uri:  # a password: in the environment, not in argv where ps would show it
@@ -203,8 +251,8 @@ def _sweep(args: list[str]) -> int:
 
 def _worker(args: list[str]) -> int:
 
-    parser = argparse.ArgumentParser(prog="ablate worker", description="Pull and run trials of a "
-                                     "study until it has its n_trials finished trials.")
+    parser = _Parser(prog="ablate worker", description="Pull and run trials of a "
+                     "study until it has its n_trials finished trials.")
     parser.add_argument("study")
     parser.add_argument("--storage", default=None, help="the study's Optuna storage (file or URL); "
                         "default: $ABLATE_STORAGE, which keeps a password out of the command line")
@@ -281,8 +329,8 @@ def _report(args: list[str]) -> int:
 
     from ablate.config import compose
 
-    parser = argparse.ArgumentParser(prog="ablate report", description="Write the ablation report of "
-                                     "a study (or of runs selected by --experiment / --tag) from MLflow.")
+    parser = _Parser(prog="ablate report", description="Write the ablation report of "
+                     "a study (or of runs selected by --experiment / --tag) from MLflow.")
     parser.add_argument("study", nargs="?", help="the study name (omit with --experiment or --tag)")
     parser.add_argument("--format", default="md,html", help="md, html or md,html (default)")
     parser.add_argument("--out", default="reports", help="folder receiving <name>/report.* (default reports)")
@@ -296,10 +344,22 @@ def _report(args: list[str]) -> int:
         overrides.insert(0, study)
         study = None
     if study is None and not (ns.experiment or ns.tag):
-        parser.error("give a study, or --experiment / --tag to select runs")
+        parser.error("study: missing; give a study, or --experiment / --tag to select runs")
     from ablate.report import write_report
+    from ablate.report.format import check_target, parse_formats
+    from ablate.report.schema import parse_tag_filter
+    from ablate.report.write import check_out
+    from ablate.tracking.store import check_store
 
+    # What the command line says is checked before MLflow is read: a report that cannot be written
+    # is not built.
+    parse_formats(ns.format)
+    check_target(ns.target)
+    if ns.tag is not None:
+        parse_tag_filter(ns.tag)
+    check_out(ns.out)
     cfg = compose(overrides)
+    check_store(cfg.tracking.uri, read=True)  # MLflow would create an empty store, then find nothing
     paths = write_report(study, out=ns.out, formats=ns.format, tracking_uri=cfg.tracking.uri,
                          experiment=ns.experiment, tag=ns.tag, target=ns.target)
     for path in paths:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from ablate.config import validate
 from ablate.secrets import redact
-from ablate.train import RunResult, fit, load_data
+from ablate.train import RunResult, check_device, fit, load_data
 
 __all__ = ["train_one"]
 
@@ -37,6 +37,7 @@ def train_one(cfg: DictConfig, *, tags: Mapping[str, str] | None = None,
     from ablate.tracking import track_run
 
     validate(cfg)
+    check_device(cfg.trainer.device)  # before the data is loaded and the run opened
     data = load_data(cfg)
     show = _print_epoch(cfg.trainer.epochs) if verbose else None
     with track_run(cfg, tags=tags, parent_run_id=parent_run_id) as tracker:

@@ -22,13 +22,14 @@ from torch import nn
 from ablate.averaging import Ensemble, Evaluator
 from ablate.data import Dataset, load_dataset
 from ablate.diagnostics import Probe
+from ablate.errors import ConfigError
 from ablate.init import apply_init
 from ablate.models import build_model
 from ablate.optim import build_optimizer, build_schedule, clip_gradients, decay_groups, l1_penalty
 from ablate.records import best_metric, best_value
 
-__all__ = ["STOP_REASONS", "EarlyStopping", "Ensemble", "EpochCallback", "RunResult", "fit", "load_data",
-           "resolve_device"]
+__all__ = ["STOP_REASONS", "EarlyStopping", "Ensemble", "EpochCallback", "RunResult", "check_device", "fit",
+           "load_data", "resolve_device"]
 
 STOP_REASONS = ("completed", "early_stopped", "diverged", "stopped")
 
@@ -60,6 +61,29 @@ class RunResult:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
+
+
+def check_device(name: str) -> None:
+    """Refuse a ``trainer.device`` this machine does not have, before anything is loaded or recorded.
+
+    Raises:
+        ConfigError: ``cuda`` / ``cuda:N`` without CUDA or with N beyond its devices, ``mps`` without MPS.
+    """
+    if name in ("auto", "cpu"):
+        return
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("trainer.device", name, "cpu or auto (this machine has no MPS device)")
+        return
+    if not name.startswith("cuda"):
+        return  # not a device name at all: validate() names what is allowed
+    if not torch.cuda.is_available():
+        raise ConfigError("trainer.device", name, "cpu or auto (this machine has no CUDA device)")
+    index = int(name.partition(":")[2] or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError("trainer.device", name, f"cuda or cuda:0 to cuda:{count - 1} (this machine has "
+                          f"{count} CUDA device{'s' if count != 1 else ''})")
 
 
 def resolve_device(name: str) -> torch.device:

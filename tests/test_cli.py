@@ -508,6 +508,7 @@ def job_ui(tmp_path_factory):
     """``ablate ui`` in its own process group (mlflow serves from child processes); stopped at teardown."""
     home = tmp_path_factory.mktemp("ui")
     port, db, log = _free_port(), home / "mlflow.db", home / "ui.log"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # ui serves a store, never makes one
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     with log.open("w") as out:
         proc = subprocess.Popen([*ABLATE, "ui", "--port", str(port), f"tracking.uri=sqlite:///{db}"],

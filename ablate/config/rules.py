@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.errors import ConfigError
+from ablate.errors import AblateError, ConfigError
 from ablate.menu import (
     ACTIVATIONS,
     AVERAGINGS,
@@ -134,7 +134,14 @@ def validate(cfg: DictConfig) -> DictConfig:
     Returns:
         The same config, for chaining.
     """
-    for key, value in flatten(cfg):
+    try:
+        leaves = list(flatten(cfg))
+    except Exception as exc:  # an interpolation that does not resolve (${oc.env:UNSET})
+        translated = translate_compose_error(exc)
+        if translated is None:
+            raise
+        raise translated from None
+    for key, value in leaves:
         rule = RULES.get(key)
         if rule is not None:
             allowed = rule(value)
@@ -147,11 +154,55 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def translate_compose_error(exc: BaseException) -> ConfigError | None:
-    """Turn Hydra / OmegaConf composition errors into one-line :class:`ConfigError`s."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
+
+def _yaml_error(exc: BaseException) -> AblateError | None:
+    """A config or study file that is not YAML: the file, line and column, and what the parser found."""
+    import yaml
+
+    for cause in _causes(exc):
+        if isinstance(cause, yaml.YAMLError):
+            mark = getattr(cause, "problem_mark", None)
+            problem = getattr(cause, "problem", None) or str(cause)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            name = mark.name if mark is not None and mark.name else "a config file"
+            return AblateError(f"{name}: not valid YAML{where}: {_one_line(problem)}")
+    return None
+
+
+def _resolution_error(key: str, msg: str) -> AblateError:
+    """An interpolation that does not resolve, ``${oc.env:UNSET}`` most often."""
+    unset = re.search(r"Environment variable '([^']*)' not found", msg)
+    if unset:
+        return AblateError(f"{key}: the environment variable {unset.group(1)} is not set "
+                           f"(read by ${{oc.env:{unset.group(1)}}}); set it, or give the value itself")
+    return AblateError(f"{key}: cannot resolve its interpolation ({msg.split(' full_key:')[0]})")
+
+
+def translate_compose_error(exc: BaseException) -> AblateError | None:
+    """Turn Hydra / OmegaConf composition errors into one-line :class:`ConfigError`s.
+
+    A file that is not YAML and an interpolation that does not resolve are one-line
+    :class:`AblateError`s naming the file (line, column) or the field.
+    """
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        InterpolationResolutionError,
+        OmegaConfBaseException,
+    )
+
+    yaml_error = _yaml_error(exc)
+    if yaml_error is not None:
+        return yaml_error
     if isinstance(exc, MissingConfigException):
         group, _, option = (exc.missing_cfg_file or "").rpartition("/")
         if group and exc.options:
@@ -167,6 +218,8 @@ def translate_compose_error(exc: BaseException) -> ConfigError | None:
     if not isinstance(cause, OmegaConfBaseException):
         return None
     key = cause.full_key or "config"
+    if isinstance(cause, InterpolationResolutionError):
+        return _resolution_error(key, _one_line(cause.msg or str(cause)))
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         parent = key.rpartition(".")[0]
         known = _fields_of(cause.object_type)

@@ -14,13 +14,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ablate.errors import AblateError
 from ablate.report import render
 from ablate.report.build import build_report
 from ablate.report.collect import collect
 from ablate.report.format import FORMATS, check_target, parse_formats
 from ablate.report.render import ReportData
 
-__all__ = ["write_report"]
+__all__ = ["check_out", "write_report"]
 
 _NAMES = {"md": "report.md", "html": "report.html"}
 
@@ -40,6 +41,27 @@ def _rendered(report: ReportData, formats: Sequence[str]) -> dict[str, bytes]:
     if "html" in formats:
         files[_NAMES["html"]] = render.render_html(report).encode("utf-8")
     return files
+
+
+def check_out(out: str | os.PathLike[str]) -> None:
+    """Refuse an ``--out`` that cannot receive a report: a file, a path under a file, a folder (or
+    the nearest existing folder above it) that cannot be written. Nothing is created here.
+
+    Raises:
+        AblateError: naming ``--out`` and what is wrong.
+    """
+    root = Path(out)
+    existing = root
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"is under {str(existing)!r}, which is a file"
+        raise AblateError(f"--out: {str(out)!r} {where}; expected a folder (created if absent)")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()  # modes are not the whole story (root, ro mounts)
+    except OSError as exc:
+        raise AblateError(f"--out: cannot write to {str(existing)!r} ({exc.strerror or exc}); expected a "
+                          "writable folder") from None
 
 
 def write_report(study: str | None, *, out: str | os.PathLike[str] = "reports",
@@ -66,10 +88,11 @@ def write_report(study: str | None, *, out: str | os.PathLike[str] = "reports",
 
     Raises:
         AblateError: an unknown format, study or experiment, no finished runs, mixed datasets or
-            metrics, a bad target.
+            metrics, a bad target, an ``out`` that cannot be written.
     """
     chosen = parse_formats(formats)
     target = check_target(target)
+    check_out(out)
     collected = collect(study, tracking_uri=tracking_uri, experiment=experiment, tag=tag)
     meta = dict(collected.meta, parent_run_id=collected.parent_run_id)
     report = build_report(collected.runs, collected.history, collected.spec, meta, target=target)

@@ -222,7 +222,12 @@ def compose_study(name: str, overrides: Sequence[str] = (), *, cwd: str | Path |
     except Exception as exc:
         translated = translate_compose_error(exc)
         if translated is None:
-            raise
+            from hydra.errors import HydraException
+
+            if not isinstance(exc, HydraException):
+                raise
+            # e.g. a study file holding a list: Hydra's own words, naming the file
+            translated = AblateError(f"{home / f'{name}.yaml'}: {' '.join(str(exc).split())}")
         raise translated from exc
     return _spec_from(cfg, name, cwd, fixed=fixed, params=params)
 
@@ -254,7 +259,13 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, str]
 
 def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
                fixed: Mapping[str, str], params: Mapping[str, str]) -> StudySpec:
-    container = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # an interpolation that does not resolve (${oc.env:UNSET})
+        translated = translate_compose_error(exc)
+        if translated is None:
+            raise
+        raise translated from None
     assert isinstance(container, dict)
     raw: dict[str, Any] = {str(k): v for k, v in container.items()}  # a study file's keys are names
     raw.pop("hydra", None)

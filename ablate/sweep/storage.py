@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
+import itertools
+import json
 import os
 import socket
+import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +26,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
@@ -49,6 +54,7 @@ __all__ = [
     "others_hold_the_rest",
     "redact",
     "redact_text",
+    "repair_journal",
     "retried_from",
     "stale_trial_callback",
     "worker_id",
@@ -83,6 +89,10 @@ def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int
             if not create_dirs:
                 raise AblateError(f"storage: {url!r} does not exist (no study has been run there)")
             path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            repair_journal(path)
+        elif not create_dirs:  # Optuna would create an empty journal: a typo'd path joins no study
+            raise AblateError(f"storage: {url!r} does not exist (no study has been run there)")
         return JournalStorage(JournalFileBackend(str(path)))
     try:
         with warnings.catch_warnings():
@@ -98,6 +108,87 @@ def open_storage(url: str, *, create_dirs: bool = False, heartbeat_interval: int
     except Exception as exc:  # noqa: BLE001 - any driver error becomes one line without the password
         reason = " ".join(str(exc).split())[:300]
         raise AblateError(f"storage: cannot reach {redact(url)} ({redact_text(reason, url)})") from None
+
+
+def _torn_tail(path: Path) -> tuple[int, int] | None:
+    """``(line, byte offset)`` of a torn last record of the journal at ``path``, None when it has none.
+
+    Optuna's ``JournalFileBackend`` writes each record as one line of JSON ending in a newline, the
+    lines of one write at once, under its lock. A write cut short (a power loss, a kill) leaves a
+    last line without its newline, or bytes that are no JSON (a file system's zero fill): torn.
+
+    Raises:
+        AblateError: a record before the last is not a complete JSON record (the journal was
+            damaged some other way; which trial it held is not for ablate to guess).
+    """
+    bad: tuple[int, int] | None = None
+    offset = 0
+    with open(path, "rb") as f:  # the bytes there now: what another process appends later is no tear
+        snapshot = io.BytesIO(f.read(os.fstat(f.fileno()).st_size))
+        for number, line in enumerate(snapshot, start=1):
+            if bad is not None:
+                raise AblateError(f"storage: {path} is corrupt at line {bad[0]} (byte {bad[1]}): not a "
+                                  "complete JSON record, and records follow it; restore the file from a "
+                                  "backup, or move it aside to start the study afresh")
+            try:
+                ok = line.endswith(b"\n") and isinstance(json.loads(line), dict)
+            except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+                ok = False
+            if not ok:
+                bad = (number, offset)
+            offset += len(line)
+    return bad
+
+
+def repair_journal(path: Path) -> None:
+    """Move a torn last record of the journal at ``path`` aside, so that no record is appended onto it.
+
+    The torn bytes go to ``<journal>.torn-<time>`` beside it, the journal is truncated to its last
+    complete record and one line on stderr says so. The check is repeated under the journal's own
+    lock, so a record another process is writing right now is never mistaken for a torn one.
+
+    Raises:
+        AblateError: a corrupt record before the last (see :func:`_torn_tail`), or the journal's
+            folder is not writable.
+    """
+    if _torn_tail(path) is None:
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    try:
+        lock.acquire()
+    except OSError as exc:  # a read-only folder: the lock file cannot be made
+        raise AblateError(f"storage: {path} ends in a torn record that cannot be moved aside: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        torn = _torn_tail(path)
+        if torn is None:
+            return  # a write in progress, finished by now
+        line, offset = torn
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        backup = path.with_name(f"{path.name}.torn-{stamp}")
+        for n in itertools.count(2):
+            if not backup.exists():
+                break
+            backup = path.with_name(f"{path.name}.torn-{stamp}-{n}")
+        try:
+            with open(path, "rb+") as journal:
+                journal.seek(offset)
+                tail = journal.read()
+                with open(backup, "xb") as aside:
+                    aside.write(tail)
+                    aside.flush()
+                    os.fsync(aside.fileno())
+                journal.truncate(offset)
+                journal.flush()
+                os.fsync(journal.fileno())
+        except OSError as exc:
+            raise AblateError(f"storage: {path} ends in a torn record (line {line}, byte {offset}) that "
+                              f"cannot be moved aside: {exc.strerror or exc}") from None
+    finally:
+        lock.release()
+    print(f"ablate: storage: {path} ended in a torn record (line {line}, byte {offset}, {len(tail)} "
+          f"bytes; a write cut short): moved to {backup}, the journal now ends at its last complete "
+          "record", file=sys.stderr, flush=True)
 
 
 def is_finished(trial: FrozenTrial) -> bool:

@@ -37,6 +37,7 @@ from ablate.sweep.runs import fail_stale_trial, killed_hook
 from ablate.sweep.spec import StudySpec, compose_study, load_spec
 from ablate.sweep.storage import best_trial, count_states, holder, open_storage, redact
 from ablate.tracking import finish_study_run, open_study_run
+from ablate.tracking.store import check_store
 
 __all__ = ["Supervisor", "finish_parent", "prepare_study", "run_sweep", "worker_threads"]
 
@@ -55,6 +56,7 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
     """
     base, _ = (composer or check_trial_configs(spec)).composed
     spec = dataclasses.replace(spec, tracking_uri=absolute_uri(base.tracking.uri, Path.cwd()))
+    check_store(spec.tracking_uri)  # an MLflow store that cannot be reached or written: one line, at once
     storage = open_storage(spec.storage, create_dirs=True, heartbeat_interval=spec.heartbeat_interval,
                            grace_period=spec.grace_period, on_killed=killed_hook(spec.tracking_uri))
     optuna.logging.set_verbosity(optuna.logging.WARNING)

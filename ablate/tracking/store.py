@@ -6,14 +6,26 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import socket
 import subprocess
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ablate import records as R
+from ablate.errors import AblateError
+from ablate.secrets import redact
 
-__all__ = ["artifact_location", "environment", "get_or_create_experiment", "git_commit", "preload"]
+__all__ = ["artifact_location", "check_store", "environment", "get_or_create_experiment", "git_commit",
+           "preload"]
+
+PROBE_TIMEOUT = 5.0
+"""Seconds a store's server may take to accept a connection before it is called unreachable."""
+
+_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433,
+          "http": 80, "https": 443}
 
 
 @functools.lru_cache(maxsize=8)
@@ -83,3 +95,69 @@ def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
 def preload() -> None:
     """Import MLflow's client now (a standby worker pays its imports while the supervisor checks)."""
     import mlflow.tracking  # noqa: F401
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path).expanduser()
+
+
+def check_store(uri: str, *, read: bool = False) -> None:
+    """Refuse, at once and in one line, an MLflow store that cannot be used.
+
+    MLflow itself retries an unreachable database or server for minutes, then raises a traceback
+    that may hold the password; this looks first. A ``sqlite:///`` store must be writable (its
+    folder: the database and its journal are written there), or with ``read`` (``ablate report``,
+    ``ablate ui``) exist, as MLflow would create an empty one. A database or HTTP server must accept
+    a TCP connection within :data:`PROBE_TIMEOUT` seconds. Other URIs are left to MLflow.
+
+    Raises:
+        AblateError: naming ``tracking.uri`` (its password hidden) and what is wrong.
+    """
+    db = sqlite_path(uri)
+    if db is not None:
+        _check_sqlite(uri, db, read=read)
+        return
+    scheme = uri.partition("://")[0].split("+", 1)[0].lower()
+    if scheme not in _PORTS:
+        return
+    shown = redact(uri)
+    try:
+        parts = urlsplit(shown)  # the password, hidden, can hold nothing that misleads the parser
+        host, port = parts.hostname, parts.port or _PORTS[scheme]
+    except ValueError as exc:
+        raise AblateError(f"tracking.uri: {shown!r} is not a URL ({exc})") from None
+    if not host:
+        return  # a local socket, named in the query: MLflow's driver knows how to reach it
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+    except OSError as exc:
+        timed_out = isinstance(exc, TimeoutError)
+        reason = f"no answer within {PROBE_TIMEOUT:g} s" if timed_out else exc.strerror or str(exc)
+        raise AblateError(f"tracking.uri: cannot reach {shown} ({host}:{port}: {reason}); is the server "
+                          "running?") from None
+
+
+def _check_sqlite(uri: str, db: Path, *, read: bool) -> None:
+    if read:
+        if not db.is_file():
+            raise AblateError(f"tracking.uri: no MLflow store at {db} ({uri}): nothing was recorded there; "
+                              "run ablate train or ablate sweep first, or pass tracking.uri=...")
+        return
+    folder = db.parent
+    if not folder.is_dir():
+        raise AblateError(f"tracking.uri: the folder {folder} of {uri} "
+                          f"{'is not a folder' if folder.exists() else 'does not exist'}")
+    if db.exists() and not db.is_file():
+        raise AblateError(f"tracking.uri: {db} ({uri}) is not a file")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()  # the modes are not the whole story (root, ro mounts)
+        if db.exists():
+            open(db, "r+b").close()
+    except OSError as exc:
+        raise AblateError(f"tracking.uri: cannot write the MLflow store {uri} in the folder "
+                          f"{folder.resolve()} ({exc.strerror or exc}); run from a writable folder or pass "
+                          "tracking.uri=sqlite:////a/writable/path/mlflow.db") from None
