@@ -9,7 +9,9 @@ One small search study on digits is swept again and again in a fresh folder. Eac
 - ``power-loss`` (journal storage only): SIGKILL every process of the sweep, then cut the journal at
   a random byte offset inside its last record, as a power loss mid-write leaves it.
 
-After the last fault the same command is run until it exits 0. Then the stores are checked against
+A round whose sweep completes before its fault raises ``n_trials`` by 3 (an override on the command
+line, as a user extends a study), so every fault lands on a sweep with work left. After the last
+fault the same command is run until it exits 0. Then the stores are checked against
 what a clean run gives: every one of ``n_trials`` trials finished once (trials lost), one FINISHED
 MLflow child run per finished trial and no other (duplicate runs), no run left RUNNING, and no
 traceback on any stderr. The last line is the summary, e.g.::
@@ -113,6 +115,7 @@ class Campaign:
         (folder / "sweeps").mkdir(parents=True, exist_ok=True)
         (folder / "sweeps" / f"{self.name}.yaml").write_text(STUDY.format(n_trials=n_trials, epochs=epochs))
         self.args = [*ABLATE, "sweep", self.name] + ([f"storage={storage}"] if storage else [])
+        self.grown = 0
         self.tally = Tally()
         self.log = folder / "segments.log"
 
@@ -122,7 +125,8 @@ class Campaign:
 
     def _start(self) -> subprocess.Popen[str]:
         self.tally.segments += 1
-        return subprocess.Popen(self.args, cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        return subprocess.Popen([*self.args, f"n_trials={self.n_trials}"], cwd=self.folder,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
 
     def _finish(self, proc: subprocess.Popen[str], timeout: float = 300) -> int:
@@ -161,7 +165,9 @@ class Campaign:
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         if proc.poll() is not None:  # finished before the fault: nothing injected
-            self._finish(proc)
+            if self._finish(proc) == 0:  # the study is complete: give the next round trials to run
+                self.n_trials += 3
+                self.grown += 1
             return False
         if kind == "kill-worker":
             workers = _workers(proc.pid)
@@ -230,7 +236,7 @@ def _check(campaign: Campaign) -> dict[str, int]:
 
 
 def run(folder: Path, *, faults: int, storage: str | None, seed: int, epochs: int, max_delay: float) -> int:
-    campaign = Campaign(folder, storage, n_trials=2 * faults + 2, epochs=epochs, seed=seed)
+    campaign = Campaign(folder, storage, n_trials=faults + 2, epochs=epochs, seed=seed)
     kinds = [k for k in FAULTS if not (storage and k == "power-loss")]
     injected = 0
     rounds = 0
@@ -253,7 +259,8 @@ def run(folder: Path, *, faults: int, storage: str | None, seed: int, epochs: in
     resumed = tally.resumed if clean else 0
     where = "PostgreSQL" if storage else "journal + sqlite"
     print(f"{where}: {injected} faults ({', '.join(f'{k} {v}' for k, v in sorted(tally.injected.items()))}) "
-          f"over {tally.segments} sweep commands; final exit {rc}; trials finished {stats['finished']}"
+          f"over {tally.segments} sweep commands (n_trials raised {campaign.grown} times); final exit {rc}; "
+          f"trials finished {stats['finished']}"
           f"/{campaign.n_trials}; MLflow parent runs {stats['parents']}; tracebacks {len(tally.tracebacks)}"
           f" (segments' stderr in {campaign.log})")
     for tb in tally.tracebacks[:3]:
