@@ -529,6 +529,19 @@ def test_loss_metric_duplicates_and_escaping_without_mlflow():
     assert {"# heading", "1. item", "*bold*", "line break"} <= set(names)  # shown as written, one line each
 
 
+def test_the_study_margin_reaches_the_verdicts():
+    runs, history = _synthetic({"base": 0.80, "+same": 0.80})  # no true effect, ~0.6 pt spread
+    spec = {"name": "m", "metric": "val_acc", "design": "add_one_in",
+            "comparisons": [{"label": "same", "with_arm": "+same", "without_arm": "base"}]}
+
+    def verdict(resolve: dict[str, Any] | None) -> str:
+        report = build_report(runs, history, {**spec, "resolve": resolve}, {"name": "m"}, figures=False)
+        return _table_with(_tables(render_markdown(report)[0]), "verdict", "trick")[1][0]
+
+    assert verdict(None).startswith("unresolved (≈ ")  # 0.5 pts: too tight for 5 noisy seeds
+    assert verdict({"margin": 0.05, "confidence": 0.95}) == "no effect"  # within ±5 pts
+
+
 def test_html_report_in_headless_chromium(store, tmp_path):
     """The HTML opens in a real browser: no console errors, a non-blank page, hostile text as text."""
     import io
