@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ablate import records as R
@@ -69,6 +71,28 @@ def test_shipped_ablation_studies_compose():
         assert isinstance(space, AblationSpace)
         assert len(space.trials()) == spec.n_trials
         assert space.trials()[: len(spec.arms)] == [{"arm": a, "seed": 0} for a in spec.arms]
+
+
+def test_resolve_reaches_the_stored_spec_and_bad_values_are_one_line():
+    spec = compose_study("ablation_digits", ["resolve.margin=0.01", "resolve.confidence=0.9"])
+    assert spec.resolve == {"margin": 0.01, "confidence": 0.9}
+    assert json.loads(spec.to_json())["resolve"] == {"margin": 0.01, "confidence": 0.9}
+    assert compose_study("ablation_digits").resolve == {"margin": None, "confidence": 0.95}
+    assert compose_study("ablation_digits", ["metric=val_loss", "direction=minimize",
+                                             "resolve.margin=0.02"]).resolve["margin"] == 0.02
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    (["resolve.margin=0"], "resolve.margin"),
+    (["resolve.margin=-0.5"], "resolve.margin"),
+    (["metric=val_loss", "direction=minimize"], "resolve.margin"),  # no default margin for a loss
+    (["resolve.confidence=1.0"], "resolve.confidence"),
+    (["resolve.confidence=0.4"], "resolve.confidence"),
+])
+def test_bad_resolve_values_are_one_line_config_errors(overrides, field):
+    with pytest.raises(ConfigError) as err:
+        compose_study("ablation_digits", overrides)
+    assert err.value.field == field and "\n" not in str(err.value)
 
 
 def test_arm_overrides_win_over_fixed_ones():

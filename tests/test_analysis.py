@@ -57,7 +57,7 @@ def test_compare_recovers_signs_and_leaves_the_null_alone():
     runs = _paired_runs(effects, 20, rng=np.random.default_rng(0))
     out = compare(runs, "best_val_acc", [Comparison(k[1:], k, "reference") for k in effects])
 
-    assert list(out.columns) == ["label", "with_arm", "without_arm", "n_pairs", "effect", "ci_low",
+    assert list(out.columns) == ["label", "with_arm", "without_arm", "n_pairs", "effect", "sd", "ci_low",
                                  "ci_high", "p_better", "p_value", "p_holm", "ci_low_adj", "ci_high_adj"]
     assert list(out["label"]) == ["a", "d", "c", "b"]  # sorted by effect, descending
     row = out.set_index("label")
@@ -261,7 +261,8 @@ def _factorial_runs(rng, n_seeds=20):
 def test_factorial_effects_recovers_planted_terms():
     runs = _factorial_runs(np.random.default_rng(6))
     out = factorial_effects(runs, "best_val_acc", ["norm", "dropout", "aug"])
-    assert list(out.columns) == ["term", "kind", "effect", "ci_low", "ci_high", "n_seeds"]
+    assert list(out.columns) == ["term", "kind", "effect", "ci_low", "ci_high", "n_seeds", "sd", "p_holm",
+                                 "ci_low_adj", "ci_high_adj"]
     assert list(out["term"][:3]) == ["norm", "dropout", "norm:dropout"]  # by |effect|
     row = out.set_index("term")
     assert row.loc["norm", "kind"] == "main" and row.loc["norm:dropout:aug", "kind"] == "interaction"

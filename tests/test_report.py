@@ -146,6 +146,41 @@ def _ablation(uri: str, name: str = "abl") -> None:
     _study(cfg, name, doc, "leave_one_out", trials)
 
 
+# best val acc per seed (0-3) of each arm of the "verd" study: the reference with the trick minus
+# each arm without it is a clear help, a clear hurt, an equivalence and an unresolved case.
+VERDICT_ARMS = {
+    "reference": [0.930, 0.932, 0.929, 0.931],
+    "-help": [0.900, 0.903, 0.898, 0.901],  # the trick adds ~3 pts, seed after seed
+    "-hurt": [0.950, 0.951, 0.950, 0.952],  # the trick costs ~2 pts
+    "-same": [0.9303, 0.9318, 0.9291, 0.9309],  # within 0.05 pts of the reference
+    "-noisy": [0.920, 0.936, 0.917, 0.929],  # +0.5 pts on average, spread ~0.8 pts
+}
+
+
+def _verdict_study(uri: str, name: str = "verd") -> None:
+    cfg = _config(uri, name)
+    doc = {"name": name, "metric": "val_acc", "direction": "maximize", "design": "leave_one_out",
+           "arms": {a: [] for a in VERDICT_ARMS}, "seeds": SEEDS, "experiment": name,
+           "comparisons": [{"label": arm[1:], "with_arm": "reference", "without_arm": arm}
+                           for arm in VERDICT_ARMS if arm != "reference"],
+           "factors": {}, "params": {}, "distributions": {}, "fixed": {},
+           "resolve": {"margin": 0.005, "confidence": 0.95}}
+
+    def trials(parent: str) -> None:
+        trial = 0
+        for arm, levels in VERDICT_ARMS.items():
+            for seed, level in zip(SEEDS, levels, strict=True):
+                # a curve whose best epoch is exactly the level: the last epoch of a rising curve
+                curve = _curve(1.0, 1.5) * level / _curve(1.0, 1.5)[-1]
+                _log_run(cfg, name=f"{name}-t{trial:04d}", seed=seed, curve=curve, parent=parent,
+                         tags=_trial_tags(name, trial, arm, "leave_one_out"),
+                         params={f"{records.PARAM_SAMPLED}arm": arm, f"{records.PARAM_SAMPLED}seed": seed},
+                         end_tags=_completed())
+                trial += 1
+
+    _study(cfg, name, doc, "leave_one_out", trials)
+
+
 def _search(uri: str) -> None:
     """12 trials over lr (log) and optimizer; each trial is its own arm."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, distribution_to_json
@@ -179,6 +214,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     _ablation(uri, "abl")
+    _verdict_study(uri)
     _search(uri)
 
     # `ablate train -m optimizer=sgd,adam seed=0,1,2`: no parent, arms from the differing params.
@@ -226,8 +262,9 @@ def _tables(markdown: str) -> list[list[list[str]]]:
     return tables
 
 
-def _table_with(tables: list[list[list[str]]], first_header: str) -> list[list[str]]:
-    return next(t for t in tables if t[0][0] == first_header)
+def _table_with(tables: list[list[list[str]]], first_header: str,
+                second: str | None = None) -> list[list[str]]:
+    return next(t for t in tables if t[0][0] == first_header and second in (None, t[0][1]))
 
 
 class _Page(HTMLParser):
@@ -284,10 +321,12 @@ def test_ablation_report_markdown_and_html(store, tmp_path):
     assert all(len(r) == len(arms[0]) for r in arms)
     assert arms[1][0] == "reference" and arms[1][1] == "4"  # best first
 
-    ablation = _table_with(tables, "trick")
-    assert [r[0] for r in ablation[1:]] == ["norm=batch", "a|b"]  # sorted by effect: 8 pts, 3 pts
-    assert [r[2] for r in ablation[1:]] == ["-norm=batch", PIPE_ARM]
-    assert float(ablation[1][4]) == pytest.approx(8.0, abs=1.0)
+    ablation = _table_with(tables, "verdict", "trick")
+    assert [r[1] for r in ablation[1:]] == ["norm=batch", "a|b"]  # sorted by effect: 8 pts, 3 pts
+    assert [r[3] for r in ablation[1:]] == ["-norm=batch", PIPE_ARM]
+    assert float(ablation[1][5]) == pytest.approx(8.0, abs=1.0)
+    # each row leads with its verdict, which agrees with p (Holm) and the simultaneous CI
+    assert [r[0] for r in ablation[1:]] == ["helps", "helps"]
     # the simultaneous CI, which the chart's colours follow, agrees with p (Holm)
     assert ablation[0][-2:] == ["p (Holm)", "95 % simultaneous CI"]
     for row in ablation[1:]:
@@ -299,7 +338,8 @@ def test_ablation_report_markdown_and_html(store, tmp_path):
     assert XSS in [r[1] for r in runs]
 
     # The plain-language lines.
-    line = next(ln for ln in text.splitlines() if ln.startswith("- **norm=batch**"))
+    line = next(ln for ln in text.splitlines() if "norm=batch:" in ln and ln.startswith("- "))
+    assert line.startswith("- **helps** norm=batch: +")
     assert "pts best val acc [95 % CI" in line.replace("\\[", "[") and "P(better) = 1.00" in line
     assert "reaches" in line and "epochs" in line
 
@@ -314,6 +354,28 @@ def test_ablation_report_markdown_and_html(store, tmp_path):
     assert page.tags.count("img") == 3 and PIPE_ARM in page.text
     assert "leave-one-out" in page_text and "What each trick contributes" in page.text
     assert "simultaneous CI over the tricks" in page_text
+
+
+def test_every_line_and_row_leads_with_its_verdict(store, tmp_path):
+    md, page = write_report("verd", out=tmp_path, tracking_uri=store)
+    text = md.read_text(encoding="utf-8")
+    table = _table_with(_tables(text), "verdict", "trick")
+    verdict = {r[1]: r[0] for r in table[1:]}
+    assert verdict["help"] == "helps" and verdict["hurt"] == "hurts" and verdict["same"] == "no effect"
+    # the unresolved one, with the seeds that would resolve it at the spread observed (Bonferroni
+    # over the 4 tricks: the sign of +0.5 pts at an sd of 0.74 pts needs 18 pairs, 14 more)
+    assert verdict["noisy"].startswith("unresolved (≈ ") and verdict["noisy"].endswith(" more seeds per arm)")
+    needed = int(verdict["noisy"].split("≈ ")[1].split()[0])
+    assert needed == 14
+    lines = {ln.split(": ")[0]: ln for ln in text.splitlines() if ln.startswith("- **")}
+    assert set(lines) == {"- **helps** help", "- **hurts** hurt", "- **no effect** same",
+                          f"- **unresolved** (≈ {needed} more seeds per arm) noisy"}
+    assert "equivalent within ±0.50 pts" in text
+    html_text = page.read_text(encoding="utf-8")
+    for cls in ("v-helps", "v-hurts", "v-no-effect", "v-unresolved"):
+        assert f'<tr class="{cls}">' in html_text
+    assert "tr.v-helps td:first-child{color:#2a7d46" in html_text
+    assert _page(html_text).tags.count("img") >= 2  # the effect chart, coloured by verdict, drawn
 
 
 def test_search_report_has_best_trials_importance_and_expected_best(store, tmp_path):
@@ -423,9 +485,12 @@ def test_factorial_and_cumulative_sections_without_mlflow():
     report = build_report(runs, history, spec, {"name": "fac"}, figures=False)
     text, files = render_markdown(report)
     assert files == {}
-    effects = _table_with(_tables(text), "term")
-    assert [r[0] for r in effects[1:]] == ["norm", "dropout", "norm:dropout"]
-    assert float(effects[1][2]) == pytest.approx(7.0, abs=0.6)
+    effects = _table_with(_tables(text), "verdict", "term")
+    assert [r[1] for r in effects[1:]] == ["norm", "dropout", "norm:dropout"]
+    assert float(effects[1][3]) == pytest.approx(7.0, abs=0.6)
+    # the terms' verdicts: norm +7 pts, dropout +3 pts and their interaction +1 pt (0.4 pt noise) help
+    assert [r[0] for r in effects[1:]] == ["helps", "helps", "helps"]
+    assert 'class="v-helps"' in render_html(report)
 
     steps = {"baseline": 0.80, "+norm": 0.86, "+adam": 0.91}
     runs, history = _synthetic(steps)
@@ -435,9 +500,10 @@ def test_factorial_and_cumulative_sections_without_mlflow():
         {"label": "adam", "with_arm": "+adam", "without_arm": "+norm"}]}
     report = build_report(runs, history, spec, {"name": "cum"}, target=0.8)
     text, files = render_markdown(report)
-    cumulative = _table_with(_tables(text), "step")
-    assert [r[1] for r in cumulative[1:]] == ["baseline", "+norm", "+adam"]
-    assert cumulative[1][3] == "—" and float(cumulative[3][3]) == pytest.approx(5.0, abs=0.6)
+    cumulative = _table_with(_tables(text), "verdict", "step")
+    assert [r[2] for r in cumulative[1:]] == ["baseline", "+norm", "+adam"]
+    assert cumulative[1][4] == "—" and float(cumulative[3][4]) == pytest.approx(5.0, abs=0.6)
+    assert [r[0] for r in cumulative[1:]] == ["—", "helps", "helps"]  # the first step has no change
     assert "reaches 80 % in" in text
     assert "learning_curves.png" in files and "grad_norms.png" not in files  # no gradient history
     assert "<script" not in render_html(report)
@@ -454,11 +520,26 @@ def test_loss_metric_duplicates_and_escaping_without_mlflow():
             "comparisons": [{"label": "trick", "with_arm": "+trick", "without_arm": "base"}]}
     report = build_report(runs, pd.concat([history, loss]), spec, {"name": "loss"}, figures=False)
     text, _ = render_markdown(report)
-    line = next(ln for ln in text.splitlines() if ln.startswith("- **trick**"))
+    line = next(ln for ln in text.splitlines() if ln.startswith("- **") and " trick: " in ln)
     assert ": -0.0" in line and "best val loss" in line and "P(better) = 1.00" in line  # lower is better
+    assert line.startswith("- **helps** trick: -0.0")  # the loss went down: the trick helps
+    assert "no effect is not tested (no resolve.margin for this metric)" in text
     assert "repeat an (arm, seed) pair" in text
     names = [r[1] for r in _table_with(_tables(text), "MLflow run id")[1:]]
     assert {"# heading", "1. item", "*bold*", "line break"} <= set(names)  # shown as written, one line each
+
+
+def test_the_study_margin_reaches_the_verdicts():
+    runs, history = _synthetic({"base": 0.80, "+same": 0.80})  # no true effect, ~0.6 pt spread
+    spec = {"name": "m", "metric": "val_acc", "design": "add_one_in",
+            "comparisons": [{"label": "same", "with_arm": "+same", "without_arm": "base"}]}
+
+    def verdict(resolve: dict[str, Any] | None) -> str:
+        report = build_report(runs, history, {**spec, "resolve": resolve}, {"name": "m"}, figures=False)
+        return _table_with(_tables(render_markdown(report)[0]), "verdict", "trick")[1][0]
+
+    assert verdict(None).startswith("unresolved (≈ ")  # 0.5 pts: too tight for 5 noisy seeds
+    assert verdict({"margin": 0.05, "confidence": 0.95}) == "no effect"  # within ±5 pts
 
 
 def test_html_report_in_headless_chromium(store, tmp_path):
@@ -530,5 +611,6 @@ def test_intervals_that_only_give_a_sign_read_and_draw():
     assert fmt_ci(fmt, 0.01, 0.03, diff=True) == "[1.00, 3.00]"
     assert fmt_ci(fmt, np.nan, 0.03, diff=True) == "—"
     png = effect_chart(["a", "b", "c", "d"], [2.0, -1.0, 0.3, 0.5], [OPEN_ZERO, -np.inf, -0.4, np.nan],
-                       [np.inf, -OPEN_ZERO, 1.0, np.nan], xlabel="effect (pts)")
+                       [np.inf, -OPEN_ZERO, 1.0, np.nan],
+                       verdicts=["helps", "hurts", "no effect", "unresolved"], xlabel="effect (pts)")
     assert png.startswith(b"\x89PNG")

@@ -21,6 +21,10 @@ Conventions:
   p < 1 - ci), plus simultaneous intervals that agree with the Holm-adjusted p-values
   (:func:`holm_intervals`). The bootstrap intervals, chosen with ``method=``, cover only about
   75 % at 3 pairs; ``benchmarks/bench_coverage.py`` measures every method.
+* :func:`verdicts` turns one family of contrasts (a :func:`compare` or :func:`factorial_effects`
+  table) into ``helps`` / ``hurts`` (Holm at alpha, respecting the metric's direction),
+  ``no effect`` (TOST within a margin, Bonferroni over the family) or ``unresolved`` with an
+  estimate of the additional seeds per arm that would resolve it.
 * The other confidence intervals are bootstrap intervals computed with vectorised resampling (one
   ``numpy`` index matrix per sample size, never a Python loop over resamples). By default the
   levels of the percentile interval of a *mean* are widened for small samples, the "expanded
@@ -41,6 +45,8 @@ arms          per-arm tables of runs: arm_summary, overfitting, stability, cost;
 paired        paired-by-seed contrasts of arms: Comparison, compare, holm, holm_intervals
 curves        learning curves: epochs_to_target, convergence
 factorial     replicated 2^k designs: factorial_effects
+verdicts      a verdict per contrast (helps, hurts, no effect by TOST within a margin, unresolved
+              with the seeds it needs): verdicts, default_margin
 search        hyperparameter searches: expected_best, typed_params, param_importance (Optuna, lazily)
 _checks       the argument and frame checks the others share
 ============  ====================================================================================
@@ -54,6 +60,7 @@ from ablate.analysis.factorial import factorial_effects
 from ablate.analysis.intervals import bootstrap_ci, t_interval, t_test
 from ablate.analysis.paired import Comparison, compare, holm, holm_intervals
 from ablate.analysis.search import expected_best, param_importance, typed_params
+from ablate.analysis.verdicts import default_margin, verdicts
 
 __all__ = [
     "Comparison",
@@ -63,6 +70,7 @@ __all__ = [
     "compare",
     "convergence",
     "cost",
+    "default_margin",
     "epochs_to_target",
     "expected_best",
     "factorial_effects",
@@ -74,4 +82,5 @@ __all__ = [
     "t_interval",
     "t_test",
     "typed_params",
+    "verdicts",
 ]

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis._checks import check_ci, check_method, numeric, one_line, require_frame
-from ablate.analysis.intervals import ci_columns
+from ablate.analysis.intervals import ci_columns, moments, t_test
+from ablate.analysis.paired import holm, holm_intervals
 from ablate.errors import AblateError
 
 
@@ -48,7 +49,14 @@ def factorial_effects(runs: pd.DataFrame, metric: str, factors: Sequence[str], *
     cells where A and B agree minus the mean of those where they differ). Runs sharing a
     (seed, cell) are averaged; NaN metrics are dropped; a seed missing any cell is skipped.
     The reported effect is the mean of the per-seed effects (identical to the pooled formula
-    on the balanced complete seeds) and its CI bootstraps over seeds.
+    on the balanced complete seeds) and its CI bootstraps over seeds (``method="t"``: the
+    t-interval of the per-seed effects).
+
+    The terms form one family: ``p_holm`` is the paired t-test of each term's per-seed effects
+    (:func:`~ablate.analysis.intervals.t_test`) Holm-adjusted over every term reported, and
+    ``ci_low_adj``/``ci_high_adj`` are the simultaneous intervals that agree with it
+    (:func:`~ablate.analysis.holm_intervals`), as :func:`~ablate.analysis.compare` gives for
+    arms; :func:`~ablate.analysis.verdicts` reads them the same way.
 
     Args:
         runs: One row per run with ``seed``, the metric and the factor columns.
@@ -58,12 +66,13 @@ def factorial_effects(runs: pd.DataFrame, metric: str, factors: Sequence[str], *
         n_boot: Bootstrap resamples (over seeds).
         seed: Resampling seed.
         max_order: Highest interaction order reported; None = all up to k.
-        method: ``"expanded"`` or ``"percentile"``, see :func:`bootstrap_ci`.
+        method: ``"expanded"`` or ``"percentile"``, see :func:`bootstrap_ci`, or ``"t"``.
 
     Returns:
         Columns ``term`` (``"norm"``, ``"norm:dropout"``), ``kind`` (``main`` |
         ``interaction``), ``effect``, ``ci_low``, ``ci_high``, ``n_seeds`` (complete seeds),
-        sorted by |effect| descending.
+        ``sd`` (of the per-seed effects), ``p_holm``, ``ci_low_adj``, ``ci_high_adj`` (at level
+        ``ci``, t-based whatever ``method``), sorted by |effect| descending.
     """
     factors = list(factors)
     max_order = _check_design(runs, metric, factors, ci=ci, n_boot=n_boot, max_order=max_order,
@@ -74,6 +83,10 @@ def factorial_effects(runs: pd.DataFrame, metric: str, factors: Sequence[str], *
              for t in itertools.combinations(range(k), order)]
     per_seed = complete @ _contrasts(k, terms) / 2 ** (k - 1)  # (seeds, terms)
     low, high = ci_columns(per_seed, ci=ci, n_boot=n_boot, seed=seed, method=method)
+    columns = [per_seed[:, j] for j in range(per_seed.shape[1])]
+    n, _, se, _ = moments(columns)
+    p_holm = holm(t_test(columns))
+    low_adj, high_adj = holm_intervals(columns, p_holm, 1.0 - ci)
     out = pd.DataFrame({
         "term": [":".join(factors[i] for i in t) for t in terms],
         "kind": ["main" if len(t) == 1 else "interaction" for t in terms],
@@ -81,6 +94,10 @@ def factorial_effects(runs: pd.DataFrame, metric: str, factors: Sequence[str], *
         "ci_low": low,
         "ci_high": high,
         "n_seeds": per_seed.shape[0],
+        "sd": se * np.sqrt(n),
+        "p_holm": p_holm,
+        "ci_low_adj": low_adj,
+        "ci_high_adj": high_adj,
     })
     return out.sort_values("effect", key=np.abs, ascending=False, kind="stable").reset_index(drop=True)
 

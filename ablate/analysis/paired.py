@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis._checks import check_ci, check_method, numeric, require_frame
-from ablate.analysis.intervals import ci_ragged, t_interval, t_test
+from ablate.analysis.intervals import ci_ragged, moments, t_interval, t_test
 from ablate.errors import AblateError
 
 
@@ -35,7 +35,7 @@ class Comparison:
     without_arm: str
 
 
-_COMPARE_COLUMNS = ["label", "with_arm", "without_arm", "n_pairs", "effect", "ci_low", "ci_high",
+_COMPARE_COLUMNS = ["label", "with_arm", "without_arm", "n_pairs", "effect", "sd", "ci_low", "ci_high",
                     "p_better", "p_value", "p_holm", "ci_low_adj", "ci_high_adj"]
 # An open bound at 0 ("the effect is > 0"), stored as the nearest double so that
 # ``ci_low_adj > 0`` reads "excludes 0"; it prints as 0.
@@ -151,6 +151,8 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
 
         * ``label``, ``with_arm``, ``without_arm``, ``n_pairs``.
         * ``effect``: mean of d.
+        * ``sd``: standard deviation of d (ddof 1; 0 when every d is the same; NaN below 2 pairs),
+          the spread :func:`~ablate.analysis.verdicts` extrapolates.
         * ``ci_low``, ``ci_high``: CI of the mean of d at level ``ci`` (see ``method``); with all
           d equal, unbounded while 2 / 2^n >= alpha (n <= 5 at 95 %), else the point.
         * ``p_better``: share of pairs with d > 0, ties counting 1/2; the paired estimate of
@@ -180,6 +182,8 @@ def compare(runs: pd.DataFrame, metric: str, comparisons: Iterable[Comparison], 
         "effect": d.mean() if d.size else math.nan,
         "p_better": (np.mean(d > 0) + 0.5 * np.mean(d == 0)) if d.size else math.nan,
     } for c, d in zip(items, diffs, strict=True)])
+    n, _, se, _ = moments(diffs)
+    out["sd"] = se * np.sqrt(n)
     out["p_value"] = t_test(diffs)
     if method == "t":
         out["ci_low"], out["ci_high"] = t_interval(diffs, 1.0 - ci)

@@ -18,12 +18,13 @@ import pandas as pd
 from ablate import analysis as A
 from ablate import records
 from ablate.errors import AblateError
-from ablate.report.designs import SEARCH, choose_design, reference_arm
+from ablate.report.designs import SEARCH, choose_design, judge, reference_arm
 from ablate.report.figures import grad_spread
 from ablate.report.format import check_target, metric_format
 from ablate.report.model import CI, N_BOOT, Analysis, Inputs, Step
 
-__all__ = ["STEPS", "TARGET_LEVELS", "Analysis", "analyse", "choose_target", "value_column"]
+__all__ = ["STEPS", "TARGET_LEVELS", "Analysis", "analyse", "choose_target", "resolve_settings",
+           "value_column"]
 
 TARGET_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 """Candidate convergence targets on val_acc: the report takes the highest that half the runs reach."""
@@ -64,6 +65,19 @@ def choose_target(history: pd.DataFrame, metric: str = "val_acc") -> float | Non
     return max(reached) if reached else None
 
 
+def resolve_settings(spec: Mapping[str, Any], metric: str) -> tuple[float | None, float]:
+    """``(margin, alpha)`` of the verdicts: the study's ``resolve`` block.
+
+    Where it is silent (an older study, plain runs): an accuracy's 0.5 points
+    (:func:`ablate.analysis.default_margin`; None for another metric) and alpha 0.05.
+    """
+    resolve = spec.get("resolve") or {}
+    margin = resolve.get("margin")
+    confidence = resolve.get("confidence")
+    return (A.default_margin(metric) if margin is None else float(margin),
+            1.0 - (CI if confidence is None else float(confidence)))
+
+
 # --- the steps ---------------------------------------------------------------------------------------
 
 
@@ -91,8 +105,8 @@ def comparisons(inputs: Inputs, result: Analysis) -> None:
     usable = [c for c in wanted if c.with_arm in known and c.without_arm in known]
     result.missing_comparisons = [c.label for c in wanted if c not in usable]
     if usable:
-        result.comparisons = A.compare(inputs.paired, inputs.column, usable, ci=CI, n_boot=inputs.n_boot,
-                                       seed=inputs.seed)
+        result.comparisons = judge(result, A.compare(inputs.paired, inputs.column, usable, ci=CI,
+                                                     n_boot=inputs.n_boot, seed=inputs.seed))
 
 
 def convergence(inputs: Inputs, result: Analysis) -> None:
@@ -196,6 +210,7 @@ def analyse(runs: pd.DataFrame, history: pd.DataFrame | None, spec: Mapping[str,
                       design=spec.get("design"), is_search=kind is SEARCH,
                       arms=[str(a) for a in ranked.index],
                       reference=reference_arm(kind, spec, summary, maximize), summary=summary, kind=kind)
+    result.margin, result.alpha = resolve_settings(spec, metric)
     inputs = Inputs(runs=runs, history=history, spec=spec, meta=meta, column=column, target=target,
                     n_boot=n_boot, seed=seed)
     for _name, step in STEPS:

@@ -34,14 +34,28 @@ import pandas as pd
 from ablate import analysis as A
 from ablate import records
 from ablate.errors import AblateError
-from ablate.report.format import fmt_ci, g
+from ablate.report.format import fmt_ci, g, verdict_class, verdict_text
 from ablate.report.layout import contributions, per_arm
 from ablate.report.model import CI, Analysis, Inputs, Page, ReportDesign
 from ablate.report.render import Paragraph, Section, Table
 
-__all__ = ["BEST_TRIALS", "DESIGNS", "RUNS", "SEARCH", "choose_design", "cumulative_order", "reference_arm"]
+__all__ = ["BEST_TRIALS", "DESIGNS", "RUNS", "SEARCH", "choose_design", "cumulative_order", "judge",
+           "reference_arm"]
 
 BEST_TRIALS = 10  # rows of a search's table of best trials
+
+
+# --- the verdicts ---------------------------------------------------------------------------------
+
+
+def judge(result: Analysis, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (one family of contrasts) with each row's verdict (:func:`ablate.analysis.verdicts`).
+
+    Every design's families are judged alike: the tricks of :func:`ablate.analysis.compare`, the
+    steps of a cumulative design, the terms of a factorial one.
+    """
+    return A.verdicts(table, margin=result.margin, alpha=result.alpha,
+                      direction="maximize" if result.maximize else "minimize")
 
 
 # --- the reference arm ----------------------------------------------------------------------------
@@ -117,16 +131,17 @@ def _cumulative_step(inputs: Inputs, result: Analysis) -> None:
     """The change at each step against the step before, with its CI."""
     order = [a for a in cumulative_order(inputs.spec) if a in set(result.summary.index)]
     steps = [A.Comparison(f"step {i}", order[i], order[i - 1]) for i in range(1, len(order))]
-    changes = (A.compare(inputs.paired, inputs.column, steps, ci=CI, n_boot=inputs.n_boot, seed=inputs.seed)
-               if steps else None)
+    changes = (judge(result, A.compare(inputs.paired, inputs.column, steps, ci=CI, n_boot=inputs.n_boot,
+                                       seed=inputs.seed)) if steps else None)
     rows = []
     for i, arm in enumerate(order):
         row = {"step": i, "arm": arm, "mean": result.summary.loc[arm, "mean"],
-               "change": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n_pairs": 0}
+               "change": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n_pairs": 0,
+               "verdict": None, "seeds_needed": math.nan}
         if i and changes is not None:
             hit = changes[changes["label"] == f"step {i}"].iloc[0]
             row.update(change=hit["effect"], ci_low=hit["ci_low"], ci_high=hit["ci_high"],
-                       n_pairs=int(hit["n_pairs"]))
+                       n_pairs=int(hit["n_pairs"]), verdict=hit["verdict"], seeds_needed=hit["seeds_needed"])
         rows.append(row)
     result.extras["cumulative"] = pd.DataFrame(rows)
 
@@ -135,15 +150,20 @@ def _cumulative_section(page: Page) -> list[Section]:
     fmt, table = page.result.fmt, page.result.cumulative
     if table is None:
         return []
-    rows = []
+    rows, classes = [], []
     for _, r in table.iterrows():
         change = "—" if r["step"] == 0 else fmt.diff(r["change"], 2)
         ci = "—" if r["step"] == 0 else fmt_ci(fmt, r["ci_low"], r["ci_high"], diff=True)
-        rows.append([str(int(r["step"])), str(r["arm"]), fmt.level(r["mean"]), change, ci])
+        verdict = "—" if r["step"] == 0 else verdict_text(r["verdict"], r["seeds_needed"])
+        rows.append([verdict, str(int(r["step"])), str(r["arm"]), fmt.level(r["mean"]), change, ci])
+        classes.append(verdict_class(r["verdict"]) if r["step"] else "")
     mean_label = f"mean ({fmt.level_unit})" if fmt.level_unit else "mean"
     section = Section("Cumulative: adding one trick at a time")
-    section.blocks.append(Table(["step", "arm", mean_label, f"change vs previous{fmt.unit(diff=True)}",
-                                 "95 % CI"], rows, ["r", "l", "r", "r", "r"]))
+    section.blocks.append(Paragraph("Verdict of each step = of its change against the step before, the "
+                                    "steps judged as one family, as the tricks above.", note=True))
+    section.blocks.append(Table(["verdict", "step", "arm", mean_label,
+                                 f"change vs previous{fmt.unit(diff=True)}", "95 % CI"], rows,
+                                ["l", "r", "l", "r", "r", "r"], row_classes=classes))
     return [section]
 
 
@@ -161,9 +181,9 @@ def _factorial_step(inputs: Inputs, result: Analysis) -> None:
         frame[label] = runs["arm"].map(lambda a, on=on: on.get(a))
     frame = frame.dropna(subset=list(factors))
     try:
-        result.extras["factorial"] = A.factorial_effects(frame.astype(dict.fromkeys(factors, bool)), column,
-                                                         list(factors), ci=CI, n_boot=inputs.n_boot,
-                                                         seed=inputs.seed)
+        effects = A.factorial_effects(frame.astype(dict.fromkeys(factors, bool)), column, list(factors),
+                                      ci=CI, n_boot=inputs.n_boot, seed=inputs.seed, method="t")
+        result.extras["factorial"] = judge(result, effects)
     except AblateError as exc:
         result.notes["factorial"] = str(exc)
 
@@ -175,12 +195,16 @@ def _factorial_section(page: Page) -> list[Section]:
         section.blocks.append(Paragraph(
             "Main effect = mean with the trick minus mean without, over all other combinations; "
             "interaction a:b = half the difference between a's effect with b on and with b off. "
-            "CIs bootstrap over seeds.", note=True))
-        rows = [[str(r["term"]), str(r["kind"]), fmt.diff(r["effect"], 2),
-                 fmt_ci(fmt, r["ci_low"], r["ci_high"], diff=True), str(int(r["n_seeds"]))]
+            "CIs: t-intervals of the per-seed effects. Verdicts as for the tricks above, every term "
+            "(main effects and interactions) in one family.", note=True))
+        rows = [[verdict_text(r["verdict"], r["seeds_needed"]), str(r["term"]), str(r["kind"]),
+                 fmt.diff(r["effect"], 2), fmt_ci(fmt, r["ci_low"], r["ci_high"], diff=True),
+                 fmt_ci(fmt, r["ci_low_adj"], r["ci_high_adj"], diff=True), str(int(r["n_seeds"]))]
                 for _, r in result.factorial.iterrows()]
-        cols = ["term", "kind", f"effect{fmt.unit(diff=True)}", "95 % CI", "seeds"]
-        section.blocks.append(Table(cols, rows, ["l", "l", "r", "r", "r"]))
+        cols = ["verdict", "term", "kind", f"effect{fmt.unit(diff=True)}", "95 % CI",
+                "95 % simultaneous CI", "seeds"]
+        section.blocks.append(Table(cols, rows, ["l", "l", "l", "r", "r", "r", "r"],
+                                    row_classes=[verdict_class(v) for v in result.factorial["verdict"]]))
     else:
         why = result.notes.get("factorial", "no factors")
         section.blocks.append(Paragraph(f"Not computed: {why}", note=True))

@@ -46,12 +46,12 @@ def _effects(result: Analysis) -> Figures:
     rows = comp.head(40)
     png = F.effect_chart(rows["label"].tolist(), rows["effect"] * fmt.scale,
                          rows["ci_low_adj"] * fmt.scale, rows["ci_high_adj"] * fmt.scale,
-                         xlabel=f"effect on {fmt.label}{fmt.unit(diff=True)}, with minus without",
-                         higher_is_better=result.maximize)
+                         verdicts=rows["verdict"].tolist(),
+                         xlabel=f"effect on {fmt.label}{fmt.unit(diff=True)}, with minus without")
     return {"effects": (png, (f"What each trick contributes to {fmt.label}: mean paired difference with its "
                               f"{CI * 100:g} % simultaneous CI over the tricks (it excludes 0 exactly when "
-                              "p (Holm) < 0.05; an arrow = unbounded); green = CI wholly on the better side "
-                              "of 0, red = wholly on the worse side, grey = includes 0"))}
+                              "p (Holm) < 0.05; an arrow = unbounded); colour = the verdict: green helps, "
+                              "red hurts, grey no effect, amber unresolved"))}
 
 
 def _grad_norms(result: Analysis, runs: pd.DataFrame, history: pd.DataFrame) -> Figures:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ablate.report.format import VERDICT_COLOURS
+
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn, not at import time
     from matplotlib.typing import RcKeyType
 
@@ -64,7 +66,7 @@ _STYLE: dict[RcKeyType, Any] = {
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
 }
-_POSITIVE, _NEGATIVE, _NEUTRAL = "#2a7d46", "#b8412c", "#6b6b6b"
+_NEUTRAL = VERDICT_COLOURS["no effect"]
 
 
 def natural_key(text: str) -> list[Any]:
@@ -184,13 +186,13 @@ def learning_curves(stats: pd.DataFrame, arms: Sequence[str], *, ylabel: str, sc
 
 
 def effect_chart(labels: Sequence[str], effect: Sequence[float], low: Sequence[float],
-                 high: Sequence[float], *, xlabel: str, title: str | None = None,
-                 higher_is_better: bool = True) -> bytes:
+                 high: Sequence[float], *, verdicts: Sequence[str], xlabel: str,
+                 title: str | None = None) -> bytes:
     """One point per trick with its CI as whiskers, and a zero line.
 
-    Green: the CI lies wholly on the better side of zero (above it, or below it for a loss); red:
-    wholly on the worse side; grey: it straddles zero (or is unknown). An infinite bound is drawn
-    to the plot's edge with an arrow. Rows are drawn top to bottom in the order given.
+    Colours follow each row's verdict only (:data:`~ablate.report.format.VERDICT_COLOURS`: helps
+    green, hurts red, no effect grey, unresolved amber). An infinite bound is drawn to the plot's
+    edge with an arrow. Rows are drawn top to bottom in the order given.
     """
     n = len(labels)
     effect_a = np.asarray(effect, dtype=np.float64)
@@ -198,10 +200,7 @@ def effect_chart(labels: Sequence[str], effect: Sequence[float], low: Sequence[f
     high_a = np.asarray(high, dtype=np.float64)
     with _figure(7.0, max(1.6, 0.36 * n + 0.9)) as (fig, ax):
         y = np.arange(n)[::-1]
-        up, down = (_POSITIVE, _NEGATIVE) if higher_is_better else (_NEGATIVE, _POSITIVE)
-        colours = [up if lo > 0 else down if hi < 0 else _NEUTRAL
-                   for lo, hi in zip(np.nan_to_num(low_a, nan=-np.inf), np.nan_to_num(high_a, nan=np.inf),
-                                      strict=False)]
+        colours = [VERDICT_COLOURS.get(v, _NEUTRAL) for v in verdicts]
         has_ci = ~(np.isnan(low_a) | np.isnan(high_a))
         # An unbounded side (a simultaneous CI that only gives the sign) runs to the edge of the
         # finite values' span and ends in an arrow.

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from ablate.analysis.verdicts import SEEDS_CAP
 from ablate.errors import AblateError
 
 __all__ = [
     "FORMATS",
+    "VERDICT_COLOURS",
     "MetricFormat",
     "check_target",
     "epochs",
@@ -28,10 +30,14 @@ __all__ = [
     "prob",
     "seconds",
     "seed_ranges",
+    "verdict_class",
+    "verdict_text",
     "when",
 ]
 
 FORMATS = ("md", "html")
+VERDICT_COLOURS = {"helps": "#2a7d46", "hurts": "#b8412c", "no effect": "#6b6b6b", "unresolved": "#b7791f"}
+"""The one colour of each verdict, in the effect chart and the HTML tables: green, red, grey, amber."""
 
 
 def _missing(value: float | None) -> bool:
@@ -129,6 +135,29 @@ def fmt_ci(fmt: MetricFormat, low: float, high: float, *, diff: bool) -> str:
 
     (lo, lo_open), (hi, hi_open) = bound(low), bound(high)
     return f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def verdict_text(verdict: Any, seeds_needed: Any = None) -> str:
+    """``helps``, ``no effect``, ``unresolved (≈ 6 more seeds per arm)`` (:func:`ablate.analysis.verdicts`).
+
+    Unresolved with fewer than 2 pairs (no spread to extrapolate): ``unresolved (fewer than 2
+    pairs)``; past the estimate's cap: ``unresolved (> 100 more seeds per arm)``.
+    """
+    if not isinstance(verdict, str):
+        return "—"
+    if verdict != "unresolved":
+        return verdict
+    if seeds_needed is None or np.isnan(seeds_needed):
+        return "unresolved (fewer than 2 pairs)"
+    if np.isinf(seeds_needed):
+        return f"unresolved (> {SEEDS_CAP} more seeds per arm)"
+    n = int(seeds_needed)
+    return f"unresolved (≈ {n} more seed{'s' if n != 1 else ''} per arm)"
+
+
+def verdict_class(verdict: Any) -> str:
+    """The HTML class of a row with this verdict (``v-helps``, ``v-no-effect``); "" for none."""
+    return f"v-{verdict.replace(' ', '-')}" if isinstance(verdict, str) else ""
 
 
 def seed_ranges(seeds: Sequence[int]) -> str:

@@ -18,12 +18,22 @@ import numpy as np
 import pandas as pd
 
 from ablate import records
-from ablate.report.format import epochs, fmt_ci, p_value, prob, seconds, seed_ranges, when
+from ablate.report.format import (
+    epochs,
+    fmt_ci,
+    p_value,
+    prob,
+    seconds,
+    seed_ranges,
+    verdict_class,
+    verdict_text,
+    when,
+)
 from ablate.report.model import Analysis, Page
 from ablate.report.render import Bullets, Paragraph, ReportData, Section, Table
 
 __all__ = ["APPENDIX_COLLAPSE", "appendix", "arm_table", "assemble", "contributions", "figures", "header",
-           "per_arm"]
+           "per_arm", "verdict_rules"]
 
 APPENDIX_COLLAPSE = 40  # HTML folds the run list beyond this many rows
 _SOURCE_LABEL = {"study": "Study", "experiment": "Experiment", "tag": "Selection"}
@@ -67,21 +77,43 @@ def _effect_line(row: pd.Series, result: Analysis) -> list[tuple[str, str]]:
     if stab is not None and row["with_arm"] in stab.index and stab.loc[row["with_arm"], "n_diverged"] > 0:
         s = stab.loc[row["with_arm"]]
         text += f", diverged in {int(s['n_diverged'])}/{int(s['n_runs'])} runs"
-    return [("b", str(row["label"])), ("", text)]
+    verdict = verdict_text(row["verdict"], row["seeds_needed"])
+    word, _, rest = verdict.partition(" (")
+    lead = [("b", word)] + ([("", f" ({rest}")] if rest else [])
+    return [*lead, ("", " "), ("", str(row["label"])), ("", text)]
 
 
 def _comparison_table(result: Analysis, comparisons: pd.DataFrame) -> Table:
     fmt = result.fmt
-    cols = ["trick", "with", "without", "n pairs", f"effect{fmt.unit(diff=True)}", "95 % CI", "P(better)",
-            "p (Holm)", "95 % simultaneous CI"]
+    cols = ["verdict", "trick", "with", "without", "n pairs", f"effect{fmt.unit(diff=True)}", "95 % CI",
+            "P(better)", "p (Holm)", "95 % simultaneous CI"]
     rows = []
     for _, r in comparisons.iterrows():
         p_better = r["p_better"] if result.maximize else 1.0 - r["p_better"]
-        rows.append([str(r["label"]), str(r["with_arm"]), str(r["without_arm"]), f"{int(r['n_pairs'])}",
+        rows.append([verdict_text(r["verdict"], r["seeds_needed"]), str(r["label"]), str(r["with_arm"]),
+                     str(r["without_arm"]), f"{int(r['n_pairs'])}",
                      fmt.diff(r["effect"], 2), fmt_ci(fmt, r["ci_low"], r["ci_high"], diff=True),
                      prob(p_better), p_value(r["p_holm"]),
                      fmt_ci(fmt, r["ci_low_adj"], r["ci_high_adj"], diff=True)])
-    return Table(cols, rows, ["l", "l", "l", "r", "r", "r", "r", "r", "r"])
+    return Table(cols, rows, ["l", "l", "l", "l", "r", "r", "r", "r", "r", "r"],
+                 row_classes=[verdict_class(v) for v in comparisons["verdict"]])
+
+
+def verdict_rules(result: Analysis) -> str:
+    """The verdicts' rules in words, with the study's margin and level."""
+    fmt, alpha = result.fmt, result.alpha
+    better = "higher" if result.maximize else "lower"
+    if result.margin is not None:
+        margin = f"{fmt.diff(result.margin, 2, sign=False)}{fmt.unit(diff=True, space=True)}"
+        equivalence = (f"no effect = equivalent within ±{margin}: two one-sided t-tests at {alpha:g} / m "
+                       f"each, m = the rows of the table (Bonferroni), i.e. the 1 − 2·{alpha:g}/m "
+                       "t-interval lies inside the margin; ")
+    else:
+        equivalence = "no effect is not tested (no resolve.margin for this metric); "
+    return (f"Verdict: helps / hurts = p (Holm) < {alpha:g} with the effect on the {better} (better) / "
+            f"worse side; {equivalence}unresolved = neither, with the estimated additional seeds per "
+            "arm that would resolve it if the effect and its spread stayed as observed. Colours follow "
+            "the verdict only: green helps, red hurts, grey no effect, amber unresolved.")
 
 
 def contributions(page: Page) -> list[Section]:
@@ -102,7 +134,7 @@ def contributions(page: Page) -> list[Section]:
             "The table's 95 % simultaneous CI holds for all tricks at once and agrees with p (Holm): "
             "it excludes 0 exactly when p (Holm) < 0.05; a trick Holm finds significant gets "
             "(0, +∞) or (-∞, 0), its sign, unless every trick is significant. "
-            "The chart and its colours use the simultaneous CI.", note=True))
+            "The chart draws the simultaneous CI. " + verdict_rules(result), note=True))
         section.blocks.append(Bullets([_effect_line(r, result) for _, r in comparisons.iterrows()]))
         section.blocks.append(Paragraph("Ablation table, sorted by effect:", note=True))
         section.blocks.append(_comparison_table(result, comparisons))

@@ -59,6 +59,8 @@ class Analysis:
     grad: pd.DataFrame | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    margin: float | None = None  # the verdicts' equivalence margin (metric units); None = not tested
+    alpha: float = 1.0 - CI  # the verdicts' family-wise level, 1 - resolve.confidence
 
     @property
     def cumulative(self) -> pd.DataFrame | None:

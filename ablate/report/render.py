@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from ablate.report.format import VERDICT_COLOURS, verdict_class
+
 __all__ = [
     "Bullets",
     "Figure",
@@ -61,6 +63,8 @@ class Table:
         align: ``"l"`` or ``"r"`` per column (numbers right); default all left.
         collapsed: HTML only: fold the table under a ``<details>`` element (long appendices).
         summary: The ``<summary>`` text when collapsed.
+        row_classes: HTML only: a class per row ("" for none), such as a verdict's
+            (:func:`~ablate.report.format.verdict_class`), whose colour its first cell takes.
     """
 
     columns: list[str]
@@ -68,6 +72,7 @@ class Table:
     align: list[str] | None = None
     collapsed: bool = False
     summary: str = ""
+    row_classes: list[str] | None = None
 
 
 @dataclass
@@ -217,7 +222,8 @@ padding:1px 4px;border-radius:4px}
 figure{margin:.6em 0 1.4em}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
 figcaption,p.note{color:#59636e;font-size:13px}
 details summary{cursor:pointer;color:#0969da;margin:.3em 0}
-"""
+""" + "".join(f"tr.{verdict_class(v)} td:first-child{{color:{c};font-weight:600}}\n"
+              for v, c in VERDICT_COLOURS.items())
 
 
 def _esc(text: Any) -> str:
@@ -236,8 +242,10 @@ def _html_table(table: Table, cls: str = "", *, head_row: bool = True) -> str:
     klass = [' class="r"' if a == "r" else "" for a in align]
     head = "".join(f"<th{k}>{_esc(c)}</th>" for k, c in zip(klass, table.columns, strict=False))
     thead = f"<thead><tr>{head}</tr></thead>" if head_row else ""
-    body = "\n".join("<tr>" + "".join(f"<td{k}>{_esc(c)}</td>" for k, c in zip(klass, row, strict=False))
-                     + "</tr>" for row in table.rows)
+    rows = table.row_classes or [""] * len(table.rows)
+    body = "\n".join((f'<tr class="{_esc(rc)}">' if rc else "<tr>")
+                     + "".join(f"<td{k}>{_esc(c)}</td>" for k, c in zip(klass, row, strict=False))
+                     + "</tr>" for row, rc in zip(table.rows, rows, strict=False))
     attr = f' class="{cls}"' if cls else ""
     text = f"<table{attr}>{thead}\n<tbody>\n{body}\n</tbody></table>"
     if table.collapsed:

@@ -16,8 +16,8 @@ from omegaconf import MISSING
 from ablate.config import store_schemas
 from ablate.errors import ConfigError
 
-__all__ = ["NAME_ALLOWED", "PRUNERS", "SAMPLERS", "LauncherConfig", "PrunerConfig", "SamplerConfig",
-           "StudyConfig", "check_name", "register_study_configs"]
+__all__ = ["NAME_ALLOWED", "PRUNERS", "SAMPLERS", "LauncherConfig", "PrunerConfig", "ResolveConfig",
+           "SamplerConfig", "StudyConfig", "check_name", "register_study_configs"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 NAME_ALLOWED = "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,99} without '..' (letters, digits, . _ -)"
@@ -137,6 +137,16 @@ class SlurmLauncherConfig(LauncherConfig):
 
 
 @dataclass
+class ResolveConfig:
+    """How an ablation's report decides each trick's verdict (:func:`ablate.analysis.verdicts`)."""
+
+    # Equivalence margin in the metric's units: |effect| within it is "no effect". None = 0.5
+    # points for an accuracy (val_acc, values in [0, 1]: 0.005); required for any other metric.
+    margin: float | None = None
+    confidence: float = 0.95  # family-wise: helps/hurts by Holm and no effect by TOST at 1 - confidence
+
+
+@dataclass
 class StudyConfig:
     name: str | None = None  # default: the study file's name
     metric: str = "val_acc"  # reported every epoch (pruning) and optimised (its best epoch)
@@ -163,6 +173,7 @@ class StudyConfig:
     reference: Any = None  # the full recipe {config path: value}, or best_of:<study>
     tricks: Any = None  # [config path, ...] or {config path: off value}; null = the menu's off value
     seeds: int = 5  # per arm; the same seeds 0..n-1 in every arm, so comparisons are paired
+    resolve: ResolveConfig = field(default_factory=ResolveConfig)
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {

@@ -88,6 +88,7 @@ class StudySpec:
     seeds: list[int] = field(default_factory=list)
     comparisons: list[dict[str, str]] = field(default_factory=list)
     factors: dict[str, dict[str, bool]] = field(default_factory=dict)
+    resolve: dict[str, Any] = field(default_factory=lambda: {"margin": None, "confidence": 0.95})
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -198,6 +199,22 @@ def _check(spec: StudySpec) -> None:
         raise ConfigError("devices", spec.devices, "a list of CUDA device indices like [0,1]")
     if not spec.metric:
         raise ConfigError("metric", spec.metric, "a per-epoch metric such as val_acc or val_loss")
+    _check_resolve(spec)
+
+
+def _check_resolve(spec: StudySpec) -> None:
+    """``resolve.margin`` > 0 (or None: an accuracy's 0.5 points), ``resolve.confidence`` in (0.5, 1)."""
+    margin, confidence = spec.resolve.get("margin"), spec.resolve.get("confidence")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))
+                               or not 0.0 < margin < float("inf")):
+        raise ConfigError("resolve.margin", margin, f"a number > 0 in {spec.metric} units (0.005 = 0.5 "
+                          "points of accuracy), or null for an accuracy's 0.5 points")
+    # The default margin is for accuracies only (ablate.analysis.verdicts.default_margin's rule).
+    if margin is None and spec.design and not spec.metric.endswith("acc"):
+        raise ConfigError("resolve.margin", margin, f"a number > 0 in {spec.metric} units: the 0.5-point "
+                          "default is for accuracy metrics only")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 < confidence < 1.0:
+        raise ConfigError("resolve.confidence", confidence, "a level in (0.5, 1) such as 0.95")
 
 
 def compose_study(name: str, overrides: Sequence[str] = (), *, cwd: str | Path | None = None) -> StudySpec:
@@ -288,7 +305,7 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         out_dir=str(out_dir), devices=list(raw["devices"]), trials_per_device=raw["trials_per_device"],
         experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
         heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
-        **design)
+        resolve=dict(raw.get("resolve") or {"margin": None, "confidence": 0.95}), **design)
     _check(spec)
     return spec
 
