@@ -27,7 +27,7 @@ PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "p
 @dataclass
 class SamplerConfig:
     name: str = MISSING
-    seed: int | None = 0  # worker i uses seed + i, so parallel workers do not draw alike
+    seed: int | None = 0  # worker i uses seed + i, so parallel workers do not draw alike (not grid, qmc)
 
 
 @dataclass
