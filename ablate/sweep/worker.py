@@ -119,6 +119,10 @@ class Worker:
         name, options = options_of(spec.sampler)
         grid = grid_of(spec.space.distributions, spec.params) if name == "grid" else None
         self.sampler = StopAware(build_sampler(name, worker_index=index, grid=grid, **options))
+        # A grid has as many trials as points: asked past them, a worker would rerun a point that
+        # another worker is still running (Optuna's grid re-evaluates one once all have started).
+        points = None if grid is None else math.prod(len(values) for values in grid.values())
+        self.n_trials = spec.n_trials if points is None else min(spec.n_trials or points, points)
         pruner_name, pruner_options = options_of(spec.pruner)
         self.study = optuna.load_study(study_name=study_name, storage=storage, sampler=self.sampler,
                                        pruner=build_pruner(pruner_name, epochs=base.trainer.epochs,
@@ -161,9 +165,9 @@ class Worker:
 
     def _next_step(self) -> str:
         """``ask``, ``wait`` (a moment passed, look again) or ``stop``."""
-        spec = self.spec
+        spec, n_trials = self.spec, self.n_trials
         trials = self.study.get_trials(deepcopy=False)
-        if spec.n_trials is not None and sum(map(is_finished, trials)) + len(self.telling) >= spec.n_trials:
+        if n_trials is not None and sum(map(is_finished, trials)) + len(self.telling) >= n_trials:
             if self.telling:  # the queued tells may yet fail: wait for them, then look again
                 WRITER.drain()
                 return "wait"
@@ -175,7 +179,7 @@ class Worker:
         if self.heart is not None:
             self.heart.hold(None)
             self.heart.fail_stale(self.study)
-            if others_hold_the_rest(self.study.get_trials(deepcopy=False), n_trials=spec.n_trials,
+            if others_hold_the_rest(self.study.get_trials(deepcopy=False), n_trials=n_trials,
                                     design=bool(spec.design)):
                 time.sleep(min(2.0, spec.heartbeat_interval))
                 return "wait"
@@ -191,7 +195,7 @@ class Worker:
         storage_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         if self.heart is not None:
             self.heart.hold(storage_id)
-        n_trials = self.spec.n_trials
+        n_trials = self.n_trials
         if n_trials is not None and is_surplus(self.study.get_trials(deepcopy=False), trial.number, n_trials):
             trial.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)
             self.study.tell(trial, state=TrialState.FAIL)
