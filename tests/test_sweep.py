@@ -161,6 +161,25 @@ def test_progress_prints_plain_lines_on_change_and_every_30_s_when_not_a_termina
             and "best val_acc 0.9100" in lines[3])
 
 
+def test_a_diverged_trial_is_never_the_best_though_optuna_holds_it_complete():
+    from ablate.sweep.storage import best_trial
+
+    out, now = io.StringIO(), [0.0]
+    progress, study = _progress(out, now), optuna.create_study(direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)
+    # a diverged trial is told its last finite value, which can beat every trial that trained well
+    study.add_trial(optuna.trial.create_trial(params={"optimizer.lr": 0.9}, distributions={"optimizer.lr": lr},
+                                              value=0.99, user_attrs={R.ATTR_OUTCOME: R.DIVERGED}))
+    _finish(study, 0.01, 0.91)
+    best = best_trial(study.trials, "maximize")
+    assert best is not None and best.number == 1
+    progress.update(study)
+    assert "best val_acc 0.9100 (trial 1: optimizer.lr=0.01)" in out.getvalue()
+    only_diverged = optuna.create_study(direction="maximize")
+    only_diverged.add_trial(study.trials[0])
+    assert best_trial(only_diverged.trials, "maximize") is None
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -29,7 +29,7 @@ from ablate.errors import AblateError, ConfigError
 from ablate.records import ATTR_SPEC, DIRECTIONS
 from ablate.space import AblationSpace, SearchSpace, fixed_overrides, parse_space
 from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, register_study_configs
-from ablate.sweep.storage import open_storage, redact
+from ablate.sweep.storage import best_trial, open_storage, redact
 
 __all__ = [
     "SWEEPS_DIR",
@@ -318,9 +318,7 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, heartbeat_interval=None)
     other = load_spec(storage, name, url)
-    try:
-        best = optuna.load_study(study_name=name, storage=storage).best_trial
-    except ValueError as exc:
-        raise AblateError(f"reference: study {name!r} has no finished trial to take the best of "
-                          f"({exc})") from None
+    best = best_trial(optuna.load_study(study_name=name, storage=storage).trials, other.direction)
+    if best is None:  # none complete with a finite value (a diverged one is not a best)
+        raise AblateError(f"reference: study {name!r} has no finished trial to take the best of")
     return {**other.fixed, **best.params}

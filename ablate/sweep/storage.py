@@ -158,9 +158,14 @@ def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
 
 
 def best_trial(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | None:
-    """The best complete trial with a finite value (``direction``: maximize or minimize)."""
+    """The best complete trial with a finite value (``direction``: maximize or minimize).
+
+    A diverged trial is never it: Optuna holds it COMPLETE with its last finite value (outcome
+    ``diverged``), which may beat every trial that trained well.
+    """
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-            and t.value == t.value and abs(t.value) != float("inf")]
+            and t.value == t.value and abs(t.value) != float("inf")
+            and t.user_attrs.get(ATTR_OUTCOME) != DIVERGED]
     if not done:
         return None
     pick = max if direction == "maximize" else min
