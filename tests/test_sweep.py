@@ -313,6 +313,23 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
     _dashboard_lists(tmp_path / "runs/resume_me/journal.log", "resume_me")
 
 
+def test_a_grid_sweep_with_two_workers_runs_every_point_exactly_once(tmp_path):
+    _study_file(tmp_path, "grid2", """
+        n_trials: 20
+        workers: 2
+        fixed: {trainer.epochs: 1, trainer.threads: 1}
+        params:
+          optimizer: choice(sgd, adam)
+          seed: range(0, 3)
+    """)  # 6 points, fewer than n_trials: the grid is the budget
+    out = _sweep(tmp_path, "grid2", "sampler=grid", timeout=200)
+    assert out.returncode == 0, out.stderr
+    trials = [t for t in _load(tmp_path, "grid2").trials if t.state == TrialState.COMPLETE]
+    points = sorted((t.params["optimizer"], t.params["seed"]) for t in trials)
+    assert points == sorted(itertools.product(("adam", "sgd"), range(3)))
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
+
+
 def _stale_trial(tmp_path: Path, monkeypatch, *, record_id: bool):
     """A prepared study with one RUNNING trial and its child run, as a worker that died leaves them."""
     from ablate.sweep import compose_study, prepare_study
