@@ -168,3 +168,48 @@ def test_a_diverged_trial_counts_as_finished_with_its_best_finite_value(tmp_path
         assert trial.value == value
     else:
         assert math.isnan(value)
+
+
+class _Died(BaseException):
+    """The worker process ends here (SIGKILL, power loss): nothing after it runs."""
+
+
+def test_a_run_that_finished_before_its_worker_died_untold_is_not_counted_twice(tmp_path, monkeypatch):
+    from ablate.sweep.runs import fail_stale_trial, killed_hook
+
+    _, storage = _prepared(tmp_path, monkeypatch, "untold", """
+        n_trials: 2
+        fixed: {data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        params:
+          seed: range(0, 100)
+    """)
+    real_tell = Worker._tell
+
+    def lost(self, trial, result, out, error):  # the run ended FINISHED; the worker died before the tell
+        self.telling.discard(trial.number)
+
+    asks = []
+
+    def die_at_the_second_ask():
+        asks.append(1)
+        if len(asks) == 2:
+            raise _Died
+
+    monkeypatch.setattr(Worker, "_tell", lost)
+    with pytest.raises(_Died):
+        Worker("untold", storage, verbose=False, before_ask=die_at_the_second_ask).run()
+    study = _reload("untold", storage)
+    (stale,) = [t for t in study.trials if t.state == TrialState.RUNNING]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert _runs(tmp_path, "untold")[stale.user_attrs[R.ATTR_RUN]].info.status == "FINISHED"
+    fail_stale_trial(study, stale, killed_hook(uri))  # what the supervisor does for a dead worker's trial
+
+    monkeypatch.setattr(Worker, "_tell", real_tell)
+    assert run_worker("untold", storage, verbose=False) == 2
+    study = _reload("untold", storage)
+    assert count_states(study.trials)["finished"] == 2
+    run = _runs(tmp_path, "untold")[stale.user_attrs[R.ATTR_RUN]]
+    assert run.info.status == "KILLED" and run.data.tags[R.TAG_STATUS] == R.KILLED
+    collected = collect("untold", tracking_uri=uri)
+    assert collected.meta["counts"] == {R.FINISHED: 2, R.KILLED: 1}
+    assert len(collected.runs) == 2

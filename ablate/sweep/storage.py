@@ -50,6 +50,7 @@ __all__ = [
     "redact",
     "redact_text",
     "retried_from",
+    "retry_params",
     "stale_trial_callback",
     "worker_id",
 ]
@@ -212,6 +213,15 @@ def fail_and_retry(study: Study, number: int, params: Mapping[str, Any]) -> bool
         return False
     study.enqueue_trial(dict(params), user_attrs={ATTR_RETRY_OF: number})
     return True
+
+
+def retry_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters a retry of ``trial`` reruns: those it sampled, over those it was queued with.
+
+    A trial interrupted before it sampled anything holds its queued values (an ablation's arm and
+    seed) only in the ``fixed_params`` system attribute that ``Study.enqueue_trial`` documents.
+    """
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
 def stale_trial_callback(on_killed: KilledHook | None = None,

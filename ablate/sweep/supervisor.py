@@ -230,8 +230,7 @@ class Supervisor:
             if h != host or pid is None:
                 continue  # another machine's worker: RDB heartbeats cover it
             if (pids is not None and pid in pids) or (pids is None and not _alive(pid)):
-                fail_stale_trial(self.study, t, on_killed)
-                failed += 1
+                failed += fail_stale_trial(self.study, t, on_killed)
         return failed
 
     def run(self, study: Study, spec: StudySpec, composer: TrialComposer | None = None) -> int:
