@@ -313,6 +313,28 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
     _dashboard_lists(tmp_path / "runs/resume_me/journal.log", "resume_me")
 
 
+def test_a_running_trial_that_no_worker_claimed_is_retried_on_resume(tmp_path, monkeypatch):
+    from ablate.sweep import compose_study, prepare_study
+
+    monkeypatch.chdir(tmp_path)
+    _study_file(tmp_path, "unclaimed", """
+        n_trials: 2
+        workers: 1
+        fixed: {trainer.epochs: 1}
+        params:
+          seed: range(0, 100)
+    """)
+    study, _, _ = prepare_study(compose_study("unclaimed", [], cwd=tmp_path))
+    study.ask()  # interrupted before the worker recorded itself on the trial: RUNNING, held by no one
+    assert WORKER_ATTR not in study.trials[0].user_attrs
+    out = _sweep(tmp_path, "unclaimed", timeout=120)
+    assert out.returncode == 0, out.stderr
+    trials = _load(tmp_path, "unclaimed").trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    assert trials[0].state == TrialState.FAIL and count_states(trials)["running"] == 0
+    assert [t.user_attrs.get(R.ATTR_RETRY_OF) for t in trials if t.number > 0].count(0) == 1
+
+
 def test_a_grid_sweep_with_two_workers_runs_every_point_exactly_once(tmp_path):
     _study_file(tmp_path, "grid2", """
         n_trials: 20

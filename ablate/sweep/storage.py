@@ -10,6 +10,7 @@ run is a hook its callers pass in (``on_killed``).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import inspect
 import os
 import socket
@@ -52,6 +53,7 @@ __all__ = [
     "retried_from",
     "retry_params",
     "stale_trial_callback",
+    "unclaimed",
     "worker_id",
 ]
 
@@ -285,6 +287,24 @@ class Heartbeat:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+
+
+def unclaimed(trials: Sequence[FrozenTrial], *, older_than: float | None = None) -> list[FrozenTrial]:
+    """RUNNING trials no worker holds: asked, then interrupted before the worker recorded itself.
+
+    No worker will ever tell them, the stale-trial retry (by holder, or by heartbeat) never finds
+    them, and the surplus check counts them as live: left alone, a study stops short of
+    ``n_trials`` on every resume.
+
+    Args:
+        older_than: Only those started at least this many seconds ago (an RDB storage, where a
+            worker elsewhere may be between its ask and its claim); None: all of them (a journal
+            file, whose supervisor, starting, is the only one asking).
+    """
+    now = datetime.datetime.now()
+    return [t for t in trials if t.state == TrialState.RUNNING and ATTR_WORKER not in t.user_attrs
+            and (older_than is None or t.datetime_start is None
+                 or (now - t.datetime_start).total_seconds() >= older_than)]
 
 
 def holder(trial: FrozenTrial) -> tuple[str, int | None]:

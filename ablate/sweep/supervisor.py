@@ -35,7 +35,7 @@ from ablate.sweep.composer import TrialComposer, check_trial_configs
 from ablate.sweep.progress import Progress, absolute_uri, summary
 from ablate.sweep.runs import fail_stale_trial, killed_hook
 from ablate.sweep.spec import StudySpec, compose_study, load_spec
-from ablate.sweep.storage import best_trial, count_states, holder, open_storage, redact
+from ablate.sweep.storage import best_trial, count_states, holder, open_storage, redact, unclaimed
 from ablate.tracking import finish_study_run, open_study_run
 
 __all__ = ["Supervisor", "finish_parent", "prepare_study", "run_sweep", "worker_threads"]
@@ -233,11 +233,24 @@ class Supervisor:
                 failed += fail_stale_trial(self.study, t, on_killed)
         return failed
 
+    def fail_unclaimed(self) -> int:
+        """Fail (and queue again) RUNNING trials that no worker holds (see :func:`unclaimed`).
+
+        Called as the sweep starts, before its workers ask: with a journal file nobody else asks
+        then; with an RDB storage, a trial counts as abandoned once it went unclaimed for the grace
+        period.
+        """
+        older_than = float(self.spec.grace_period) if "://" in self.spec.storage else None
+        on_killed = killed_hook(self.spec.tracking_uri)
+        trials = unclaimed(self.study.get_trials(deepcopy=False), older_than=older_than)
+        return sum(fail_stale_trial(self.study, t, on_killed) for t in trials)
+
     def run(self, study: Study, spec: StudySpec, composer: TrialComposer | None = None) -> int:
         """Run the workers until the study is done; ``composer`` (checked) gives them its configs."""
         self.study, self.spec = study, spec
         self.deadline = time.time() + spec.timeout if spec.timeout else None
         self.fail_stale()  # a previous session's workers may have been killed mid-trial
+        self.fail_unclaimed()  # ... or between asking for a trial and recording themselves on it
         if not self._remaining():
             self.abandon()
             self.progress.update(self.study)
