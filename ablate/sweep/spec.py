@@ -81,6 +81,7 @@ class StudySpec:
     tracking_uri: str = ""  # the trials' MLflow store, made absolute when the study starts
     heartbeat_interval: int = 60
     grace_period: int = 180
+    max_failures: int = 5  # trials failed by an exception that stop the sweep (from each start)
     launcher: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
     design: str | None = None
     arms: dict[str, list[str]] = field(default_factory=dict)
@@ -178,6 +179,8 @@ def _check(spec: StudySpec) -> None:
         raise ConfigError("n_trials", None, "a number >= 1 (or set timeout)")
     if spec.n_trials is not None and spec.n_trials < 1:
         raise ConfigError("n_trials", spec.n_trials, "a number >= 1")
+    if isinstance(spec.max_failures, bool) or not isinstance(spec.max_failures, int) or spec.max_failures < 1:
+        raise ConfigError("max_failures", spec.max_failures, "a whole number of failed trials >= 1")
     if spec.timeout is not None and spec.timeout <= 0:
         raise ConfigError("timeout", spec.timeout, "a number of seconds > 0")
     if spec.launcher.get("name") not in ("local", "slurm"):
@@ -273,9 +276,17 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         out_dir=str(out_dir), devices=list(raw["devices"]), trials_per_device=raw["trials_per_device"],
         experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
         heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
-        **design)
+        max_failures=_max_failures(raw), **design)
     _check(spec)
     return spec
+
+
+def _max_failures(raw: dict[str, Any]) -> Any:
+    """The study's ``max_failures``, or its default: max(5, n_trials // 10) (5 without n_trials)."""
+    if raw.get("max_failures") is not None:
+        return raw["max_failures"]
+    n_trials = raw.get("n_trials")
+    return max(5, n_trials // 10) if isinstance(n_trials, int) else 5
 
 
 def _ablation(raw: dict[str, Any], cwd: Path) -> dict[str, Any]:

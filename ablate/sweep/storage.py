@@ -29,11 +29,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ablate.errors import AblateError
 from ablate.records import (
+    ATTR_ERROR,
     ATTR_HEARTBEAT,
     ATTR_OUTCOME,
     ATTR_RETRY_OF,
     ATTR_WORKER,
     DIVERGED,
+    FAILED,
     SURPLUS,
 )
 
@@ -48,10 +50,12 @@ __all__ = [
     "is_surplus",
     "open_storage",
     "others_hold_the_rest",
+    "out_of_failures",
     "redact",
     "redact_text",
     "retried_from",
     "retry_params",
+    "spent_failures",
     "stale_trial_callback",
     "unclaimed",
     "worker_id",
@@ -173,6 +177,28 @@ def best_trial(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | N
         return None
     pick = max if direction == "maximize" else min
     return pick(done, key=lambda t: float(t.value))  # type: ignore[arg-type]
+
+
+def spent_failures(trials: Sequence[FrozenTrial], max_failures: int, *, since: int = 0) -> FrozenTrial | None:
+    """The last failure once ``max_failures`` trials numbered ``since`` or above failed, else None.
+
+    A failure is a trial that raised (outcome ``failed``): not one whose worker died (queued again),
+    nor a surplus one, nor a diverged one.
+    """
+    failed = [t for t in trials if t.number >= since and t.state == TrialState.FAIL
+              and t.user_attrs.get(ATTR_OUTCOME) == FAILED]
+    if len(failed) < max_failures:
+        return None
+    return max(failed, key=lambda t: (t.datetime_complete or datetime.datetime.min, t.number))
+
+
+def out_of_failures(study_name: str, last: FrozenTrial, max_failures: int, traceback_in: str) -> AblateError:
+    """The one line that stops a sweep at its failure budget: the last failure's reason, and where
+    its traceback is."""
+    reason = " ".join(str(last.user_attrs.get(ATTR_ERROR, "no reason recorded")).split())
+    reason = reason if len(reason) <= 400 else reason[:397] + "..."
+    return AblateError(f"max_failures: study {study_name} stopped: {max_failures} trials failed, the last "
+                       f"(trial {last.number}) with {reason}; traceback in {traceback_in}")
 
 
 def is_surplus(trials: Sequence[FrozenTrial], number: int, n_trials: int) -> bool:

@@ -35,7 +35,16 @@ from ablate.sweep.composer import TrialComposer, check_trial_configs
 from ablate.sweep.progress import Progress, absolute_uri, summary
 from ablate.sweep.runs import fail_stale_trial, killed_hook
 from ablate.sweep.spec import StudySpec, compose_study, load_spec
-from ablate.sweep.storage import best_trial, count_states, holder, open_storage, redact, unclaimed
+from ablate.sweep.storage import (
+    best_trial,
+    count_states,
+    holder,
+    open_storage,
+    out_of_failures,
+    redact,
+    spent_failures,
+    unclaimed,
+)
 from ablate.tracking import finish_study_run, open_study_run
 
 __all__ = ["Supervisor", "finish_parent", "prepare_study", "run_sweep", "worker_threads"]
@@ -73,6 +82,8 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
         study = optuna.load_study(study_name=spec.name, storage=storage)
     document = spec.to_json()  # the one serialised spec: the study's attribute and the parent's study.json
     study.set_user_attr(R.ATTR_SPEC, document)
+    # max_failures counts from this session's first trial: a rerun (the data fixed) starts afresh
+    study.set_user_attr(R.ATTR_FAILURES_FROM, len(study.get_trials(deepcopy=False)))
     Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
     parent = open_study_run(tracking_uri=spec.tracking_uri, experiment=spec.experiment, name=spec.name,
                             storage=redact(spec.storage), design=spec.design, document=document,
@@ -136,6 +147,8 @@ class Supervisor:
         self.logs = Path(spec.out_dir)
         self.composed_file: str | None = None  # the composed trial configs, pickled for the workers
         self.local = spec.launcher.get("name") != "slurm"
+        self.pids: dict[int, int] = {}  # local worker processes' pids -> slot index (their log)
+        self.failure: AblateError | None = None  # set when the failure budget stopped the sweep
 
     def warm_up(self) -> None:
         """Start the local workers in standby: they import, then wait for :meth:`run`."""
@@ -189,6 +202,7 @@ class Supervisor:
         # A session of their own: Ctrl-C reaches the supervisor, which forwards it once, in order.
         slot.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=slot.early,
                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.pids[slot.process.pid] = slot.index
 
     def _go(self, slot: _Slot) -> None:
         """Tell a standby worker where to log, its deadline and where the composed configs are."""
@@ -213,8 +227,27 @@ class Supervisor:
             with open(self.logs / f"worker-{slot.index}.log", "ab") as log:
                 log.write(early)
 
+    def _out_of_failures(self) -> AblateError | None:
+        """The line that stops the sweep once ``max_failures`` trials failed, else None."""
+        trials = self.study.get_trials(deepcopy=False)
+        since = int(self.study.user_attrs.get(R.ATTR_FAILURES_FROM, 0))
+        last = spent_failures(trials, self.spec.max_failures, since=since)
+        if last is None:
+            return None
+        host, pid = holder(last)
+        if self.spec.launcher.get("name") == "slurm":
+            log = "slurm/*_log.out"
+        elif host == socket.gethostname() and pid in self.pids:
+            log = f"worker-{self.pids[pid]}.log"
+        else:
+            log = "worker-*.log"
+        return out_of_failures(self.spec.name, last, self.spec.max_failures,
+                               f"{os.path.relpath(self.spec.out_dir)}/{log}")
+
     def _remaining(self) -> bool:
         if self.deadline and time.time() >= self.deadline:
+            return False
+        if self.failure is not None:
             return False
         if self.spec.n_trials is None:
             return True
@@ -271,6 +304,10 @@ class Supervisor:
             self._spawn(slot)
         try:
             while not all(s.done for s in self.slots):
+                self.failure = self.failure or self._out_of_failures()
+                if self.failure is not None:  # the workers stop asking; those still training stop now
+                    self.stop()
+                    break
                 for slot in self.slots:
                     if slot.done or slot.process is None or slot.process.poll() is None:
                         continue
@@ -279,6 +316,7 @@ class Supervisor:
                     if rc != 0:  # by pid, and by liveness (a submitit job's pid is its wrapper's)
                         self.fail_stale(pids={slot.process.pid})
                         self.fail_stale()
+                    self.failure = self.failure or self._out_of_failures()  # why it exited, maybe
                     if self._remaining() and rc != 0 and slot.restarts < _MAX_RESTARTS:
                         slot.restarts += 1
                         print(f"worker {slot.index} exited with {rc}; restarting it "
@@ -349,8 +387,10 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
         finish_parent(study, spec, parent, "KILLED")
         print(f"interrupted; rerun the same command to resume study {spec.name}", file=sys.stderr)
         raise
-    counts = finish_parent(study, spec, parent, "FINISHED")
+    counts = finish_parent(study, spec, parent, "FINISHED" if supervisor.failure is None else "FAILED")
     print(summary(study, spec, parent, time.time() - started, n), flush=True)
+    if supervisor.failure is not None:  # the failure budget is spent: exit code 2, one line
+        raise supervisor.failure
     exhaustive = spec.sampler["name"] in ("grid", "bruteforce")
     if spec.n_trials and counts["finished"] < spec.n_trials and not spec.timeout and not exhaustive:
         raise AblateError(f"workers: study {spec.name} stopped at {counts['finished']}/{spec.n_trials} "

@@ -12,7 +12,9 @@ import functools
 import json
 import math
 import os
+import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +41,10 @@ from ablate.sweep.storage import (
     is_surplus,
     open_storage,
     others_hold_the_rest,
+    out_of_failures,
     redact,
     retried_from,
+    spent_failures,
     worker_id,
 )
 from ablate.tracking import WRITER, RunTracker, signals_deferred, track_run
@@ -128,6 +132,7 @@ class Worker:
                                        pruner=build_pruner(pruner_name, epochs=base.trainer.epochs,
                                                            **pruner_options))
         self.parent_run_id = self.study.user_attrs.get(R.ATTR_PARENT)
+        self.failures_from = int(self.study.user_attrs.get(R.ATTR_FAILURES_FROM, 0))
         self.me = worker_id()
         self.ppid = os.getppid()
         self.data_cache: dict[Any, Dataset] = {}
@@ -174,6 +179,9 @@ class Worker:
             return "stop"
         if self.deadline is not None and time.time() >= self.deadline:
             return "stop"
+        last = spent_failures(trials, spec.max_failures, since=self.failures_from)
+        if last is not None:  # every trial fails (no data, a bug): stop asking, say why
+            raise out_of_failures(spec.name, last, spec.max_failures, "this worker's output above")
         if self.sampler.exhausted or (self.ppid != 1 and os.getppid() != self.ppid):  # exhausted, or orphaned
             return "stop"
         if self.heart is not None:
@@ -211,26 +219,30 @@ class Worker:
         params = {key: suggest(trial, key, dist) for key, dist in self.spec.space.distributions.items()}
         return _Trial(trial, storage_id, params)
 
-    def _compose(self, held: _Trial) -> tuple[DictConfig, Dataset] | None:
-        """The trial's config and data; None (the trial failed, told) when they cannot be made."""
+    def _compose(self, held: _Trial) -> DictConfig | None:
+        """The trial's config; None (the trial failed, told) when it cannot be made."""
         try:
-            cfg = self.composer(held.params, run_name(self.spec.name, held.trial.number))
-            key = tuple(sorted(cfg.data.items()))
-            if key not in self.data_cache:
-                self.data_cache[key] = load_data(cfg)
+            return self.composer(held.params, run_name(self.spec.name, held.trial.number))
         except AblateError as exc:
-            held.trial.set_user_attr(R.ATTR_OUTCOME, R.FAILED)
-            held.trial.set_user_attr(R.ATTR_ERROR, str(exc))
-            self.study.tell(held.trial, state=TrialState.FAIL)
+            self._tell_failed(held.trial, exc)
             return None
-        return cfg, self.data_cache[key]
+
+    def _data(self, cfg: DictConfig) -> Dataset:
+        """The trial's data, loaded once per worker for each ``data`` node."""
+        key = tuple(sorted(cfg.data.items()))
+        if key not in self.data_cache:
+            self.data_cache[key] = load_data(cfg)
+        return self.data_cache[key]
 
     def _run_trial(self, held: _Trial) -> int:
-        """Compose, fit and (on the writer thread) tell one trial; 1 when it trained."""
-        made = self._compose(held)
-        if made is None:
+        """Compose, load, fit and (on the writer thread) tell one trial; 1 when it trained.
+
+        The data loads inside the trial's run: data that cannot be loaded (files absent) fails the
+        run, with its reason, as any other error of the trial does.
+        """
+        cfg = self._compose(held)
+        if cfg is None:
             return 0
-        cfg, data = made
         spec, trial = self.spec, held.trial
         tags = trial_tags(study=spec.name, number=trial.number, worker=self.me,
                           device=self.device or str(cfg.trainer.device), arm=held.params.get("arm"),
@@ -238,6 +250,7 @@ class Worker:
         try:
             with track_run(cfg, tags=tags, parent_run_id=self.parent_run_id, background=True,
                            on_created=functools.partial(trial.set_user_attr, R.ATTR_RUN)) as tracker:
+                data = self._data(cfg)
                 pruned_at: list[int] = []
                 result = fit(cfg, functools.partial(self._on_epoch, tracker, trial, pruned_at), data=data)
                 self._finish(held, tracker, result, self._outcome(result, pruned_at))
@@ -310,11 +323,15 @@ class Worker:
             self.telling.discard(trial.number)
 
     def _tell_failed(self, trial: Trial, exc: BaseException) -> None:
+        """Tell a trial that raised: FAIL, its reason (the ``max_failures`` line shows the last)."""
+        reason = str(exc) if isinstance(exc, AblateError) else f"{type(exc).__name__}: {exc}"
         trial.set_user_attr(R.ATTR_OUTCOME, R.FAILED)
-        trial.set_user_attr(R.ATTR_ERROR, f"{type(exc).__name__}: {exc}"[:1000])
+        trial.set_user_attr(R.ATTR_ERROR, reason[:1000])
         self.study.tell(trial, state=TrialState.FAIL)
-        if self.verbose:
-            print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", flush=True)
+        if self.verbose:  # the traceback goes to the worker's log, which the sweep's last line names
+            print(f"trial {trial.number} failed: {reason}", flush=True)
+            traceback.print_exception(exc, file=sys.stdout)
+            sys.stdout.flush()
 
 
 def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,
