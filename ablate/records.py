@@ -20,6 +20,7 @@ __all__ = [
     "ATTR_DEVICE",
     "ATTR_EPOCHS_RUN",
     "ATTR_ERROR",
+    "ATTR_FAILURES_FROM",
     "ATTR_HEARTBEAT",
     "ATTR_OUTCOME",
     "ATTR_PARENT",
@@ -191,12 +192,13 @@ def run_state(mlflow_status: str, tags: Mapping[str, str]) -> str:
 # --- Optuna study and trial user attributes ---------------------------------------------------------
 ATTR_SPEC: Final = "ablate.spec"  # on the study: StudySpec.to_json(), so every worker runs the same recipe
 ATTR_PARENT: Final = "ablate.mlflow_parent_run_id"  # on the study: its MLflow parent run
+ATTR_FAILURES_FROM: Final = "ablate.failures_from"  # on the study: max_failures counts trials from here
 ATTR_WORKER: Final = "ablate.worker"  # host:pid of the process that holds the trial
 ATTR_OUTCOME: Final = "ablate.outcome"  # one of OUTCOMES
 ATTR_RUN: Final = "ablate.mlflow_run_id"  # the trial's MLflow run
 ATTR_RETRY_OF: Final = "ablate.retry_of"  # on a queued trial: the number of the killed trial it reruns
 ATTR_HEARTBEAT: Final = "ablate.heartbeat_interval"  # on a trial whose worker records heartbeats (RDB)
 ATTR_DEVICE: Final = "ablate.device"
-ATTR_ERROR: Final = "ablate.error"
+ATTR_ERROR: Final = "ablate.error"  # a failed trial: the exception, as its run's TAG_ERROR
 ATTR_EPOCHS_RUN: Final = "ablate.epochs_run"
 ATTR_TRAIN_TIME: Final = "ablate.train_time"

@@ -81,7 +81,7 @@ def test_every_sampler_draws_inside_the_space_and_repeats_itself_with_its_seed(t
         assert sorted(first) == sorted(POINTS) and s.exhausted
 
 
-@pytest.mark.parametrize("name", ["random", "tpe", "qmc"])
+@pytest.mark.parametrize("name", ["random", "tpe", "bruteforce"])
 def test_a_workers_index_offsets_its_sampler_seed(tmp_path, name):
     spec = _spec(tmp_path, name)
     s1 = _sampler(spec, worker_index=1)
@@ -90,6 +90,27 @@ def test_a_workers_index_offsets_its_sampler_seed(tmp_path, name):
     s2 = _sampler(seeded_one)
     alone = _ask_tell(_study(tmp_path, "s1", s2), seeded_one, s2, 6)
     assert second_worker == alone
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("name", ["grid", "qmc"])
+def test_parallel_workers_of_grid_and_qmc_share_one_sequence(tmp_path, name):
+    """Grid and QMC split one sequence between workers: every worker must build it from the same seed.
+
+    Two workers ask in turn on one study; together they draw what one worker alone draws (for the
+    grid: every point once), not two interleaved sequences that repeat points and skip others.
+    """
+    spec = _spec(tmp_path, name)
+    first = _study(tmp_path, "shared", _sampler(spec, worker_index=0))
+    second = optuna.load_study(study_name="shared", storage=first._storage,
+                               sampler=_sampler(spec, worker_index=1))
+    together = [point for _ in range(4) for study in (first, second)
+                for point in _ask_tell(study, spec, study.sampler, 1)]
+    alone_sampler = _sampler(spec)
+    alone = _ask_tell(_study(tmp_path, "alone", alone_sampler), spec, alone_sampler, 8)
+    assert together == alone
+    if name == "grid":
+        assert sorted(together) == sorted(POINTS)
 
 
 def test_grid_refuses_an_interval_and_unknown_names_are_refused(tmp_path):

@@ -162,6 +162,26 @@ def test_progress_prints_plain_lines_on_change_and_every_30_s_when_not_a_termina
             and "best val_acc 0.9100" in lines[3])
 
 
+def test_a_diverged_trial_is_never_the_best_though_optuna_holds_it_complete():
+    from ablate.sweep.storage import best_trial
+
+    out, now = io.StringIO(), [0.0]
+    progress, study = _progress(out, now), optuna.create_study(direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)
+    # a diverged trial is told its last finite value, which can beat every trial that trained well
+    study.add_trial(optuna.trial.create_trial(params={"optimizer.lr": 0.9},
+                                              distributions={"optimizer.lr": lr}, value=0.99,
+                                              user_attrs={R.ATTR_OUTCOME: R.DIVERGED}))
+    _finish(study, 0.01, 0.91)
+    best = best_trial(study.trials, "maximize")
+    assert best is not None and best.number == 1
+    progress.update(study)
+    assert "best val_acc 0.9100 (trial 1: optimizer.lr=0.01)" in out.getvalue()
+    only_diverged = optuna.create_study(direction="maximize")
+    only_diverged.add_trial(study.trials[0])
+    assert best_trial(only_diverged.trials, "maximize") is None
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -295,6 +315,69 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
     _dashboard_lists(tmp_path / "runs/resume_me/journal.log", "resume_me")
 
 
+@pytest.mark.slow
+def test_a_sweep_whose_trials_keep_failing_stops_at_max_failures_with_the_reason(tmp_path):
+    _study_file(tmp_path, "nodata", """
+        n_trials: 20
+        workers: 1
+        max_failures: 2
+        fixed: {data: mnist, model: mlp, trainer.epochs: 1}
+        params:
+          seed: range(0, 100)
+    """)  # valid, but ./data holds no MNIST files: every trial fails at run time
+    out = _sweep(tmp_path, "nodata", timeout=120)
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("ablate: error: max_failures: study nodata stopped: 2 trials failed")
+    assert "data.root: no MNIST files" in line and "runs/nodata/worker-0.log" in line
+    assert "Traceback" in (tmp_path / "runs/nodata/worker-0.log").read_text()
+    study = _load(tmp_path, "nodata")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    (parent,) = [r for r in _runs(tmp_path, "nodata") if r.data.tags.get(R.TAG_KIND) == R.KIND_STUDY]
+    assert parent.info.status == "FAILED" and parent.data.metrics["n_failed"] == 2
+
+
+@pytest.mark.slow
+def test_a_running_trial_that_no_worker_claimed_is_retried_on_resume(tmp_path, monkeypatch):
+    from ablate.sweep import compose_study, prepare_study
+
+    monkeypatch.chdir(tmp_path)
+    _study_file(tmp_path, "unclaimed", """
+        n_trials: 2
+        workers: 1
+        fixed: {trainer.epochs: 1}
+        params:
+          seed: range(0, 100)
+    """)
+    study, _, _ = prepare_study(compose_study("unclaimed", [], cwd=tmp_path))
+    study.ask()  # interrupted before the worker recorded itself on the trial: RUNNING, held by no one
+    assert WORKER_ATTR not in study.trials[0].user_attrs
+    out = _sweep(tmp_path, "unclaimed", timeout=120)
+    assert out.returncode == 0, out.stderr
+    trials = _load(tmp_path, "unclaimed").trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    assert trials[0].state == TrialState.FAIL and count_states(trials)["running"] == 0
+    assert [t.user_attrs.get(R.ATTR_RETRY_OF) for t in trials if t.number > 0].count(0) == 1
+
+
+@pytest.mark.slow
+def test_a_grid_sweep_with_two_workers_runs_every_point_exactly_once(tmp_path):
+    _study_file(tmp_path, "grid2", """
+        n_trials: 20
+        workers: 2
+        fixed: {trainer.epochs: 1, trainer.threads: 1}
+        params:
+          optimizer: choice(sgd, adam)
+          seed: range(0, 3)
+    """)  # 6 points, fewer than n_trials: the grid is the budget
+    out = _sweep(tmp_path, "grid2", "sampler=grid", timeout=200)
+    assert out.returncode == 0, out.stderr
+    trials = [t for t in _load(tmp_path, "grid2").trials if t.state == TrialState.COMPLETE]
+    points = sorted((t.params["optimizer"], t.params["seed"]) for t in trials)
+    assert points == sorted(itertools.product(("adam", "sgd"), range(3)))
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
+
+
 def _stale_trial(tmp_path: Path, monkeypatch, *, record_id: bool):
     """A prepared study with one RUNNING trial and its child run, as a worker that died leaves them."""
     from ablate.sweep import compose_study, prepare_study
@@ -389,6 +472,8 @@ def _dashboard_lists(journal: Path, name: str) -> None:
     (["tricks_digits", "params.optimizer=choice(sgd, lbfgs)"], "params.optimizer"),
     (["no_such_study"], "study"),
     (["empty"], "params"),
+    (["tricks_digits", "max_failures=0"], "max_failures"),
+    (["tricks_digits", "max_failures=some"], "max_failures"),
     (["tricks_digits", "storage=postgresql://ablate:s3cret@127.0.0.1:9/nowhere"], "storage"),
 ])
 def test_bad_sweep_input_is_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys, args, field):

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from ablate import records as R
+from ablate.errors import AblateError
 from ablate.report import analyse
 from ablate.report.collect import collect
 from ablate.sweep import compose_study, count_states, prepare_study
@@ -168,3 +169,100 @@ def test_a_diverged_trial_counts_as_finished_with_its_best_finite_value(tmp_path
         assert trial.value == value
     else:
         assert math.isnan(value)
+
+
+class _Died(BaseException):
+    """The worker process ends here (SIGKILL, power loss): nothing after it runs."""
+
+
+def test_a_run_that_finished_before_its_worker_died_untold_is_not_counted_twice(tmp_path, monkeypatch):
+    from ablate.sweep.runs import fail_stale_trial, killed_hook
+
+    _, storage = _prepared(tmp_path, monkeypatch, "untold", """
+        n_trials: 2
+        fixed: {data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        params:
+          seed: range(0, 100)
+    """)
+    real_tell = Worker._tell
+
+    def lost(self, trial, result, out, error):  # the run ended FINISHED; the worker died before the tell
+        self.telling.discard(trial.number)
+
+    asks = []
+
+    def die_at_the_second_ask():
+        asks.append(1)
+        if len(asks) == 2:
+            raise _Died
+
+    monkeypatch.setattr(Worker, "_tell", lost)
+    with pytest.raises(_Died):
+        Worker("untold", storage, verbose=False, before_ask=die_at_the_second_ask).run()
+    study = _reload("untold", storage)
+    (stale,) = [t for t in study.trials if t.state == TrialState.RUNNING]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert _runs(tmp_path, "untold")[stale.user_attrs[R.ATTR_RUN]].info.status == "FINISHED"
+    fail_stale_trial(study, stale, killed_hook(uri))  # what the supervisor does for a dead worker's trial
+
+    monkeypatch.setattr(Worker, "_tell", real_tell)
+    assert run_worker("untold", storage, verbose=False) == 2
+    study = _reload("untold", storage)
+    assert count_states(study.trials)["finished"] == 2
+    run = _runs(tmp_path, "untold")[stale.user_attrs[R.ATTR_RUN]]
+    assert run.info.status == "KILLED" and run.data.tags[R.TAG_STATUS] == R.KILLED
+    collected = collect("untold", tracking_uri=uri)
+    assert collected.meta["counts"] == {R.FINISHED: 2, R.KILLED: 1}
+    assert len(collected.runs) == 2
+
+
+def test_trials_that_keep_failing_stop_the_workers_at_the_failure_budget(tmp_path, monkeypatch):
+    # A valid recipe that fails at run time: data=mnist with no MNIST files under ./data
+    _, storage = _prepared(tmp_path, monkeypatch, "nodata", """
+        n_trials: 20
+        max_failures: 3
+        fixed: {data: mnist, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        params:
+          seed: range(0, 100)
+    """)
+    with pytest.raises(AblateError, match=r"^max_failures: .*3 trials failed.*data\.root: no MNIST files"):
+        Worker("nodata", storage, verbose=False).run()
+    study = _reload("nodata", storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3  # then it stopped asking
+    runs = _runs(tmp_path, "nodata")
+    for trial in study.trials:  # each failure's reason: on the trial and on its MLflow run
+        assert trial.user_attrs[R.ATTR_OUTCOME] == R.FAILED
+        assert "data.root: no MNIST files" in trial.user_attrs[R.ATTR_ERROR]
+        run = runs[trial.user_attrs[R.ATTR_RUN]]
+        assert run.info.status == "FAILED" and "data.root: no MNIST files" in run.data.tags[R.TAG_ERROR]
+    # a worker joining later stops at once: the budget is the study's
+    with pytest.raises(AblateError, match="max_failures"):
+        run_worker("nodata", storage, verbose=False)
+    assert len(_reload("nodata", storage).trials) == 3
+
+
+def test_the_failure_budget_counts_exceptions_not_killed_or_surplus_trials(tmp_path, monkeypatch):
+    from ablate.sweep.storage import fail_and_retry, spent_failures
+
+    study, storage = _prepared(tmp_path, monkeypatch, "budget", """
+        n_trials: 2
+        fixed: {data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        params:
+          seed: range(0, 100)
+    """)
+    assert study.trials == [] and compose_study("budget", [], cwd=tmp_path).max_failures == 5
+    assert compose_study("budget", ["n_trials=120"], cwd=tmp_path).max_failures == 12
+    killed = study.ask()
+    fail_and_retry(study, killed.number, {})  # its worker died: queued again, not a failure
+    surplus = study.ask()
+    surplus.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)
+    study.tell(surplus, state=TrialState.FAIL)
+    assert spent_failures(study.trials, 1) is None
+    failed = study.ask()
+    failed.set_user_attr(R.ATTR_OUTCOME, R.FAILED)
+    failed.set_user_attr(R.ATTR_ERROR, "RuntimeError: boom")
+    study.tell(failed, state=TrialState.FAIL)
+    trials = _reload("budget", storage).trials
+    assert spent_failures(trials, 2) is None
+    last = spent_failures(trials, 1)
+    assert last is not None and last.number == failed.number

@@ -10,7 +10,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial
 
 from ablate import records as R
-from ablate.sweep.storage import KilledHook, fail_and_retry
+from ablate.sweep.storage import KilledHook, fail_and_retry, retry_params
 from ablate.tracking import end_killed_runs, signals_deferred
 
 __all__ = ["fail_stale_trial", "killed_hook", "run_name", "trial_tags"]
@@ -46,12 +46,18 @@ def killed_hook(tracking_uri: str) -> KilledHook:
     return end
 
 
-def fail_stale_trial(study: Study, trial: FrozenTrial, on_killed: KilledHook) -> None:
+def fail_stale_trial(study: Study, trial: FrozenTrial, on_killed: KilledHook) -> bool:
     """Close a RUNNING trial whose worker died (FAIL), queue a retry, then ``on_killed`` (its run KILLED).
 
     Ctrl-C waits until all are written: a supervisor interrupted in between left the run RUNNING
-    with its trial already failed.
+    with its trial already failed. A trial that someone else closed meanwhile (its worker told it
+    after all) is left alone, and so is its run, which may be its finished result.
+
+    Returns:
+        False when the trial had already been closed.
     """
     with signals_deferred():
-        fail_and_retry(study, trial.number, trial.params)
+        if not fail_and_retry(study, trial.number, retry_params(trial)):
+            return False
         on_killed(study, trial)
+    return True

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.errors import ConfigError
 from ablate.sweep.schema import PRUNERS, SAMPLERS
 
-__all__ = ["StopAware", "build_pruner", "build_sampler", "grid_of", "options_of"]
+__all__ = ["SHARED_SEED", "StopAware", "build_pruner", "build_sampler", "grid_of", "options_of"]
 
 _SAMPLER_CLASSES: dict[str, type[BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -30,6 +30,17 @@ _SAMPLER_CLASSES: dict[str, type[BaseSampler]] = {
     "gp": optuna.samplers.GPSampler,
     "bruteforce": optuna.samplers.BruteForceSampler,
 }
+
+
+SHARED_SEED = ("grid", "qmc")
+"""Samplers whose parallel workers split one sequence that the seed defines, so all use one seed.
+
+Grid: the seed shuffles the grid and trial *n* takes point *n* of the shuffled grid, so workers
+with other seeds repeat points and skip others. QMC: the seed scrambles the one low-discrepancy
+sequence that the study's trials step through (Optuna: parallel QMC samplers must share it).
+Brute force keeps the offset: its seed only orders its random pick among the points not yet
+started, which differing seeds make less likely to coincide between workers asking at once.
+"""
 
 
 def options_of(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -63,14 +74,15 @@ def build_sampler(name: str, *, worker_index: int = 0, grid: Mapping[str, Sequen
 
     Args:
         name: One of :data:`~ablate.sweep.spec.SAMPLERS`.
-        worker_index: Offsets ``seed``, so parallel workers do not draw alike.
+        worker_index: Offsets ``seed``, so parallel workers do not draw alike; except for the
+            samplers in :data:`SHARED_SEED`, whose workers must share it.
         grid: The search grid (``grid`` only; see :func:`grid_of`).
         **options: Keyword arguments of the sampler's constructor (``seed``, ``n_startup_trials``...).
 
     Raises:
         ConfigError: an unknown sampler, or grid without a grid.
     """
-    if options.get("seed") is not None:
+    if options.get("seed") is not None and name not in SHARED_SEED:
         options["seed"] = int(options["seed"]) + worker_index
     if name == "grid":
         if grid is None:

@@ -44,7 +44,7 @@ PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "p
 @dataclass
 class SamplerConfig:
     name: str = MISSING
-    seed: int | None = 0  # worker i uses seed + i, so parallel workers do not draw alike
+    seed: int | None = 0  # worker i uses seed + i, so parallel workers do not draw alike (not grid, qmc)
 
 
 @dataclass
@@ -156,6 +156,9 @@ class StudyConfig:
     sampler: SamplerConfig = MISSING
     pruner: PrunerConfig = MISSING
     n_trials: int | None = 20  # finished trials (complete, pruned or diverged) to reach
+    # Trials failed by an exception (not killed ones) after which the sweep stops, exit code 2;
+    # counted from each start of `ablate sweep`. null = max(5, n_trials // 10).
+    max_failures: int | None = None
     timeout: float | None = None  # seconds; no new trial starts after it
     workers: int = 1
     storage: str | None = None  # Optuna storage URL or journal file; null = <out_dir>/journal.log

@@ -30,7 +30,7 @@ from ablate.records import ATTR_SPEC, DIRECTIONS
 from ablate.secrets import redact_text, redact_values
 from ablate.space import AblationSpace, SearchSpace, fixed_overrides, parse_space
 from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, check_name, register_study_configs
-from ablate.sweep.storage import open_storage, redact
+from ablate.sweep.storage import best_trial, open_storage, redact
 
 __all__ = [
     "SWEEPS_DIR",
@@ -82,6 +82,7 @@ class StudySpec:
     tracking_uri: str = ""  # the trials' MLflow store, made absolute when the study starts
     heartbeat_interval: int = 60
     grace_period: int = 180
+    max_failures: int = 5  # trials failed by an exception that stop the sweep (from each start)
     launcher: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
     design: str | None = None
     arms: dict[str, list[str]] = field(default_factory=dict)
@@ -182,6 +183,8 @@ def _check(spec: StudySpec) -> None:
         raise ConfigError("n_trials", None, "a number >= 1 (or set timeout)")
     if spec.n_trials is not None and spec.n_trials < 1:
         raise ConfigError("n_trials", spec.n_trials, "a number >= 1")
+    if isinstance(spec.max_failures, bool) or not isinstance(spec.max_failures, int) or spec.max_failures < 1:
+        raise ConfigError("max_failures", spec.max_failures, "a whole number of failed trials >= 1")
     if spec.timeout is not None and spec.timeout <= 0:
         raise ConfigError("timeout", spec.timeout, "a number of seconds > 0")
     if spec.launcher.get("name") not in ("local", "slurm"):
@@ -305,9 +308,18 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         out_dir=str(out_dir), devices=list(raw["devices"]), trials_per_device=raw["trials_per_device"],
         experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
         heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
-        resolve=dict(raw.get("resolve") or {"margin": None, "confidence": 0.95}), **design)
+        resolve=dict(raw.get("resolve") or {"margin": None, "confidence": 0.95}),
+        max_failures=_max_failures(raw), **design)
     _check(spec)
     return spec
+
+
+def _max_failures(raw: dict[str, Any]) -> Any:
+    """The study's ``max_failures``, or its default: max(5, n_trials // 10) (5 without n_trials)."""
+    if raw.get("max_failures") is not None:
+        return raw["max_failures"]
+    n_trials = raw.get("n_trials")
+    return max(5, n_trials // 10) if isinstance(n_trials, int) else 5
 
 
 def _ablation(raw: dict[str, Any], cwd: Path) -> dict[str, Any]:
@@ -351,9 +363,7 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, heartbeat_interval=None)
     other = load_spec(storage, name, url)
-    try:
-        best = optuna.load_study(study_name=name, storage=storage).best_trial
-    except ValueError as exc:
-        raise AblateError(f"reference: study {name!r} has no finished trial to take the best of "
-                          f"({exc})") from None
+    best = best_trial(optuna.load_study(study_name=name, storage=storage).trials, other.direction)
+    if best is None:  # none complete with a finite value (a diverged one is not a best)
+        raise AblateError(f"reference: study {name!r} has no finished trial to take the best of")
     return {**other.fixed, **best.params}

@@ -10,6 +10,7 @@ run is a hook its callers pass in (``on_killed``).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import inspect
 import io
 import itertools
@@ -32,11 +33,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ablate.errors import AblateError
 from ablate.records import (
+    ATTR_ERROR,
     ATTR_HEARTBEAT,
     ATTR_OUTCOME,
     ATTR_RETRY_OF,
     ATTR_WORKER,
     DIVERGED,
+    FAILED,
     SURPLUS,
 )
 from ablate.secrets import redact, redact_text
@@ -52,11 +55,15 @@ __all__ = [
     "is_surplus",
     "open_storage",
     "others_hold_the_rest",
+    "out_of_failures",
     "redact",
     "redact_text",
     "repair_journal",
     "retried_from",
+    "retry_params",
+    "spent_failures",
     "stale_trial_callback",
+    "unclaimed",
     "worker_id",
 ]
 
@@ -234,13 +241,40 @@ def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
 
 
 def best_trial(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | None:
-    """The best complete trial with a finite value (``direction``: maximize or minimize)."""
+    """The best complete trial with a finite value (``direction``: maximize or minimize).
+
+    A diverged trial is never it: Optuna holds it COMPLETE with its last finite value (outcome
+    ``diverged``), which may beat every trial that trained well.
+    """
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-            and t.value == t.value and abs(t.value) != float("inf")]
+            and t.value == t.value and abs(t.value) != float("inf")
+            and t.user_attrs.get(ATTR_OUTCOME) != DIVERGED]
     if not done:
         return None
     pick = max if direction == "maximize" else min
     return pick(done, key=lambda t: float(t.value))  # type: ignore[arg-type]
+
+
+def spent_failures(trials: Sequence[FrozenTrial], max_failures: int, *, since: int = 0) -> FrozenTrial | None:
+    """The last failure once ``max_failures`` trials numbered ``since`` or above failed, else None.
+
+    A failure is a trial that raised (outcome ``failed``): not one whose worker died (queued again),
+    nor a surplus one, nor a diverged one.
+    """
+    failed = [t for t in trials if t.number >= since and t.state == TrialState.FAIL
+              and t.user_attrs.get(ATTR_OUTCOME) == FAILED]
+    if len(failed) < max_failures:
+        return None
+    return max(failed, key=lambda t: (t.datetime_complete or datetime.datetime.min, t.number))
+
+
+def out_of_failures(study_name: str, last: FrozenTrial, max_failures: int, traceback_in: str) -> AblateError:
+    """The one line that stops a sweep at its failure budget: the last failure's reason, and where
+    its traceback is."""
+    reason = " ".join(str(last.user_attrs.get(ATTR_ERROR, "no reason recorded")).split())
+    reason = reason if len(reason) <= 400 else reason[:397] + "..."
+    return AblateError(f"max_failures: study {study_name} stopped: {max_failures} trials failed, the last "
+                       f"(trial {last.number}) with {reason}; traceback in {traceback_in}")
 
 
 def is_surplus(trials: Sequence[FrozenTrial], number: int, n_trials: int) -> bool:
@@ -283,6 +317,15 @@ def fail_and_retry(study: Study, number: int, params: Mapping[str, Any]) -> bool
         return False
     study.enqueue_trial(dict(params), user_attrs={ATTR_RETRY_OF: number})
     return True
+
+
+def retry_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters a retry of ``trial`` reruns: those it sampled, over those it was queued with.
+
+    A trial interrupted before it sampled anything holds its queued values (an ablation's arm and
+    seed) only in the ``fixed_params`` system attribute that ``Study.enqueue_trial`` documents.
+    """
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
 def stale_trial_callback(on_killed: KilledHook | None = None,
@@ -346,6 +389,24 @@ class Heartbeat:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+
+
+def unclaimed(trials: Sequence[FrozenTrial], *, older_than: float | None = None) -> list[FrozenTrial]:
+    """RUNNING trials no worker holds: asked, then interrupted before the worker recorded itself.
+
+    No worker will ever tell them, the stale-trial retry (by holder, or by heartbeat) never finds
+    them, and the surplus check counts them as live: left alone, a study stops short of
+    ``n_trials`` on every resume.
+
+    Args:
+        older_than: Only those started at least this many seconds ago (an RDB storage, where a
+            worker elsewhere may be between its ask and its claim); None: all of them (a journal
+            file, whose supervisor, starting, is the only one asking).
+    """
+    now = datetime.datetime.now()
+    return [t for t in trials if t.state == TrialState.RUNNING and ATTR_WORKER not in t.user_attrs
+            and (older_than is None or t.datetime_start is None
+                 or (now - t.datetime_start).total_seconds() >= older_than)]
 
 
 def holder(trial: FrozenTrial) -> tuple[str, int | None]:

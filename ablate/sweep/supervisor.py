@@ -35,7 +35,16 @@ from ablate.sweep.composer import TrialComposer, check_trial_configs
 from ablate.sweep.progress import Progress, absolute_uri, summary
 from ablate.sweep.runs import fail_stale_trial, killed_hook
 from ablate.sweep.spec import StudySpec, compose_study, load_spec
-from ablate.sweep.storage import best_trial, count_states, holder, open_storage, redact
+from ablate.sweep.storage import (
+    best_trial,
+    count_states,
+    holder,
+    open_storage,
+    out_of_failures,
+    redact,
+    spent_failures,
+    unclaimed,
+)
 from ablate.tracking import finish_study_run, open_study_run
 from ablate.tracking.store import check_store
 
@@ -75,6 +84,8 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
         study = optuna.load_study(study_name=spec.name, storage=storage)
     document = spec.to_json()  # the one serialised spec: the study's attribute and the parent's study.json
     study.set_user_attr(R.ATTR_SPEC, document)
+    # max_failures counts from this session's first trial: a rerun (the data fixed) starts afresh
+    study.set_user_attr(R.ATTR_FAILURES_FROM, len(study.get_trials(deepcopy=False)))
     Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
     parent = open_study_run(tracking_uri=spec.tracking_uri, experiment=spec.experiment, name=spec.name,
                             storage=redact(spec.storage), design=spec.design, document=document,
@@ -138,6 +149,8 @@ class Supervisor:
         self.logs = Path(spec.out_dir)
         self.composed_file: str | None = None  # the composed trial configs, pickled for the workers
         self.local = spec.launcher.get("name") != "slurm"
+        self.pids: dict[int, int] = {}  # local worker processes' pids -> slot index (their log)
+        self.failure: AblateError | None = None  # set when the failure budget stopped the sweep
 
     def warm_up(self) -> None:
         """Start the local workers in standby: they import, then wait for :meth:`run`."""
@@ -191,6 +204,7 @@ class Supervisor:
         # A session of their own: Ctrl-C reaches the supervisor, which forwards it once, in order.
         slot.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=slot.early,
                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.pids[slot.process.pid] = slot.index
 
     def _go(self, slot: _Slot) -> None:
         """Tell a standby worker where to log, its deadline and where the composed configs are."""
@@ -215,8 +229,27 @@ class Supervisor:
             with open(self.logs / f"worker-{slot.index}.log", "ab") as log:
                 log.write(early)
 
+    def _out_of_failures(self) -> AblateError | None:
+        """The line that stops the sweep once ``max_failures`` trials failed, else None."""
+        trials = self.study.get_trials(deepcopy=False)
+        since = int(self.study.user_attrs.get(R.ATTR_FAILURES_FROM, 0))
+        last = spent_failures(trials, self.spec.max_failures, since=since)
+        if last is None:
+            return None
+        host, pid = holder(last)
+        if self.spec.launcher.get("name") == "slurm":
+            log = "slurm/*_log.out"
+        elif host == socket.gethostname() and pid in self.pids:
+            log = f"worker-{self.pids[pid]}.log"
+        else:
+            log = "worker-*.log"
+        return out_of_failures(self.spec.name, last, self.spec.max_failures,
+                               f"{os.path.relpath(self.spec.out_dir)}/{log}")
+
     def _remaining(self) -> bool:
         if self.deadline and time.time() >= self.deadline:
+            return False
+        if self.failure is not None:
             return False
         if self.spec.n_trials is None:
             return True
@@ -232,15 +265,27 @@ class Supervisor:
             if h != host or pid is None:
                 continue  # another machine's worker: RDB heartbeats cover it
             if (pids is not None and pid in pids) or (pids is None and not _alive(pid)):
-                fail_stale_trial(self.study, t, on_killed)
-                failed += 1
+                failed += fail_stale_trial(self.study, t, on_killed)
         return failed
+
+    def fail_unclaimed(self) -> int:
+        """Fail (and queue again) RUNNING trials that no worker holds (see :func:`unclaimed`).
+
+        Called as the sweep starts, before its workers ask: with a journal file nobody else asks
+        then; with an RDB storage, a trial counts as abandoned once it went unclaimed for the grace
+        period.
+        """
+        older_than = float(self.spec.grace_period) if "://" in self.spec.storage else None
+        on_killed = killed_hook(self.spec.tracking_uri)
+        trials = unclaimed(self.study.get_trials(deepcopy=False), older_than=older_than)
+        return sum(fail_stale_trial(self.study, t, on_killed) for t in trials)
 
     def run(self, study: Study, spec: StudySpec, composer: TrialComposer | None = None) -> int:
         """Run the workers until the study is done; ``composer`` (checked) gives them its configs."""
         self.study, self.spec = study, spec
         self.deadline = time.time() + spec.timeout if spec.timeout else None
         self.fail_stale()  # a previous session's workers may have been killed mid-trial
+        self.fail_unclaimed()  # ... or between asking for a trial and recording themselves on it
         if not self._remaining():
             self.abandon()
             self.progress.update(self.study)
@@ -261,6 +306,10 @@ class Supervisor:
             self._spawn(slot)
         try:
             while not all(s.done for s in self.slots):
+                self.failure = self.failure or self._out_of_failures()
+                if self.failure is not None:  # the workers stop asking; those still training stop now
+                    self.stop()
+                    break
                 for slot in self.slots:
                     if slot.done or slot.process is None or slot.process.poll() is None:
                         continue
@@ -269,6 +318,7 @@ class Supervisor:
                     if rc != 0:  # by pid, and by liveness (a submitit job's pid is its wrapper's)
                         self.fail_stale(pids={slot.process.pid})
                         self.fail_stale()
+                    self.failure = self.failure or self._out_of_failures()  # why it exited, maybe
                     if self._remaining() and rc != 0 and slot.restarts < _MAX_RESTARTS:
                         slot.restarts += 1
                         print(f"worker {slot.index} exited with {rc}; restarting it "
@@ -339,8 +389,10 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
         finish_parent(study, spec, parent, "KILLED")
         print(f"interrupted; rerun the same command to resume study {spec.name}", file=sys.stderr)
         raise
-    counts = finish_parent(study, spec, parent, "FINISHED")
+    counts = finish_parent(study, spec, parent, "FINISHED" if supervisor.failure is None else "FAILED")
     print(summary(study, spec, parent, time.time() - started, n), flush=True)
+    if supervisor.failure is not None:  # the failure budget is spent: exit code 2, one line
+        raise supervisor.failure
     exhaustive = spec.sampler["name"] in ("grid", "bruteforce")
     if spec.n_trials and counts["finished"] < spec.n_trials and not spec.timeout and not exhaustive:
         raise AblateError(f"workers: study {spec.name} stopped at {counts['finished']}/{spec.n_trials} "

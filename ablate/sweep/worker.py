@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +40,11 @@ from ablate.sweep.storage import (
     is_surplus,
     open_storage,
     others_hold_the_rest,
+    out_of_failures,
     redact,
     redact_text,
     retried_from,
+    spent_failures,
     worker_id,
 )
 from ablate.tracking import WRITER, RunTracker, signals_deferred, track_run
@@ -120,11 +123,16 @@ class Worker:
         name, options = options_of(spec.sampler)
         grid = grid_of(spec.space.distributions, spec.params) if name == "grid" else None
         self.sampler = StopAware(build_sampler(name, worker_index=index, grid=grid, **options))
+        # A grid has as many trials as points: asked past them, a worker would rerun a point that
+        # another worker is still running (Optuna's grid re-evaluates one once all have started).
+        points = None if grid is None else math.prod(len(values) for values in grid.values())
+        self.n_trials = spec.n_trials if points is None else min(spec.n_trials or points, points)
         pruner_name, pruner_options = options_of(spec.pruner)
         self.study = optuna.load_study(study_name=study_name, storage=storage, sampler=self.sampler,
                                        pruner=build_pruner(pruner_name, epochs=base.trainer.epochs,
                                                            **pruner_options))
         self.parent_run_id = self.study.user_attrs.get(R.ATTR_PARENT)
+        self.failures_from = int(self.study.user_attrs.get(R.ATTR_FAILURES_FROM, 0))
         self.me = worker_id()
         self.ppid = os.getppid()
         self.data_cache: dict[Any, Dataset] = {}
@@ -162,21 +170,24 @@ class Worker:
 
     def _next_step(self) -> str:
         """``ask``, ``wait`` (a moment passed, look again) or ``stop``."""
-        spec = self.spec
+        spec, n_trials = self.spec, self.n_trials
         trials = self.study.get_trials(deepcopy=False)
-        if spec.n_trials is not None and sum(map(is_finished, trials)) + len(self.telling) >= spec.n_trials:
+        if n_trials is not None and sum(map(is_finished, trials)) + len(self.telling) >= n_trials:
             if self.telling:  # the queued tells may yet fail: wait for them, then look again
                 WRITER.drain()
                 return "wait"
             return "stop"
         if self.deadline is not None and time.time() >= self.deadline:
             return "stop"
+        last = spent_failures(trials, spec.max_failures, since=self.failures_from)
+        if last is not None:  # every trial fails (no data, a bug): stop asking, say why
+            raise out_of_failures(spec.name, last, spec.max_failures, "this worker's output above")
         if self.sampler.exhausted or (self.ppid != 1 and os.getppid() != self.ppid):  # exhausted, or orphaned
             return "stop"
         if self.heart is not None:
             self.heart.hold(None)
             self.heart.fail_stale(self.study)
-            if others_hold_the_rest(self.study.get_trials(deepcopy=False), n_trials=spec.n_trials,
+            if others_hold_the_rest(self.study.get_trials(deepcopy=False), n_trials=n_trials,
                                     design=bool(spec.design)):
                 time.sleep(min(2.0, spec.heartbeat_interval))
                 return "wait"
@@ -192,7 +203,7 @@ class Worker:
         storage_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         if self.heart is not None:
             self.heart.hold(storage_id)
-        n_trials = self.spec.n_trials
+        n_trials = self.n_trials
         if n_trials is not None and is_surplus(self.study.get_trials(deepcopy=False), trial.number, n_trials):
             trial.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)
             self.study.tell(trial, state=TrialState.FAIL)
@@ -208,26 +219,30 @@ class Worker:
         params = {key: suggest(trial, key, dist) for key, dist in self.spec.space.distributions.items()}
         return _Trial(trial, storage_id, params)
 
-    def _compose(self, held: _Trial) -> tuple[DictConfig, Dataset] | None:
-        """The trial's config and data; None (the trial failed, told) when they cannot be made."""
+    def _compose(self, held: _Trial) -> DictConfig | None:
+        """The trial's config; None (the trial failed, told) when it cannot be made."""
         try:
-            cfg = self.composer(held.params, run_name(self.spec.name, held.trial.number))
-            key = tuple(sorted(cfg.data.items()))
-            if key not in self.data_cache:
-                self.data_cache[key] = load_data(cfg)
+            return self.composer(held.params, run_name(self.spec.name, held.trial.number))
         except AblateError as exc:
-            held.trial.set_user_attr(R.ATTR_OUTCOME, R.FAILED)
-            held.trial.set_user_attr(R.ATTR_ERROR, str(exc))
-            self.study.tell(held.trial, state=TrialState.FAIL)
+            self._tell_failed(held.trial, exc)
             return None
-        return cfg, self.data_cache[key]
+
+    def _data(self, cfg: DictConfig) -> Dataset:
+        """The trial's data, loaded once per worker for each ``data`` node."""
+        key = tuple(sorted(cfg.data.items()))
+        if key not in self.data_cache:
+            self.data_cache[key] = load_data(cfg)
+        return self.data_cache[key]
 
     def _run_trial(self, held: _Trial) -> int:
-        """Compose, fit and (on the writer thread) tell one trial; 1 when it trained."""
-        made = self._compose(held)
-        if made is None:
+        """Compose, load, fit and (on the writer thread) tell one trial; 1 when it trained.
+
+        The data loads inside the trial's run: data that cannot be loaded (files absent) fails the
+        run, with its reason, as any other error of the trial does.
+        """
+        cfg = self._compose(held)
+        if cfg is None:
             return 0
-        cfg, data = made
         spec, trial = self.spec, held.trial
         tags = trial_tags(study=spec.name, number=trial.number, worker=self.me,
                           device=self.device or str(cfg.trainer.device), arm=held.params.get("arm"),
@@ -235,6 +250,7 @@ class Worker:
         try:
             with track_run(cfg, tags=tags, parent_run_id=self.parent_run_id, background=True,
                            on_created=functools.partial(trial.set_user_attr, R.ATTR_RUN)) as tracker:
+                data = self._data(cfg)
                 pruned_at: list[int] = []
                 result = fit(cfg, functools.partial(self._on_epoch, tracker, trial, pruned_at), data=data)
                 self._finish(held, tracker, result, self._outcome(result, pruned_at))
@@ -307,12 +323,16 @@ class Worker:
             self.telling.discard(trial.number)
 
     def _tell_failed(self, trial: Trial, exc: BaseException) -> None:
-        error = redact_text(f"{type(exc).__name__}: {exc}", self.spec.storage, self.spec.tracking_uri)
+        """Tell a trial that raised: FAIL, its reason (the ``max_failures`` line shows the last)."""
+        secrets = (self.spec.storage, self.spec.tracking_uri)
+        reason = redact_text(str(exc) if isinstance(exc, AblateError) else f"{type(exc).__name__}: {exc}",
+                             *secrets)
         trial.set_user_attr(R.ATTR_OUTCOME, R.FAILED)
-        trial.set_user_attr(R.ATTR_ERROR, error[:1000])
+        trial.set_user_attr(R.ATTR_ERROR, reason[:1000])
         self.study.tell(trial, state=TrialState.FAIL)
-        if self.verbose:
-            print(f"trial {trial.number} failed: {error}", flush=True)
+        if self.verbose:  # the traceback goes to the worker's log, which the sweep's last line names
+            print(f"trial {trial.number} failed: {reason}", flush=True)
+            print(redact_text("".join(traceback.format_exception(exc)), *secrets), end="", flush=True)
 
 
 def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,

@@ -76,11 +76,16 @@ def finish_study_run(*, tracking_uri: str, parent_run_id: str, status: str, coun
 
 def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_number: int,
                     run_ids: Iterable[str] = ()) -> None:
-    """End KILLED the still RUNNING MLflow runs of a trial whose worker died.
+    """End KILLED the MLflow runs of a trial whose worker died before it told Optuna.
 
     Its run is found by the id recorded on the trial (``run_ids``), and by the study's parent run
     and the trial's number (tags of every child run): a worker killed between creating the run and
     recording its id on the trial leaves a run that only the tags lead to.
+
+    A still RUNNING run ends KILLED. So does a FINISHED one: its worker died after ending it and
+    before the tell, so the trial is queued again and its rerun's run is the one that counts; left
+    FINISHED, the report would count the trial twice. (Call this only for a trial that was never
+    told: a FAILED run stays as it is.)
     """
     from mlflow.tracking import MlflowClient
 
@@ -91,15 +96,19 @@ def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_numbe
             experiment = client.get_run(parent_run_id).info.experiment_id
             found = client.search_runs([experiment], filter_string=(
                 f"tags.`{R.TAG_PARENT}` = '{parent_run_id}' "
-                f"and tags.`{R.TAG_TRIAL_NUMBER}` = '{trial_number}' "
-                "and attributes.status = 'RUNNING'"))
+                f"and tags.`{R.TAG_TRIAL_NUMBER}` = '{trial_number}'"))
             runs |= {r.info.run_id for r in found}
     except Exception:  # noqa: BLE001, S110 - the store is unreachable: the id on the trial is all there is
         pass
     for run_id in runs:
         try:
-            if client.get_run(run_id).info.status == "RUNNING":
-                client.set_tag(run_id, R.TAG_STATUS, R.KILLED)
-                client.set_terminated(run_id, "KILLED")
+            status = client.get_run(run_id).info.status
+            if status not in ("RUNNING", "FINISHED"):
+                continue
+            if status == "FINISHED":
+                client.set_tag(run_id, R.TAG_ERROR, f"its worker died before trial {trial_number} was told "
+                               "to Optuna; the trial was queued again")
+            client.set_tag(run_id, R.TAG_STATUS, R.KILLED)
+            client.set_terminated(run_id, "KILLED")
         except Exception:  # noqa: BLE001, S110 - the run may never have been created
             pass
