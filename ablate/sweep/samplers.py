@@ -7,11 +7,14 @@ stored with an Optuna study, so every worker builds the same one from the same a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.study import Study
@@ -20,7 +23,10 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.errors import ConfigError
 from ablate.sweep.schema import PRUNERS, SAMPLERS
 
-__all__ = ["SHARED_SEED", "StopAware", "build_pruner", "build_sampler", "grid_of", "options_of"]
+__all__ = ["SHARED_SEED", "Search", "StopAware", "build_pruner", "build_sampler", "build_search", "grid_of",
+           "options_of"]
+
+_T = TypeVar("_T")
 
 _SAMPLER_CLASSES: dict[str, type[BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -80,7 +86,7 @@ def build_sampler(name: str, *, worker_index: int = 0, grid: Mapping[str, Sequen
         **options: Keyword arguments of the sampler's constructor (``seed``, ``n_startup_trials``...).
 
     Raises:
-        ConfigError: an unknown sampler, or grid without a grid.
+        ConfigError: an unknown sampler, grid without a grid, or options its Optuna class refuses.
     """
     if options.get("seed") is not None and name not in SHARED_SEED:
         options["seed"] = int(options["seed"]) + worker_index
@@ -90,7 +96,19 @@ def build_sampler(name: str, *, worker_index: int = 0, grid: Mapping[str, Sequen
         return optuna.samplers.GridSampler(dict(grid), seed=options.get("seed"))
     if name not in _SAMPLER_CLASSES:
         raise ConfigError("sampler", name, "one of: " + ", ".join(SAMPLERS))
-    return _SAMPLER_CLASSES[name](**options)
+    cls = _SAMPLER_CLASSES[name]
+    return _constructed("sampler", name, options, lambda: cls(**options))
+
+
+def _constructed(kind: str, name: str, options: Mapping[str, Any], make: Callable[[], _T]) -> _T:
+    """``make()``, an Optuna constructor call; the options it refuses are a :class:`ConfigError`."""
+    try:
+        with warnings.catch_warnings():  # QMC, GP...: chosen by the study, not news to its author
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return make()
+    except (TypeError, ValueError) as exc:
+        given = ", ".join(f"{kind}.{key}={value}" for key, value in options.items()) or "no options"
+        raise ConfigError(kind, name, f"options its Optuna class accepts; {given}: {exc}") from None
 
 
 def build_pruner(name: str, *, epochs: int, **options: Any) -> BasePruner:
@@ -103,26 +121,54 @@ def build_pruner(name: str, *, epochs: int, **options: Any) -> BasePruner:
         **options: Keyword arguments of the pruner's constructor.
 
     Raises:
-        ConfigError: an unknown pruner.
+        ConfigError: an unknown pruner, or options its Optuna class refuses.
     """
     p = optuna.pruners
-    if name == "none":
-        return p.NopPruner()
-    if name == "median":
-        return p.MedianPruner(**options)
-    if name == "percentile":
-        return p.PercentilePruner(**options)
-    if name == "successive_halving":
-        return p.SuccessiveHalvingPruner(**options)
-    if name == "hyperband":
-        if options.get("max_resource") == "auto":
-            options["max_resource"] = epochs
-        return p.HyperbandPruner(**options)
-    if name == "patient":
-        return p.PatientPruner(None, **options)
-    if name == "threshold":
-        return p.ThresholdPruner(**options)
+    classes: dict[str, Any] = {
+        "none": p.NopPruner, "median": p.MedianPruner, "percentile": p.PercentilePruner,
+        "successive_halving": p.SuccessiveHalvingPruner, "hyperband": p.HyperbandPruner,
+        "patient": lambda **kw: p.PatientPruner(None, **kw), "threshold": p.ThresholdPruner}
+    if name == "hyperband" and options.get("max_resource") == "auto":
+        options["max_resource"] = epochs
+    if name in classes:
+        pruner: BasePruner = _constructed("pruner", name, options, lambda: classes[name](**options))
+        return pruner
     raise ConfigError("pruner", name, "one of: " + ", ".join(PRUNERS))
+
+
+@dataclass(frozen=True)
+class Search:
+    """What a worker searches with: the study's sampler and pruner, and how many points a grid has."""
+
+    sampler: StopAware
+    pruner: BasePruner
+    points: int | None  # grid points (None for other samplers): a grid study runs at most this many
+
+
+def build_search(sampler: Mapping[str, Any], pruner: Mapping[str, Any],
+                 distributions: Mapping[str, BaseDistribution], params: Mapping[str, Any], *,
+                 epochs: int, worker_index: int = 0) -> Search:
+    """The sampler and pruner of a study's ``sampler:`` / ``pruner:`` nodes, over its search space.
+
+    ``ablate sweep`` builds them once before it creates anything, so a setting they refuse is one
+    line there; every worker then builds the same ones.
+
+    Raises:
+        ConfigError: grid over an interval, brute force over an interval, an unknown sampler or
+            pruner, or options their Optuna classes refuse.
+    """
+    name, options = options_of(sampler)
+    grid = grid_of(distributions, params) if name == "grid" else None
+    if name == "bruteforce":
+        for key, dist in distributions.items():
+            if isinstance(dist, FloatDistribution) and dist.step is None:
+                raise ConfigError(f"params.{key}", params.get(key),
+                                  "choice(...) or range(...) with the bruteforce sampler "
+                                  "(it tries every point; an interval has infinitely many)")
+    built = StopAware(build_sampler(name, worker_index=worker_index, grid=grid, **options))
+    pruner_name, pruner_options = options_of(pruner)
+    points = None if grid is None else math.prod(len(values) for values in grid.values())
+    return Search(built, build_pruner(pruner_name, epochs=epochs, **pruner_options), points)
 
 
 class StopAware(BaseSampler):

@@ -31,7 +31,7 @@ from ablate.data import Dataset
 from ablate.errors import AblateError, ConfigError
 from ablate.sweep.composer import Composed, TrialComposer
 from ablate.sweep.runs import killed_hook, run_name, trial_tags
-from ablate.sweep.samplers import StopAware, build_pruner, build_sampler, grid_of, options_of
+from ablate.sweep.samplers import build_search
 from ablate.sweep.spec import compose_study, load_spec
 from ablate.sweep.storage import (
     Heartbeat,
@@ -120,17 +120,15 @@ class Worker:
         self.device = os.environ.get("ABLATE_DEVICE")
         self.composer = TrialComposer(spec.space, self._trial_fields(), composed=composed)
         base, _ = self.composer.composed
-        name, options = options_of(spec.sampler)
-        grid = grid_of(spec.space.distributions, spec.params) if name == "grid" else None
-        self.sampler = StopAware(build_sampler(name, worker_index=index, grid=grid, **options))
+        search = build_search(spec.sampler, spec.pruner, spec.space.distributions, spec.params,
+                              epochs=base.trainer.epochs, worker_index=index)
+        self.sampler = search.sampler
         # A grid has as many trials as points: asked past them, a worker would rerun a point that
         # another worker is still running (Optuna's grid re-evaluates one once all have started).
-        points = None if grid is None else math.prod(len(values) for values in grid.values())
+        points = search.points
         self.n_trials = spec.n_trials if points is None else min(spec.n_trials or points, points)
-        pruner_name, pruner_options = options_of(spec.pruner)
         self.study = optuna.load_study(study_name=study_name, storage=storage, sampler=self.sampler,
-                                       pruner=build_pruner(pruner_name, epochs=base.trainer.epochs,
-                                                           **pruner_options))
+                                       pruner=search.pruner)
         self.parent_run_id = self.study.user_attrs.get(R.ATTR_PARENT)
         self.failures_from = int(self.study.user_attrs.get(R.ATTR_FAILURES_FROM, 0))
         self.me = worker_id()
