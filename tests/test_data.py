@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import urllib.error
 import urllib.request
@@ -343,6 +344,24 @@ def test_absent_files_without_download_name_data_root(name: str, expected: str, 
     assert text.startswith("data.root: no ") and expected in text and "data.download=true" in text
     assert str(tmp_path / "empty") in text
     assert not (tmp_path / "empty").exists()  # a failed look must not create folders
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_the_catalog_lists_the_files_torchvision_wants(name: str) -> None:
+    # The catalog's lists (what ablate sweep checks without importing torch) follow torchvision's own
+    import torchvision.datasets as tvd
+
+    from ablate.data.catalog import SOURCES
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    if hasattr(cls, "resources"):
+        wanted = [f"{cls.__name__}/raw/{os.path.splitext(os.path.basename(url))[0]}"
+                  for url, _ in cls.resources]
+        legacy = [f"{cls.__name__}/processed/{f}" for f in (cls.training_file, cls.test_file)]
+    else:
+        files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        wanted, legacy = [f"{cls.base_folder}/{f}" for f in files], []
+    assert sorted(SOURCES[name].files) == sorted(wanted) and list(SOURCES[name].legacy) == legacy
 
 
 def test_incomplete_files_name_the_missing_ones(tmp_path: Path) -> None:

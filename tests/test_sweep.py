@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from tiny_datasets import write_unreadable_mnist
 
 from ablate import records as R
 from ablate.cli import main
@@ -317,6 +318,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_whose_trials_keep_failing_stops_at_max_failures_with_the_reason(tmp_path):
+    write_unreadable_mnist(tmp_path / "data")  # present (the check before start passes), unreadable
     _study_file(tmp_path, "nodata", """
         n_trials: 20
         workers: 1
@@ -324,12 +326,12 @@ def test_a_sweep_whose_trials_keep_failing_stops_at_max_failures_with_the_reason
         fixed: {data: mnist, model: mlp, trainer.epochs: 1}
         params:
           seed: range(0, 100)
-    """)  # valid, but ./data holds no MNIST files: every trial fails at run time
+    """)
     out = _sweep(tmp_path, "nodata", timeout=120)
     assert out.returncode == 2, out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("ablate: error: max_failures: study nodata stopped: 2 trials failed")
-    assert "data.root: no MNIST files" in line and "runs/nodata/worker-0.log" in line
+    assert "data.root: cannot read the MNIST files" in line and "runs/nodata/worker-0.log" in line
     assert "Traceback" in (tmp_path / "runs/nodata/worker-0.log").read_text()
     study = _load(tmp_path, "nodata")
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2

@@ -15,6 +15,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from tiny_datasets import write_unreadable_mnist
 
 from ablate import records as R
 from ablate.errors import AblateError
@@ -217,7 +218,8 @@ def test_a_run_that_finished_before_its_worker_died_untold_is_not_counted_twice(
 
 
 def test_trials_that_keep_failing_stop_the_workers_at_the_failure_budget(tmp_path, monkeypatch):
-    # A valid recipe that fails at run time: data=mnist with no MNIST files under ./data
+    # A valid recipe that fails at run time: data=mnist whose files under ./data are unreadable
+    write_unreadable_mnist(tmp_path / "data")
     _, storage = _prepared(tmp_path, monkeypatch, "nodata", """
         n_trials: 20
         max_failures: 3
@@ -225,16 +227,16 @@ def test_trials_that_keep_failing_stop_the_workers_at_the_failure_budget(tmp_pat
         params:
           seed: range(0, 100)
     """)
-    with pytest.raises(AblateError, match=r"^max_failures: .*3 trials failed.*data\.root: no MNIST files"):
+    with pytest.raises(AblateError, match=r"^max_failures: .*3 trials failed.*cannot read the MNIST files"):
         Worker("nodata", storage, verbose=False).run()
     study = _reload("nodata", storage)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 3  # then it stopped asking
     runs = _runs(tmp_path, "nodata")
     for trial in study.trials:  # each failure's reason: on the trial and on its MLflow run
         assert trial.user_attrs[R.ATTR_OUTCOME] == R.FAILED
-        assert "data.root: no MNIST files" in trial.user_attrs[R.ATTR_ERROR]
+        assert "data.root: cannot read the MNIST files" in trial.user_attrs[R.ATTR_ERROR]
         run = runs[trial.user_attrs[R.ATTR_RUN]]
-        assert run.info.status == "FAILED" and "data.root: no MNIST files" in run.data.tags[R.TAG_ERROR]
+        assert run.info.status == "FAILED" and "cannot read the MNIST files" in run.data.tags[R.TAG_ERROR]
     # a worker joining later stops at once: the budget is the study's
     with pytest.raises(AblateError, match="max_failures"):
         run_worker("nodata", storage, verbose=False)

@@ -67,6 +67,16 @@ def write_mnist(
     return TinySplits(*splits)
 
 
+def write_unreadable_mnist(root: Path, folder: str = "MNIST") -> None:
+    """Every MNIST file present under ``<root>/<folder>/raw`` but unreadable (a download cut short):
+    a presence check passes and each run that reads them fails."""
+    raw = Path(root) / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            (raw / f"{prefix}-{kind}-ubyte").write_bytes(b"\x00\x00\x08")
+
+
 def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 10, seed: int = 0) -> TinySplits:
     """Write ``<root>/cifar-10-batches-py/`` with five training batches, a test batch and the meta file.
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from ablate.data.catalog import SOURCES
+from ablate.data.catalog import SOURCES, check_files, missing_files
 from ablate.data.checks import check_loaded, one_line
 from ablate.data.dataset import Raw
 from ablate.errors import DataError
@@ -46,38 +45,11 @@ def _torchvision_class(name: str) -> type[Any]:
     return _CIFAR10
 
 
-def _expected_files(cls: type[Any]) -> list[str]:
-    """Paths relative to root that torchvision's presence check wants for ``cls``."""
-    if hasattr(cls, "resources"):  # the MNIST family: decompressed files in <Class>/raw/
-        return [
-            os.path.join(cls.__name__, "raw", os.path.splitext(os.path.basename(url))[0])
-            for url, _ in cls.resources
-        ]
-    names = [filename for filename, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    return [os.path.join(cls.base_folder, filename) for filename in names]
-
-
-def _missing_files(cls: type[Any], root: str) -> list[str]:
-    if hasattr(cls, "resources"):
-        # torchvision still reads the pre-0.9 processed/training.pt + test.pt pair when present.
-        processed = os.path.join(root, cls.__name__, "processed")
-        if all(os.path.isfile(os.path.join(processed, f)) for f in (cls.training_file, cls.test_file)):
-            return []
-    return [f for f in _expected_files(cls) if not os.path.isfile(os.path.join(root, f))]
-
-
 def read_torchvision(name: str, root: str, download: bool) -> Raw:
     cls = _torchvision_class(name)
     label = SOURCES[name].label
-    expected = _expected_files(cls)
-    missing = _missing_files(cls, root)
-    if missing and not download:
-        if len(missing) == len(expected):
-            what = f"no {label} files under '{root}' (expected {', '.join(expected)})"
-        else:
-            what = f"incomplete {label} files under '{root}' (missing {', '.join(missing)})"
-        raise DataError(f"data.root: {what}; place them there or set data.download=true")
-    if missing:
+    check_files(name, root, download)
+    if missing_files(name, root):  # and download is on
         try:
             cls(root, train=True, download=True)
         except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ...

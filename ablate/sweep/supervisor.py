@@ -32,9 +32,9 @@ from ablate import records as R
 from ablate.errors import AblateError
 from ablate.space import AblationSpace
 from ablate.sweep.composer import TrialComposer, check_trial_configs
+from ablate.sweep.preflight import check_before_start
 from ablate.sweep.progress import Progress, absolute_uri, summary
 from ablate.sweep.runs import fail_stale_trial, killed_hook
-from ablate.sweep.samplers import build_search
 from ablate.sweep.spec import StudySpec, compose_study, load_spec
 from ablate.sweep.storage import (
     best_trial,
@@ -375,9 +375,7 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
     supervisor.warm_up()  # the workers import while the study is checked and created
     try:
         composer = check_trial_configs(spec)
-        base, _ = composer.composed  # the sampler and pruner the workers will build, refused here if bad
-        build_search(spec.sampler, spec.pruner, spec.space.distributions, spec.params,
-                     epochs=base.trainer.epochs)
+        check_before_start(spec, composer.composed)
         study, spec, parent = prepare_study(spec, composer)
     except BaseException:
         supervisor.abandon()
