@@ -316,9 +316,12 @@ def _standby() -> tuple[float | None, Composed | None] | None:
     os.dup2(log, 2)
     os.close(log)
     composed = None
-    if go.get("composed"):
-        with open(go["composed"], "rb") as f:
-            composed = cast("Composed", pickle.load(f))  # our own supervisor wrote it, for us
+    if go.get("composed_fd") is not None:  # a file with no name, inherited from our supervisor
+        fd = int(go["composed_fd"])
+        data = os.pread(fd, os.fstat(fd).st_size, 0)  # not read(): the offset is shared with the others
+        os.close(fd)
+        if data:  # empty when the supervisor had nothing composed: the worker composes itself
+            composed = cast("Composed", pickle.loads(data))  # our own supervisor wrote it, for us
     return go.get("deadline"), composed
 
 

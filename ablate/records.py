@@ -20,12 +20,12 @@ __all__ = [
     "ATTR_DEVICE",
     "ATTR_EPOCHS_RUN",
     "ATTR_ERROR",
-    "ATTR_FAILURES_FROM",
     "ATTR_HEARTBEAT",
     "ATTR_OUTCOME",
     "ATTR_PARENT",
     "ATTR_RETRY_OF",
     "ATTR_RUN",
+    "ATTR_SESSION_START",
     "ATTR_SPEC",
     "ATTR_TRAIN_TIME",
     "ATTR_WORKER",
@@ -192,7 +192,8 @@ def run_state(mlflow_status: str, tags: Mapping[str, str]) -> str:
 # --- Optuna study and trial user attributes ---------------------------------------------------------
 ATTR_SPEC: Final = "ablate.spec"  # on the study: StudySpec.to_json(), so every worker runs the same recipe
 ATTR_PARENT: Final = "ablate.mlflow_parent_run_id"  # on the study: its MLflow parent run
-ATTR_FAILURES_FROM: Final = "ablate.failures_from"  # on the study: max_failures counts trials from here
+ATTR_SESSION_START: Final = "ablate.session_start"  # on the study: trials when this `ablate sweep` started
+# (max_failures, and the summary's worker count, count trials from here)
 ATTR_WORKER: Final = "ablate.worker"  # host:pid of the process that holds the trial
 ATTR_OUTCOME: Final = "ablate.outcome"  # one of OUTCOMES
 ATTR_RUN: Final = "ablate.mlflow_run_id"  # the trial's MLflow run

@@ -581,3 +581,61 @@ def test_a_study_name_that_is_a_path_is_refused_and_creates_nothing(tmp_path, ar
     assert "[A-Za-z0-9]" in err[0] or "letters" in err[0]  # what is allowed
     assert "Traceback" not in out.stderr
     assert sorted(tmp_path.rglob("*")) == before  # no study folder, journal, log or MLflow store
+
+
+def test_running_is_one_trial_per_worker_and_the_summary_counts_workers_that_joined(tmp_path, monkeypatch):
+    # A worker trains one trial while its last one is still being recorded (its writer thread):
+    # the progress line said "running 4-6" with 2 workers; and "with 2 workers" after a third joined.
+    from ablate.sweep.progress import summary
+
+    monkeypatch.chdir(tmp_path)
+    out, now = io.StringIO(), [0.0]
+    progress, study = _progress(out, now), optuna.create_study(direction="maximize")
+    spec = progress.spec
+    study.set_user_attr(R.ATTR_SESSION_START, 1)
+    _finish(study, 0.01, None)  # trial 0, from an earlier session (pruned)
+    for number, who in enumerate(["a:1", "a:1", "b:2", "b:2", "b:2", None], start=1):
+        trial = study.ask()
+        assert trial.number == number
+        if who:
+            trial.set_user_attr(WORKER_ATTR, who)
+    counts = count_states(study.get_trials(deepcopy=False))
+    assert counts["running"] == 3 and counts["finishing"] == 3  # a's 2, b's 5 and the unclaimed 6 train
+    progress.update(study)
+    assert "failed 0) running 3, finishing 3 | ETA" in out.getvalue()
+    third = study.ask()
+    third.set_user_attr(WORKER_ATTR, "c:3")  # joined with `ablate worker`
+    assert summary(study, spec, "0123", 5.0, 2).splitlines()[0].endswith("with 3 workers")
+    assert summary(study, spec, "0123", 5.0, 4).splitlines()[0].endswith("with 4 workers")
+
+
+@pytest.mark.slow
+def test_a_supervisor_killed_with_9_leaves_nothing_in_the_temp_folder(tmp_path):
+    # The composed trial configs reach the workers in a file with no name: none is left behind
+    _study_file(tmp_path, "killed9", """
+        n_trials: 4
+        workers: 1
+        fixed:
+          trainer.epochs: 50
+        params:
+          seed: range(0, 100)
+    """)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    sweep = subprocess.Popen([*ABLATE, "sweep", "killed9"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(tmp)})
+    running = None
+    try:  # a trial training: the worker has read the configs
+        _wait_for(lambda: any(t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs
+                              for t in _trials_or_empty(tmp_path, "killed9")))
+        running = next(t for t in _trials_or_empty(tmp_path, "killed9") if t.state == TrialState.RUNNING)
+        sweep.kill()
+        sweep.wait(timeout=30)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        if running is not None:  # orphaned, its worker would finish its trial first
+            worker = psutil.Process(int(running.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]))
+            worker.kill()
+            worker.wait(timeout=30)
+    assert [p.name for p in tmp.iterdir() if "ablate" in p.name or p.suffix == ".pkl"] == []

@@ -15,6 +15,7 @@ from typing import IO, Any
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 
+from ablate.records import ATTR_SESSION_START, ATTR_WORKER
 from ablate.secrets import redact, redact_text
 from ablate.sweep.spec import StudySpec
 from ablate.sweep.storage import best_trial, count_states
@@ -51,7 +52,7 @@ class Progress:
         n = self.spec.n_trials
         counts = (f"[{clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
                   f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) "
-                  f"running {c['running']}")
+                  f"running {c['running']}" + (f", finishing {c['finishing']}" if c["finishing"] else ""))
         best = best_trial(trials, self.spec.direction)  # one storage read per refresh, not two
         best_text = ""
         if best is not None:
@@ -114,9 +115,16 @@ def best_command(spec: StudySpec, best: FrozenTrial) -> str:
 
 
 def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, workers: int) -> str:
-    """The closing lines of ``ablate sweep``: counts, the best recipe as a command, where to look."""
+    """The closing lines of ``ablate sweep``: counts, the best recipe as a command, where to look.
+
+    ``workers`` is how many this sweep started; workers that joined it (``ablate worker``) count
+    too: the figure is the distinct workers that held a trial since this sweep started, when more.
+    """
     trials = study.get_trials(deepcopy=False)
     counts = count_states(trials)
+    since = int(study.user_attrs.get(ATTR_SESSION_START, 0))
+    workers = max(workers, len({t.user_attrs[ATTR_WORKER] for t in trials
+                                if t.number >= since and ATTR_WORKER in t.user_attrs}))
     lines = [(f"Study {spec.name}: {counts['finished']} finished (complete {counts['complete']}, pruned "
               f"{counts['pruned']}, diverged {counts['diverged']}, failed {counts['failed']}) in "
               f"{clock(elapsed)} with {workers} worker{'s' if workers != 1 else ''}")]

@@ -70,7 +70,7 @@ __all__ = [
 KilledHook = Callable[[Study, FrozenTrial], None]
 """Called after a killed trial was failed and queued again: ends its MLflow run KILLED."""
 
-COUNTED = ("complete", "pruned", "diverged", "failed", "killed", "running", "waiting")
+COUNTED = ("complete", "pruned", "diverged", "failed", "killed", "running", "finishing", "waiting")
 
 
 def worker_id() -> str:
@@ -216,10 +216,18 @@ def retried_from(trial: FrozenTrial) -> int | None:
 
 
 def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
-    """Counts by outcome: complete, pruned, diverged, failed, killed, running, waiting, finished."""
+    """Counts by outcome: complete, pruned, diverged, failed, killed, running (training: at most one
+    per worker), finishing (trained, being recorded), waiting, and finished (complete + pruned + diverged)."""
     counts = dict.fromkeys(COUNTED, 0)
     retried = {t.user_attrs.get(ATTR_RETRY_OF) for t in trials} | {retried_from(t) for t in trials}
     retried.discard(None)
+    # A worker trains one trial at a time; its earlier RUNNING ones are being recorded (their MLflow
+    # writes and tell run on its writer thread while the next trial trains): "finishing".
+    training: dict[str, int] = {}
+    for t in trials:
+        if t.state == TrialState.RUNNING and ATTR_WORKER in t.user_attrs:
+            who = str(t.user_attrs[ATTR_WORKER])
+            training[who] = max(training.get(who, t.number), t.number)
     for t in trials:
         outcome = t.user_attrs.get(ATTR_OUTCOME)
         if outcome == DIVERGED:
@@ -229,7 +237,8 @@ def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
         elif t.state == TrialState.PRUNED:
             counts["pruned"] += 1
         elif t.state == TrialState.RUNNING:
-            counts["running"] += 1
+            held_by = t.user_attrs.get(ATTR_WORKER)
+            counts["running" if held_by is None or training[str(held_by)] == t.number else "finishing"] += 1
         elif t.state == TrialState.WAITING:
             counts["waiting"] += 1
         elif t.number in retried:

@@ -86,7 +86,7 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
     document = spec.to_json()  # the one serialised spec: the study's attribute and the parent's study.json
     study.set_user_attr(R.ATTR_SPEC, document)
     # max_failures counts from this session's first trial: a rerun (the data fixed) starts afresh
-    study.set_user_attr(R.ATTR_FAILURES_FROM, len(study.get_trials(deepcopy=False)))
+    study.set_user_attr(R.ATTR_SESSION_START, len(study.get_trials(deepcopy=False)))
     Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
     parent = open_study_run(tracking_uri=spec.tracking_uri, experiment=spec.experiment, name=spec.name,
                             storage=redact(spec.storage), design=spec.design, document=document,
@@ -148,7 +148,10 @@ class Supervisor:
         # `ablate sweep S trainer.threads=1`), which wins.
         self.threads = None if "trainer.threads" in {**spec.fixed, **spec.params} else worker_threads(n)
         self.logs = Path(spec.out_dir)
-        self.composed_file: str | None = None  # the composed trial configs, pickled for the workers
+        # The composed trial configs, pickled for the local workers into a file with no name (the
+        # kernel frees it when the last process holding it exits, even killed with -9); each worker
+        # inherits its descriptor and reads it once told to go.
+        self.composed: IO[bytes] | None = None
         self.local = spec.launcher.get("name") != "slurm"
         self.pids: dict[int, int] = {}  # local worker processes' pids -> slot index (their log)
         self.failure: AblateError | None = None  # set when the failure budget stopped the sweep
@@ -169,6 +172,12 @@ class Supervisor:
             if slot.early is not None:
                 slot.early.close()
                 slot.early = None
+        self._close_composed()
+
+    def _close_composed(self) -> None:
+        if self.composed is not None:
+            self.composed.close()
+            self.composed = None
 
     def _spawn(self, slot: _Slot) -> None:
         if not self.local:
@@ -203,15 +212,19 @@ class Supervisor:
         # Until it is told its log, a worker's output goes to an unnamed file (kept if it dies early).
         slot.early = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _reap / abandon)
         # A session of their own: Ctrl-C reaches the supervisor, which forwards it once, in order.
+        if self.composed is None:
+            self.composed = tempfile.TemporaryFile()  # noqa: SIM115 (closed in run / abandon)
         slot.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=slot.early,
-                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                        stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                        pass_fds=(self.composed.fileno(),))
         self.pids[slot.process.pid] = slot.index
 
     def _go(self, slot: _Slot) -> None:
         """Tell a standby worker where to log, its deadline and where the composed configs are."""
         assert slot.process is not None and slot.process.stdin is not None
+        composed = self.composed.fileno() if self.composed is not None else None  # empty: compose yourself
         go = {"log": str((self.logs / f"worker-{slot.index}.log").resolve()), "deadline": self.deadline,
-              "composed": self.composed_file, "tracking_uri": self.spec.tracking_uri}
+              "composed_fd": composed, "tracking_uri": self.spec.tracking_uri}
         try:  # a short line: the pipe takes it without waiting for the worker
             slot.process.stdin.write(json.dumps(go).encode() + b"\n")
             slot.process.stdin.close()
@@ -233,7 +246,7 @@ class Supervisor:
     def _out_of_failures(self) -> AblateError | None:
         """The line that stops the sweep once ``max_failures`` trials failed, else None."""
         trials = self.study.get_trials(deepcopy=False)
-        since = int(self.study.user_attrs.get(R.ATTR_FAILURES_FROM, 0))
+        since = int(self.study.user_attrs.get(R.ATTR_SESSION_START, 0))
         last = spent_failures(trials, self.spec.max_failures, since=since)
         if last is None:
             return None
@@ -292,15 +305,14 @@ class Supervisor:
             self.progress.update(self.study)
             return 0
         if composer is not None and self.local:
-            fd, self.composed_file = tempfile.mkstemp(prefix="ablate-composed-", suffix=".pkl")
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(composer.composed, f)
+            if self.composed is None:
+                self.composed = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
+            pickle.dump(composer.composed, self.composed)
+            self.composed.flush()
         try:
             return self._watch()
         finally:
-            if self.composed_file:
-                os.unlink(self.composed_file)
-                self.composed_file = None
+            self._close_composed()
 
     def _watch(self) -> int:
         for slot in self.slots:

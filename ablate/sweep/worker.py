@@ -130,7 +130,7 @@ class Worker:
         self.study = optuna.load_study(study_name=study_name, storage=storage, sampler=self.sampler,
                                        pruner=search.pruner)
         self.parent_run_id = self.study.user_attrs.get(R.ATTR_PARENT)
-        self.failures_from = int(self.study.user_attrs.get(R.ATTR_FAILURES_FROM, 0))
+        self.failures_from = int(self.study.user_attrs.get(R.ATTR_SESSION_START, 0))
         self.me = worker_id()
         self.ppid = os.getppid()
         self.data_cache: dict[Any, Dataset] = {}
