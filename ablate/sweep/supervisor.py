@@ -46,7 +46,7 @@ from ablate.sweep.storage import (
     spent_failures,
     unclaimed,
 )
-from ablate.tracking import finish_study_run, open_study_run
+from ablate.tracking import finish_study_run, open_study_run, signals_deferred
 from ablate.tracking.store import check_store
 
 __all__ = ["Supervisor", "finish_parent", "prepare_study", "run_sweep", "worker_threads"]
@@ -319,27 +319,11 @@ class Supervisor:
             self._spawn(slot)
         try:
             while not all(s.done for s in self.slots):
-                self.failure = self.failure or self._out_of_failures()
-                if self.failure is not None:  # the workers stop asking; those still training stop now
-                    self.stop()
-                    break
-                for slot in self.slots:
-                    if slot.done or slot.process is None or slot.process.poll() is None:
-                        continue
-                    self._reap(slot)
-                    rc = slot.process.returncode
-                    if rc != 0:  # by pid, and by liveness (a submitit job's pid is its wrapper's)
-                        self.fail_stale(pids={slot.process.pid})
-                        self.fail_stale()
-                    self.failure = self.failure or self._out_of_failures()  # why it exited, maybe
-                    if self._remaining() and rc != 0 and slot.restarts < _MAX_RESTARTS:
-                        slot.restarts += 1
-                        print(f"worker {slot.index} exited with {rc}; restarting it "
-                              f"(log: {self.logs / f'worker-{slot.index}.log'})", file=sys.stderr, flush=True)
-                        self._spawn(slot)
-                    else:
-                        slot.done = True
-                self.progress.update(self.study)
+                # Ctrl-C lands between the storage reads, never inside one: raised inside a
+                # database driver's callback it is only printed ("Exception ignored") and lost
+                with signals_deferred():
+                    if not self._tick():
+                        break
                 time.sleep(0.5)
         except KeyboardInterrupt:
             self.stop()
@@ -352,6 +336,35 @@ class Supervisor:
                     slot.process = None
                 gc.collect()
         return 0
+
+    def _tick(self) -> bool:
+        """One look at the workers and the study: restart a crashed worker, redraw the progress.
+
+        Returns:
+            False when the failure budget is spent (the workers were stopped).
+        """
+        self.failure = self.failure or self._out_of_failures()
+        if self.failure is not None:  # the workers stop asking; those still training stop now
+            self.stop()
+            return False
+        for slot in self.slots:
+            if slot.done or slot.process is None or slot.process.poll() is None:
+                continue
+            self._reap(slot)
+            rc = slot.process.returncode
+            if rc != 0:  # by pid, and by liveness (a submitit job's pid is its wrapper's)
+                self.fail_stale(pids={slot.process.pid})
+                self.fail_stale()
+            self.failure = self.failure or self._out_of_failures()  # why it exited, maybe
+            if self._remaining() and rc != 0 and slot.restarts < _MAX_RESTARTS:
+                slot.restarts += 1
+                print(f"worker {slot.index} exited with {rc}; restarting it "
+                      f"(log: {self.logs / f'worker-{slot.index}.log'})", file=sys.stderr, flush=True)
+                self._spawn(slot)
+            else:
+                slot.done = True
+        self.progress.update(self.study)
+        return True
 
     def stop(self, grace: float = 60.0) -> None:
         """Interrupt every worker (each fails and re-queues its trial), then kill stragglers."""
@@ -385,13 +398,20 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
     spec = compose_study(name, overrides)
     supervisor = Supervisor(spec)
     supervisor.warm_up()  # the workers import while the study is checked and created
+    prepared: list[tuple[Study, StudySpec, str]] = []
     try:
         composer = check_trial_configs(spec)
         check_before_start(spec, composer.composed)
-        study, spec, parent = prepare_study(spec, composer)
-    except BaseException:
+        with signals_deferred():  # Ctrl-C while the study and its parent run are created lands after
+            prepared.append(prepare_study(spec, composer))
+    except BaseException as exc:
         supervisor.abandon()
+        if prepared and isinstance(exc, KeyboardInterrupt):
+            study, spec, parent = prepared[0]
+            finish_parent(study, spec, parent, "KILLED")
+            print(f"interrupted; rerun the same command to resume study {spec.name}", file=sys.stderr)
         raise
+    study, spec, parent = prepared[0]
     n = len(supervisor.slots)
     print(f"Study {spec.name}: {spec.n_trials or 'unlimited'} trials, {n} worker{'s' if n != 1 else ''}, "
           f"sampler {spec.sampler['name']}, pruner {spec.pruner['name']}; storage {redact(spec.storage)}",
