@@ -47,6 +47,8 @@ curves        learning curves: epochs_to_target, convergence
 factorial     replicated 2^k designs: factorial_effects
 verdicts      a verdict per contrast (helps, hurts, no effect by TOST within a margin, unresolved
               with the seeds it needs): verdicts, default_margin
+adaptive      adaptive seeds: the rule after each round (next_round, Round) and verdicts valid under
+              optional stopping (sequential_verdicts, look_levels, looks)
 search        hyperparameter searches: expected_best, typed_params, param_importance (Optuna, lazily)
 _checks       the argument and frame checks the others share
 ============  ====================================================================================
@@ -54,6 +56,7 @@ _checks       the argument and frame checks the others share
 
 from __future__ import annotations
 
+from ablate.analysis.adaptive import Round, look_levels, looks, next_round, sequential_verdicts
 from ablate.analysis.arms import arm_summary, check_single, cost, overfitting, stability
 from ablate.analysis.curves import convergence, epochs_to_target
 from ablate.analysis.factorial import factorial_effects
@@ -64,6 +67,7 @@ from ablate.analysis.verdicts import default_margin, verdicts
 
 __all__ = [
     "Comparison",
+    "Round",
     "arm_summary",
     "bootstrap_ci",
     "check_single",
@@ -76,8 +80,12 @@ __all__ = [
     "factorial_effects",
     "holm",
     "holm_intervals",
+    "look_levels",
+    "looks",
+    "next_round",
     "overfitting",
     "param_importance",
+    "sequential_verdicts",
     "stability",
     "t_interval",
     "t_test",
