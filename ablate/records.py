@@ -25,6 +25,7 @@ __all__ = [
     "ATTR_PARENT",
     "ATTR_RETRY_OF",
     "ATTR_RUN",
+    "ATTR_SEEDS_STOP",
     "ATTR_SESSION_START",
     "ATTR_SPEC",
     "ATTR_TRAIN_TIME",
@@ -60,6 +61,8 @@ __all__ = [
     "TAG_PARENT",
     "TAG_PRUNED_AT",
     "TAG_PYTHON",
+    "TAG_SEEDS_PER_ARM",
+    "TAG_SEEDS_STOP",
     "TAG_STATUS",
     "TAG_STOP_REASON",
     "TAG_STORAGE",
@@ -101,12 +104,14 @@ TAG_STORAGE: Final = "optuna.storage"  # the Optuna storage, password redacted
 TAG_BEST_TRIAL: Final = "best_trial"
 TAG_BEST_RUN: Final = "best_run_id"
 BEST_PARAM_PREFIX: Final = "best."  # best.<param> = value of the best trial
+TAG_SEEDS_PER_ARM: Final = "seeds_per_arm"  # JSON {arm: seeds with a finished run}
+TAG_SEEDS_STOP: Final = "seeds_stop"  # adaptive seeds: why the study stopped adding seeds
 KIND_STUDY: Final = "study"
 
 TAGS: Final = (TAG_DATASET, TAG_TRICKS, TAG_STATUS, TAG_STOP_REASON, TAG_ERROR, TAG_VERSIONS,
                TAG_HARDWARE, TAG_PYTHON, TAG_COMMIT, TAG_PARENT, TAG_STUDY, TAG_TRIAL_NUMBER,
                TAG_OPTUNA_STATE, TAG_WORKER, TAG_DEVICE, TAG_ARM, TAG_DESIGN, TAG_PRUNED_AT, TAG_KIND,
-               TAG_STORAGE, TAG_BEST_TRIAL, TAG_BEST_RUN)
+               TAG_STORAGE, TAG_BEST_TRIAL, TAG_BEST_RUN, TAG_SEEDS_PER_ARM, TAG_SEEDS_STOP)
 """Every tag name above (tests/test_layout.py refuses these literals outside this module)."""
 
 # --- MLflow params and artifacts -----------------------------------------------------------------
@@ -190,6 +195,7 @@ def run_state(mlflow_status: str, tags: Mapping[str, str]) -> str:
 
 
 # --- Optuna study and trial user attributes ---------------------------------------------------------
+ATTR_SEEDS_STOP: Final = "ablate.seeds_stop"  # on an adaptive study: why it added no more seeds
 ATTR_SPEC: Final = "ablate.spec"  # on the study: StudySpec.to_json(), so every worker runs the same recipe
 ATTR_PARENT: Final = "ablate.mlflow_parent_run_id"  # on the study: its MLflow parent run
 ATTR_SESSION_START: Final = "ablate.session_start"  # on the study: trials when this `ablate sweep` started

@@ -48,6 +48,20 @@ params:
   seed: range(0, 100)
 """
 
+ABLATION = """\
+defaults:
+  - base_study
+  - sampler: random
+  - pruner: none
+  - _self_
+design: leave_one_out
+seeds: 3
+fixed:
+  trainer.epochs: 1
+reference: {norm: batch}
+tricks: {norm: null}
+"""
+
 
 def assert_one_line_error(rc: int, stderr: str, before: list[str], after: list[str],
                           names: str = "") -> None:
@@ -179,6 +193,17 @@ CASES: dict[str, Case] = {
     "sweep-cuda-without-cuda": _c("sweep", "x", "+fixed.trainer.device=cuda", names="trainer.device",
                                   setup=_study(), skip=NO_CUDA),
     "sweep-devices-absent": _c("sweep", "x", "devices=[7]", names="devices", setup=_study(), skip=NO_CUDA_7),
+    "sweep-seeds-zero": _c("sweep", "x", "seeds=0", names="seeds", setup=_study(ABLATION)),
+    "sweep-seeds-not-a-schedule": _c("sweep", "x", "seeds={start:3,step:2}", names="seeds",
+                                     setup=_study(ABLATION)),
+    "sweep-seeds-start-one": _c("sweep", "x", "seeds={start:1,step:2,max:9}", names="seeds.start",
+                                setup=_study(ABLATION)),
+    "sweep-seeds-step-zero": _c("sweep", "x", "seeds={start:3,step:0,max:9}", names="seeds.step",
+                                setup=_study(ABLATION)),
+    "sweep-seeds-max-below-start": _c("sweep", "x", "seeds={start:5,step:2,max:3}", names="seeds.max",
+                                      setup=_study(ABLATION)),
+    "sweep-seeds-adaptive-factorial": _c("sweep", "x", "design=factorial", "seeds={start:3,step:2,max:9}",
+                                         names="seeds", setup=_study(ABLATION)),
     "sweep-zero-trials": _c("sweep", "x", "n_trials=0", names="n_trials", setup=_study()),
     "sweep-zero-workers": _c("sweep", "x", "workers=0", names="workers", setup=_study()),
     "sweep-bad-direction": _c("sweep", "x", "direction=sideways", names="direction", setup=_study()),

@@ -639,3 +639,77 @@ def test_a_supervisor_killed_with_9_leaves_nothing_in_the_temp_folder(tmp_path):
             worker.kill()
             worker.wait(timeout=30)
     assert [p.name for p in tmp.iterdir() if "ablate" in p.name or p.suffix == ".pkl"] == []
+
+
+ADAPTIVE = """
+    design: leave_one_out
+    seeds: {start: 3, step: 1, max: 12}
+    workers: 2
+    fixed: {data: digits, model: mlp, model.depth: 2, trainer.epochs: 4}
+    reference: {optimizer: adam, norm: batch}
+    tricks: {optimizer: sgd, norm: null}
+"""
+
+
+def _seeds_of(study: optuna.Study) -> dict[str, list[int]]:
+    """Each arm's seeds with a complete trial, sorted."""
+    seeds: dict[str, list[int]] = {}
+    for t in study.trials:
+        if t.state == TrialState.COMPLETE:
+            seeds.setdefault(t.params["arm"], []).append(t.params["seed"])
+    return {arm: sorted(s) for arm, s in seeds.items()}
+
+
+def _one_finished_run_per_trial(cwd: Path, name: str, study: optuna.Study) -> None:
+    children = [r for r in _runs(cwd, name) if r.data.tags.get(R.TAG_KIND) != R.KIND_STUDY]
+    finished = sorted((r.data.tags[R.TAG_ARM], int(r.data.params["seed"])) for r in children
+                      if r.info.status == "FINISHED")
+    assert finished == sorted((arm, s) for arm, seeds in _seeds_of(study).items() for s in seeds)
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in children)
+
+
+@pytest.mark.slow
+def test_adaptive_seeds_stop_before_max_with_seeds_only_where_needed_and_resume_mid_round(tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    for cwd in (whole, resumed):
+        cwd.mkdir()
+        _study_file(cwd, "adapt", ADAPTIVE)
+    out = _sweep(whole, "adapt")
+    assert out.returncode == 0, out.stderr
+    assert "seeds: " in out.stdout and "more trials queued" in out.stdout
+    study = _load(whole, "adapt")
+    seeds = _seeds_of(study)
+    counts = {arm: len(s) for arm, s in seeds.items()}
+    assert all(s == list(range(len(s))) for s in seeds.values())  # seeds 0..k-1 in every arm
+    assert 3 < max(counts.values()) < 12 and len(set(counts.values())) > 1, counts  # stopped early, unevenly
+    assert counts["reference"] == max(counts.values())  # shared by both tricks: the most demanding
+    assert study.user_attrs[R.ATTR_SEEDS_STOP] == "every trick has a verdict"
+    _one_finished_run_per_trial(whole, "adapt", study)
+    (parent,) = [r for r in _runs(whole, "adapt") if r.data.tags.get(R.TAG_KIND) == R.KIND_STUDY]
+    assert parent.info.status == "FINISHED" and json.loads(parent.data.tags[R.TAG_SEEDS_PER_ARM]) == counts
+    assert parent.data.tags[R.TAG_SEEDS_STOP] == "every trick has a verdict"
+    assert "stopped: every trick has a verdict" in out.stdout
+    report = subprocess.run([*ABLATE, "report", "adapt"], cwd=whole, capture_output=True, text=True,
+                            check=False)
+    assert report.returncode == 0, report.stderr
+    header = (whole / "reports" / "adapt" / "report.md").read_text()
+    assert "adaptive: 3 per arm" in header and "stopped: every trick has a verdict" in header
+
+    # The same study interrupted in its second round, then the same command: the same seeds
+    sweep = subprocess.Popen([*ABLATE, "sweep", "adapt"], cwd=resumed, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: any(t.state == TrialState.RUNNING and t.params.get("seed", 0) >= 3
+                              for t in _trials_or_empty(resumed, "adapt")))
+        sweep.send_signal(signal.SIGINT)
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode != 0 and "resume" in err
+    assert R.ATTR_SEEDS_STOP not in _load(resumed, "adapt").user_attrs
+    out = _sweep(resumed, "adapt")
+    assert out.returncode == 0, out.stderr
+    again = _load(resumed, "adapt")
+    assert _seeds_of(again) == seeds  # exactly the seeds the rule asks for, each once
+    _one_finished_run_per_trial(resumed, "adapt", again)

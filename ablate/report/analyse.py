@@ -211,6 +211,7 @@ def analyse(runs: pd.DataFrame, history: pd.DataFrame | None, spec: Mapping[str,
                       arms=[str(a) for a in ranked.index],
                       reference=reference_arm(kind, spec, summary, maximize), summary=summary, kind=kind)
     result.margin, result.alpha = resolve_settings(spec, metric)
+    result.adaptive = dict(spec["adaptive"]) if spec.get("adaptive") else None
     inputs = Inputs(runs=runs, history=history, spec=spec, meta=meta, column=column, target=target,
                     n_boot=n_boot, seed=seed)
     for _name, step in STEPS:

@@ -382,6 +382,9 @@ def _meta(selection: _Selection, kept: Sequence[Any], experiments: Sequence[Any]
         "started": min(starts) / 1000 if starts else None,
         "ended": max(ends) / 1000 if ends else None,
         "collected": time.time(),
+        # adaptive seeds: why the study stopped adding seeds
+        "stopped_because": (selection.parent.data.tags.get(records.TAG_SEEDS_STOP)
+                            if selection.parent is not None else None),
     }
 
 

@@ -49,13 +49,20 @@ BEST_TRIALS = 10  # rows of a search's table of best trials
 
 
 def judge(result: Analysis, table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` (one family of contrasts) with each row's verdict (:func:`ablate.analysis.verdicts`).
+    """``table`` (one family of contrasts) with each row's verdict (:func:`ablate.analysis.verdicts`;
+    after adaptive seeds :func:`ablate.analysis.sequential_verdicts`, whose p-values and intervals
+    hold under the rounds' stopping).
 
     Every design's families are judged alike: the tricks of :func:`ablate.analysis.compare`, the
     steps of a cumulative design, the terms of a factorial one.
     """
-    return A.verdicts(table, margin=result.margin, alpha=result.alpha,
-                      direction="maximize" if result.maximize else "minimize")
+    direction = "maximize" if result.maximize else "minimize"
+    if result.adaptive is not None and "p_value" in table.columns:  # the family the rounds followed
+        schedule = result.adaptive
+        return A.sequential_verdicts(table, start=schedule["start"], step=schedule["step"],
+                                     max_seeds=schedule["max"], margin=result.margin, alpha=result.alpha,
+                                     direction=direction)
+    return A.verdicts(table, margin=result.margin, alpha=result.alpha, direction=direction)
 
 
 # --- the reference arm ----------------------------------------------------------------------------

@@ -113,7 +113,11 @@ def verdict_rules(result: Analysis) -> str:
     return (f"Verdict: helps / hurts = p (Holm) < {alpha:g} with the effect on the {better} (better) / "
             f"worse side; {equivalence}unresolved = neither, with the estimated additional seeds per "
             "arm that would resolve it if the effect and its spread stayed as observed. Colours follow "
-            "the verdict only: green helps, red hurts, grey no effect, amber unresolved.")
+            "the verdict only: green helps, red hurts, grey no effect, amber unresolved."
+            + (" Seeds were added in rounds until each trick had a verdict, so every p-value and "
+               "interval here is the repeated (group-sequential, Wang–Tsiatis) one, which holds at "
+               "whichever round the study stopped; each is wider than a fixed design's at the same seeds."
+               if result.adaptive else ""))
 
 
 def contributions(page: Page) -> list[Section]:
@@ -269,8 +273,9 @@ def _listed(values: Iterable[Any], empty: str = "not recorded") -> str:
     return ", ".join(dict.fromkeys(items)) or empty
 
 
-def _seeds_text(runs: pd.DataFrame) -> str:
-    """``0-3 (4 per arm)`` (with an en dash)."""
+def _seeds_text(runs: pd.DataFrame, spec: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """``0-3 (4 per arm)`` (with an en dash); after adaptive seeds also each arm's count, the
+    schedule and why the study stopped."""
     if "seed" not in runs:
         return seed_ranges([])
     text = seed_ranges(runs["seed"].tolist())
@@ -278,6 +283,12 @@ def _seeds_text(runs: pd.DataFrame) -> str:
     if len(per_arm):
         lo, hi = int(per_arm.min()), int(per_arm.max())
         text += f" ({lo} per arm)" if lo == hi else f" ({lo}–{hi} per arm)"
+    schedule = spec.get("adaptive")
+    if schedule:
+        counts = ", ".join(f"{arm} {int(n)}" for arm, n in per_arm.items())
+        text += (f"; adaptive: {schedule['start']} per arm, then {schedule['step']} more a round in the arms "
+                 f"of unresolved tricks, up to {schedule['max']} ({counts}); stopped: "
+                 f"{meta.get('stopped_because') or 'not decided yet (the sweep can be resumed)'}")
     return text
 
 
@@ -333,7 +344,7 @@ def header(page: Page) -> list[tuple[str, str]]:
         ("Dataset", _listed(datasets)),
         ("Model", _listed(models)),
         ("Metric", metric),
-        ("Seeds", _seeds_text(runs)),
+        ("Seeds", _seeds_text(runs, spec, meta)),
         ("Runs", _runs_text(runs, meta)),
         ("Date", _dates_text(meta)),
         ("Versions", _listed(meta.get("versions") or [])),

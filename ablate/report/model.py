@@ -61,6 +61,8 @@ class Analysis:
     notes: dict[str, str] = field(default_factory=dict)
     margin: float | None = None  # the verdicts' equivalence margin (metric units); None = not tested
     alpha: float = 1.0 - CI  # the verdicts' family-wise level, 1 - resolve.confidence
+    # adaptive seeds {start, step, max}: verdicts and intervals at levels valid under its stopping
+    adaptive: dict[str, int] | None = None
 
     @property
     def cumulative(self) -> pd.DataFrame | None:

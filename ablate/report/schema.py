@@ -30,7 +30,8 @@ def normalise_spec(spec: Mapping[str, Any] | None, *, name: str, design: str | N
     """Every key the report reads, with what the tags and runs say where the spec is silent.
 
     Keys: name, metric, direction, design, arms, seeds, comparisons, factors, params, distributions,
-    fixed, experiment, resolve (``{margin, confidence}``; an older study's is empty).
+    fixed, experiment, resolve (``{margin, confidence}``; an older study's is empty), adaptive
+    (``{start, step, max}`` of adaptive seeds, else None).
     """
     spec = dict(spec or {})
     chosen = spec.get("design", design) or design
@@ -51,6 +52,7 @@ def normalise_spec(spec: Mapping[str, Any] | None, *, name: str, design: str | N
         "fixed": dict(spec.get("fixed") or {}),
         "experiment": spec.get("experiment"),
         "resolve": dict(spec.get("resolve") or {}),
+        "adaptive": dict(spec["adaptive"]) if isinstance(spec.get("adaptive"), Mapping) else None,
     }
     if out["design"] is None and out["params"] and not out["distributions"]:
         # An older study recorded its search space only as grammar strings: parse them again.

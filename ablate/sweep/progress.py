@@ -15,8 +15,9 @@ from typing import IO, Any
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 
-from ablate.records import ATTR_SESSION_START, ATTR_WORKER
+from ablate.records import ATTR_SEEDS_STOP, ATTR_SESSION_START, ATTR_WORKER
 from ablate.secrets import redact, redact_text
+from ablate.sweep.rounds import seeds_per_arm
 from ablate.sweep.spec import StudySpec
 from ablate.sweep.storage import best_trial, count_states
 
@@ -128,6 +129,11 @@ def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, w
     lines = [(f"Study {spec.name}: {counts['finished']} finished (complete {counts['complete']}, pruned "
               f"{counts['pruned']}, diverged {counts['diverged']}, failed {counts['failed']}) in "
               f"{clock(elapsed)} with {workers} worker{'s' if workers != 1 else ''}")]
+    if spec.design:
+        per_arm = ", ".join(f"{arm} {n}" for arm, n in seeds_per_arm(study, spec).items())
+        stop = study.user_attrs.get(ATTR_SEEDS_STOP) if spec.adaptive else None
+        lines.append(f"Seeds:   {per_arm}" + ("" if spec.adaptive is None else
+                                               f"; stopped: {stop or 'not decided yet (rerun to resume)'}"))
     best = best_trial(trials, spec.direction)
     if best is None:
         lines.append(f"No complete trial yet: no best {spec.metric}.")

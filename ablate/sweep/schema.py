@@ -175,7 +175,10 @@ class StudyConfig:
     design: str | None = None  # leave_one_out | add_one_in | cumulative | factorial
     reference: Any = None  # the full recipe {config path: value}, or best_of:<study>
     tricks: Any = None  # [config path, ...] or {config path: off value}; null = the menu's off value
-    seeds: int = 5  # per arm; the same seeds 0..n-1 in every arm, so comparisons are paired
+    # Per arm: N (the same seeds 0..N-1 in every arm, so comparisons are paired), or adaptive
+    # {start: 3, step: 2, max: 30}: start seeds in every arm, then step more, round after round, in
+    # the arms of comparisons still unresolved, until each has a verdict or max is reached.
+    seeds: Any = 5
     resolve: ResolveConfig = field(default_factory=ResolveConfig)
 
 

@@ -86,7 +86,9 @@ class StudySpec:
     launcher: dict[str, Any] = field(default_factory=lambda: {"name": "local"})
     design: str | None = None
     arms: dict[str, list[str]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)  # every seed an arm may get (0 .. max - 1 when adaptive)
+    # seeds: {start, step, max}: the rounds of adaptive seeds (None: every arm gets every seed)
+    adaptive: dict[str, int] | None = None
     comparisons: list[dict[str, str]] = field(default_factory=list)
     factors: dict[str, dict[str, bool]] = field(default_factory=dict)
     resolve: dict[str, Any] = field(default_factory=lambda: {"margin": None, "confidence": 0.95})
@@ -95,7 +97,8 @@ class StudySpec:
     def recipe(self) -> dict[str, Any]:
         """What defines the study's trials; a resumed or joined study must match it exactly."""
         return {"metric": self.metric, "direction": self.direction, "fixed": redact_values(self.fixed),
-                "params": self.params, "design": self.design, "arms": self.arms, "seeds": self.seeds}
+                "params": self.params, "design": self.design, "arms": self.arms, "seeds": self.seeds,
+                "adaptive": self.adaptive}
 
     def to_json(self) -> str:
         """The study's one serialised form, stored on the Optuna study and the MLflow parent run.
@@ -326,15 +329,39 @@ def _ablation(raw: dict[str, Any], cwd: Path) -> dict[str, Any]:
     """The arms, seeds and comparisons of an ablation study (nothing for a search)."""
     if not raw.get("design"):
         return {}
-    seeds = raw.get("seeds")
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError("seeds", seeds, "a number of seeds per arm >= 1")
+    seeds, adaptive = _seeds(raw.get("seeds"))
+    if adaptive is not None and raw["design"] == "factorial":
+        raise ConfigError("seeds", raw.get("seeds"), "a number of seeds per arm with design factorial "
+                          "(adaptive seeds follow comparisons; a factorial design has effects)")
     reference = _flat(resolve_reference(raw.get("reference"), cwd=cwd))
     design = build_design(raw["design"], reference=reference, tricks=raw.get("tricks"))
-    raw["n_trials"] = len(design.arms) * seeds  # the design is the budget
+    raw["n_trials"] = len(design.arms) * seeds  # the design is the budget (adaptive: at most this)
     raw["params"] = {}
-    return {"design": raw["design"], "arms": design.arms, "seeds": list(range(seeds)),
+    return {"design": raw["design"], "arms": design.arms, "seeds": list(range(seeds)), "adaptive": adaptive,
             "comparisons": design.comparisons, "factors": design.factors}
+
+
+def _seeds(seeds: Any) -> tuple[int, dict[str, int] | None]:
+    """An ablation's ``seeds``: ``N`` (every arm gets seeds 0..N-1) or ``{start, step, max}``.
+
+    Returns:
+        The most seeds an arm may get, and the adaptive schedule (None for ``N``).
+    """
+    allowed = "a number of seeds per arm >= 1, or {start: 3, step: 2, max: 30}"
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError("seeds", seeds, allowed)
+        return seeds, None
+    if not isinstance(seeds, Mapping) or set(seeds) != {"start", "step", "max"}:
+        raise ConfigError("seeds", seeds, allowed)
+    schedule = dict(seeds)
+    for key, low in (("start", 2), ("step", 1), ("max", 2)):
+        value = schedule[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"seeds.{key}", value, f"a whole number >= {low}")
+    if schedule["max"] < schedule["start"]:
+        raise ConfigError("seeds.max", schedule["max"], f"a number >= seeds.start ({schedule['start']})")
+    return schedule["max"], {k: int(schedule[k]) for k in ("start", "step", "max")}
 
 
 def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:

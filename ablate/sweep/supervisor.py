@@ -34,6 +34,7 @@ from ablate.space import AblationSpace
 from ablate.sweep.composer import TrialComposer, check_trial_configs
 from ablate.sweep.preflight import check_before_start
 from ablate.sweep.progress import Progress, absolute_uri, summary
+from ablate.sweep.rounds import next_seeds, seeds_per_arm
 from ablate.sweep.runs import fail_stale_trial, killed_hook
 from ablate.sweep.spec import StudySpec, compose_study, load_spec
 from ablate.sweep.storage import (
@@ -76,8 +77,10 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
         direction = StudyDirection.MAXIMIZE if spec.direction == "maximize" else StudyDirection.MINIMIZE
         study = optuna.create_study(study_name=spec.name, storage=storage, direction=direction)
         if isinstance(spec.space, AblationSpace):  # every (arm, seed) queued once: the design is the budget
+            first = spec.adaptive["start"] if spec.adaptive else len(spec.seeds)  # adaptive: round 1
             for params in spec.space.trials():
-                study.enqueue_trial(params)
+                if params["seed"] < first:
+                    study.enqueue_trial(params)
     else:
         if load_spec(storage, spec.name, spec.storage).recipe != spec.recipe:
             raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
@@ -106,12 +109,18 @@ def worker_threads(workers: int, cpus: int | None = None) -> int:
 
 
 def finish_parent(study: Study, spec: StudySpec, parent_run_id: str, status: str) -> dict[str, int]:
-    """Record counts by state, the best value and params on the study's MLflow parent run."""
+    """Record counts by state, the best value and params on the study's MLflow parent run; for an
+    ablation its seeds per arm, and why adaptive seeds stopped."""
     trials = study.get_trials(deepcopy=False)
     counts = count_states(trials)
     best = best_trial(trials, spec.direction)
+    extra: dict[str, str] = {}
+    if spec.design:
+        extra[R.TAG_SEEDS_PER_ARM] = json.dumps(seeds_per_arm(study, spec))
+    if spec.adaptive is not None:
+        extra[R.TAG_SEEDS_STOP] = str(study.user_attrs.get(R.ATTR_SEEDS_STOP, "not decided yet (resume it)"))
     finish_study_run(tracking_uri=spec.tracking_uri, parent_run_id=parent_run_id, status=status,
-                     counts=counts, metric=spec.metric,
+                     counts=counts, metric=spec.metric, extra_tags=extra,
                      best=None if best is None else (best.number, float(best.value or 0.0),
                                                      str(best.user_attrs.get(R.ATTR_RUN, "")), best.params))
     return counts
@@ -155,6 +164,7 @@ class Supervisor:
         self.local = spec.launcher.get("name") != "slurm"
         self.pids: dict[int, int] = {}  # local worker processes' pids -> slot index (their log)
         self.failure: AblateError | None = None  # set when the failure budget stopped the sweep
+        self.seeds_stop: str | None = None  # adaptive seeds: why the rule stopped adding seeds
 
     def warm_up(self) -> None:
         """Start the local workers in standby: they import, then wait for :meth:`run`."""
@@ -265,6 +275,9 @@ class Supervisor:
             return False
         if self.failure is not None:
             return False
+        if self.spec.adaptive is not None:  # the rule decides when the study is done
+            self.seeds_stop = self.seeds_stop or next_seeds(self.study, self.spec)
+            return self.seeds_stop is None
         if self.spec.n_trials is None:
             return True
         return count_states(self.study.get_trials(deepcopy=False))["finished"] < self.spec.n_trials
@@ -363,6 +376,8 @@ class Supervisor:
                 self._spawn(slot)
             else:
                 slot.done = True
+        if self.spec.adaptive is not None and self.seeds_stop is None:  # a round done: queue the next
+            self.seeds_stop = next_seeds(self.study, self.spec)
         self.progress.update(self.study)
         return True
 
@@ -413,7 +428,10 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
         raise
     study, spec, parent = prepared[0]
     n = len(supervisor.slots)
-    print(f"Study {spec.name}: {spec.n_trials or 'unlimited'} trials, {n} worker{'s' if n != 1 else ''}, "
+    trials = f"{spec.n_trials or 'unlimited'} trials" if spec.adaptive is None else (
+        f"{len(spec.arms)} arms x {spec.adaptive['start']}-{spec.adaptive['max']} seeds (adaptive, "
+        f"step {spec.adaptive['step']})")
+    print(f"Study {spec.name}: {trials}, {n} worker{'s' if n != 1 else ''}, "
           f"sampler {spec.sampler['name']}, pruner {spec.pruner['name']}; storage {redact(spec.storage)}",
           flush=True)
     started = time.time()
@@ -427,6 +445,11 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
     print(summary(study, spec, parent, time.time() - started, n), flush=True)
     if supervisor.failure is not None:  # the failure budget is spent: exit code 2, one line
         raise supervisor.failure
+    if spec.adaptive is not None:
+        if supervisor.seeds_stop is None and not spec.timeout:
+            raise AblateError(f"workers: study {spec.name} stopped before its seeds were decided; see "
+                              f"{os.path.relpath(spec.out_dir)}/worker-*.log, rerun to resume")
+        return 0
     exhaustive = spec.sampler["name"] in ("grid", "bruteforce")
     if spec.n_trials and counts["finished"] < spec.n_trials and not spec.timeout and not exhaustive:
         raise AblateError(f"workers: study {spec.name} stopped at {counts['finished']}/{spec.n_trials} "

@@ -24,7 +24,7 @@ import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ablate import records as R
 from ablate.data import Dataset
@@ -135,6 +135,7 @@ class Worker:
         self.ppid = os.getppid()
         self.data_cache: dict[Any, Dataset] = {}
         self.telling: set[int] = set()  # trials whose last MLflow writes and tell are queued
+        self.idle_since: float | None = None  # adaptive seeds: since when no trial is queued or running
 
     def _trial_fields(self) -> dict[str, Any]:
         """Config fields this worker sets on every trial: where runs go, threads, device."""
@@ -190,8 +191,31 @@ class Worker:
                 time.sleep(min(2.0, spec.heartbeat_interval))
                 return "wait"
         if spec.design and not any(t.state == TrialState.WAITING for t in trials):
-            return "stop"  # an ablation runs its queued (arm, seed) trials and nothing else
+            if spec.adaptive is None or R.ATTR_SEEDS_STOP in self.study.user_attrs:
+                return "stop"  # an ablation runs its queued (arm, seed) trials and nothing else
+            return self._between_rounds(trials)
+        self.idle_since = None
         return "ask"
+
+    def _between_rounds(self, trials: Sequence[FrozenTrial]) -> str:
+        """Adaptive seeds: wait while the round ends and the supervisor queues the next one.
+
+        ``wait`` while a trial is running or being told (the round is not over) and for
+        :data:`ROUND_WAIT` seconds after (the supervisor queues the next round, or records that
+        there is none, within a second of the last tell); ``stop`` after that (no supervisor).
+        """
+        if self.telling:
+            WRITER.drain()
+            return "wait"
+        now = time.time()
+        if any(t.state == TrialState.RUNNING for t in trials):
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
+        elif now - self.idle_since >= ROUND_WAIT:
+            return "stop"
+        time.sleep(0.5)
+        return "wait"
 
     def _ask(self) -> _Trial | None:
         """Ask for a trial and mark it ours; None when it is surplus (the budget is met)."""
@@ -331,6 +355,10 @@ class Worker:
         if self.verbose:  # the traceback goes to the worker's log, which the sweep's last line names
             print(f"trial {trial.number} failed: {reason}", flush=True)
             print(redact_text("".join(traceback.format_exception(exc)), *secrets), end="", flush=True)
+
+
+ROUND_WAIT = 60.0
+"""Seconds a worker of an adaptive study waits, with nothing queued or running, for the next round."""
 
 
 def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,

@@ -48,7 +48,8 @@ def open_study_run(*, tracking_uri: str, experiment: str, name: str, storage: st
 
 
 def finish_study_run(*, tracking_uri: str, parent_run_id: str, status: str, counts: Mapping[str, int],
-                     metric: str, best: tuple[int, float, str, Mapping[str, Any]] | None) -> None:
+                     metric: str, best: tuple[int, float, str, Mapping[str, Any]] | None,
+                     extra_tags: Mapping[str, str] | None = None) -> None:
     """End a study's parent run: counts by state, the best value, its trial, run and params.
 
     Args:
@@ -56,6 +57,7 @@ def finish_study_run(*, tracking_uri: str, parent_run_id: str, status: str, coun
         counts: Trials by state (``n_<state>`` metrics).
         metric: The study's metric (``best_<metric>``).
         best: ``(trial number, value, its MLflow run id, its params)`` of the best trial, if any.
+        extra_tags: More tags (an ablation's seeds per arm, why adaptive seeds stopped).
     """
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
@@ -64,6 +66,7 @@ def finish_study_run(*, tracking_uri: str, parent_run_id: str, status: str, coun
     now = int(time.time() * 1000)
     metrics = [Metric(R.count_metric(k), float(v), now, 0) for k, v in counts.items()]
     tags = [RunTag(R.TAG_STATUS, status.lower())]
+    tags += [RunTag(k, str(v)) for k, v in (extra_tags or {}).items()]
     if best is not None:
         number, value, run_id, params = best
         metrics.append(Metric(R.best_metric(metric), float(value), now, 0))
