@@ -96,6 +96,30 @@ def test_an_ablation_runs_its_queued_arms_and_seeds_exactly_once(tmp_path, monke
     assert {r.data.tags[R.TAG_DESIGN] for r in children} == {"leave_one_out"}
 
 
+def test_a_pair_queued_twice_runs_once(tmp_path, monkeypatch):
+    # What a round of adaptive seeds computed between a worker's FAIL of an interrupted trial and
+    # its retry queues: a second copy of the (arm, seed). The earlier copy runs, the later one is
+    # closed unrun (surplus), so the pair has one complete trial and one MLflow run.
+    study, storage = _prepared(tmp_path, monkeypatch, "twice", """
+        design: leave_one_out
+        seeds: {start: 2, step: 1, max: 3}
+        fixed: {data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        reference: {norm: batch}
+        tricks: {norm: null}
+    """)
+    study.enqueue_trial({"arm": "reference", "seed": 0})
+    study.set_user_attr(R.ATTR_SEEDS_STOP, "max seeds reached")  # no supervisor: no later round
+    assert Worker("twice", storage, verbose=False).run() == 4  # two arms, two seeds each
+    study = _reload("twice", storage)
+    done = [(t.params["arm"], t.params["seed"]) for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(done) == sorted(set(done)) and len(done) == 4
+    (copy,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert copy.number == 4 and copy.user_attrs[R.ATTR_OUTCOME] == R.SURPLUS
+    assert count_states(study.trials)["failed"] == 0
+    children = [r for r in _runs(tmp_path, "twice").values() if r.data.tags.get(R.TAG_KIND) != R.KIND_STUDY]
+    assert len(children) == 4
+
+
 def test_a_trial_that_raises_is_failed_with_its_reason_and_the_worker_goes_on(tmp_path, monkeypatch):
     _, storage = _prepared(tmp_path, monkeypatch, "flaky", """
         n_trials: 2

@@ -52,6 +52,7 @@ __all__ = [
     "fail_and_retry",
     "holder",
     "is_finished",
+    "is_repeat",
     "is_surplus",
     "open_storage",
     "others_hold_the_rest",
@@ -295,6 +296,26 @@ def is_surplus(trials: Sequence[FrozenTrial], number: int, n_trials: int) -> boo
     live = (TrialState.RUNNING, TrialState.WAITING)
     ahead = sum(1 for t in trials if t.number < number and (is_finished(t) or t.state in live))
     return ahead >= n_trials
+
+
+def is_repeat(trials: Sequence[FrozenTrial], number: int, params: Mapping[str, Any]) -> bool:
+    """True when a lower-numbered trial holds the same ablation pair (``arm`` and ``seed``) and is
+    queued, running or finished: ``number`` is a second copy and must not run.
+
+    Two copies of a pair can be queued when a round of adaptive seeds is computed while a worker is
+    between failing an interrupted trial and queueing its retry; the lowest-numbered copy runs.
+    """
+    if "arm" not in params or "seed" not in params:
+        return False
+    pair = (str(params["arm"]), int(params["seed"]))
+    live = (TrialState.RUNNING, TrialState.WAITING)
+    for t in trials:
+        if t.number >= number or not (is_finished(t) or t.state in live):
+            continue
+        held = retry_params(t)
+        if "arm" in held and "seed" in held and (str(held["arm"]), int(held["seed"])) == pair:
+            return True
+    return False
 
 
 def others_hold_the_rest(trials: Sequence[FrozenTrial], *, n_trials: int | None, design: bool) -> bool:

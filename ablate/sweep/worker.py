@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -37,6 +37,7 @@ from ablate.sweep.storage import (
     Heartbeat,
     fail_and_retry,
     is_finished,
+    is_repeat,
     is_surplus,
     open_storage,
     others_hold_the_rest,
@@ -158,8 +159,10 @@ class Worker:
                 if step == "wait":
                     continue
                 held = self._ask()
-                if held is None:
+                if held == "surplus":
                     break
+                if held == "repeat":
+                    continue
                 ran += self._run_trial(held)
         finally:
             WRITER.drain()  # never leave with a tell queued (a no-op when none is)
@@ -217,8 +220,9 @@ class Worker:
         time.sleep(0.5)
         return "wait"
 
-    def _ask(self) -> _Trial | None:
-        """Ask for a trial and mark it ours; None when it is surplus (the budget is met)."""
+    def _ask(self) -> _Trial | Literal["surplus", "repeat"]:
+        """Ask for a trial and mark it ours, or close it unrun: ``surplus`` when the budget is met,
+        ``repeat`` when an earlier trial holds its ablation pair (:func:`is_repeat`)."""
         if self.before_ask is not None:
             self.before_ask()
         trial = self.study.ask()
@@ -229,7 +233,7 @@ class Worker:
         if n_trials is not None and is_surplus(self.study.get_trials(deepcopy=False), trial.number, n_trials):
             trial.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)
             self.study.tell(trial, state=TrialState.FAIL)
-            return None
+            return "surplus"
         trial.set_user_attr(R.ATTR_WORKER, self.me)
         if self.heart is not None:
             trial.set_user_attr(R.ATTR_HEARTBEAT, self.spec.heartbeat_interval)
@@ -239,6 +243,10 @@ class Worker:
         if self.device:
             trial.set_user_attr(R.ATTR_DEVICE, self.device)
         params = {key: suggest(trial, key, dist) for key, dist in self.spec.space.distributions.items()}
+        if self.spec.design and is_repeat(self.study.get_trials(deepcopy=False), trial.number, params):
+            trial.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)  # its pair is held by an earlier trial
+            self.study.tell(trial, state=TrialState.FAIL)
+            return "repeat"
         return _Trial(trial, storage_id, params)
 
     def _compose(self, held: _Trial) -> DictConfig | None:
