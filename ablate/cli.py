@@ -36,6 +36,10 @@ commands:
                          run a study from sweeps/ (./sweeps first) with parallel workers, pruning,
                          resume and MLflow parent/child runs, e.g.
                          ablate sweep tricks_digits workers=2 n_trials=40 pruner=hyperband
+  plan <study> [overrides]
+                         what a sweep would run and cost, nothing created: arms and seeds, the
+                         training time from the study's earlier trials, and after a pilot each
+                         trick's verdict and the seeds per arm that would resolve it
   worker <study> --storage URL [overrides]
                          join a running study from another shell or machine (overrides, or a
                          ./sweeps/<study>.yaml, must give the stored recipe; devices=[1] pins a GPU)
@@ -249,6 +253,17 @@ def _sweep(args: list[str]) -> int:
     return run_sweep(args[0], args[1:])
 
 
+def _plan(args: list[str]) -> int:
+    if not args or args[0].startswith("-"):
+        from ablate.sweep import available_studies
+
+        print("usage: ablate plan <study> [key=value ...]\nstudies: " + ", ".join(available_studies()))
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    from ablate.sweep.plan import run_plan
+
+    return run_plan(args[0], args[1:])
+
+
 def _worker(args: list[str]) -> int:
 
     parser = _Parser(prog="ablate worker", description="Pull and run trials of a "
@@ -397,13 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sweep(rest)
         if command == "worker":
             return _worker(rest)
+        if command == "plan":
+            return _plan(rest)
         if command == "report":
             return _report(rest)
     except AblateError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", 128 + (_received[-1] if _received else signal.SIGINT))
-    return _fail(f"unknown command {command!r}; expected one of: train, sweep, worker, report, ui")
+    return _fail(f"unknown command {command!r}; expected one of: train, sweep, plan, worker, report, ui")
 
 
 def run() -> None:

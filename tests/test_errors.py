@@ -238,6 +238,13 @@ CASES: dict[str, Case] = {
     "report-sqlite-missing": _c("report", "x", "tracking.uri=sqlite:///sub/other.db", names="other.db",
                                 setup=_empty_store),
     # ablate worker
+    # ablate plan: the study is composed and checked as sweep does; nothing is created
+    "plan-unknown-study": _c("plan", "nope", names="study"),
+    "plan-name-is-a-path": _c("plan", "../evil", names="study"),
+    "plan-seeds-zero": _c("plan", "x", "seeds=0", names="seeds", setup=_study(ABLATION)),
+    "plan-bad-schedule": _c("plan", "x", "seeds={start:1,step:2,max:5}", names="seeds.start",
+                            setup=_study(ABLATION)),
+    "plan-corrupt-journal": _c("plan", "x", names="journal.log", setup=_corrupt_journal),
     "worker-name-is-a-path": _c("worker", "../evil", "--storage", "journal.log", names="study"),
     "worker-no-journal": _c("worker", "x", "--storage", "journal.log", names="journal.log"),
     "worker-no-journal-folder": _c("worker", "x", "--storage", "nowhere/journal.log", names="storage"),

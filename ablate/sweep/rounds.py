@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from optuna.study import Study
@@ -21,12 +22,12 @@ from ablate import records as R
 from ablate.sweep.spec import StudySpec
 from ablate.sweep.storage import retry_params
 
-__all__ = ["next_seeds", "seeds_per_arm"]
+__all__ = ["next_seeds", "pair_values", "seeds_per_arm"]
 
 _PRESENT = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
-def _pairs(trials: list[FrozenTrial]) -> dict[tuple[str, int], FrozenTrial]:
+def pair_values(trials: Sequence[FrozenTrial]) -> dict[tuple[str, int], FrozenTrial]:
     """The trial that counts for each (arm, seed): the last one finished, queued or running."""
     held: dict[tuple[str, int], FrozenTrial] = {}
     for t in trials:
@@ -43,7 +44,7 @@ def _pairs(trials: list[FrozenTrial]) -> dict[tuple[str, int], FrozenTrial]:
 
 def seeds_per_arm(study: Study, spec: StudySpec) -> dict[str, int]:
     """Seeds with a finished trial, per arm (what the parent run and the report show)."""
-    counts = Counter(arm for (arm, _), t in _pairs(study.get_trials(deepcopy=False)).items()
+    counts = Counter(arm for (arm, _), t in pair_values(study.get_trials(deepcopy=False)).items()
                      if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     return {arm: counts.get(arm, 0) for arm in spec.arms}
 
@@ -66,7 +67,7 @@ def next_seeds(study: Study, spec: StudySpec) -> str | None:
 
     from ablate.analysis import Comparison, default_margin, next_round
 
-    pairs = _pairs(trials)
+    pairs = pair_values(trials)
     rows: list[dict[str, Any]] = []
     for (arm, seed), t in pairs.items():
         value = t.value if t.state == TrialState.COMPLETE and t.value is not None else math.nan

@@ -98,6 +98,14 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
     return study, spec, parent
 
 
+def worker_devices(spec: StudySpec) -> list[int | None]:
+    """Each local worker's device: ``trials_per_device`` workers per entry of ``devices``, else
+    ``workers`` workers with none."""
+    if spec.devices:
+        return [d for d in spec.devices for _ in range(spec.trials_per_device)]
+    return [None] * spec.workers
+
+
 def worker_threads(workers: int, cpus: int | None = None) -> int:
     """Torch threads per local worker: the cores split across workers.
 
@@ -148,9 +156,9 @@ class Supervisor:
     def __init__(self, spec: StudySpec, *, stream: IO[str] | None = None) -> None:
         self.spec = spec
         self.study: Study = None  # type: ignore[assignment]  # set by run()
-        devices: list[int | None] = [d for d in spec.devices for _ in range(spec.trials_per_device)]
-        n = len(devices) if devices else spec.workers
-        self.slots = [_Slot(i, devices[i] if devices else None) for i in range(n)]
+        devices = worker_devices(spec)
+        n = len(devices)
+        self.slots = [_Slot(i, device) for i, device in enumerate(devices)]
         self.deadline: float | None = None
         self.progress = Progress(spec, stream)
         # Torch threads per worker: the cores split across workers, unless the study says (e.g.
