@@ -95,8 +95,8 @@ def test_an_adaptive_pilot_is_judged_by_the_rule_and_the_rounds_add_the_seeds(tm
                              "-norm=batch": [0.945, 0.965, 0.930]})
     assert main(["plan", "loo"]) == 0
     out = capsys.readouterr().out
-    assert "adaptive seeds: 3 per arm first, then 2 more per round where a verdict is open, at most 30 " \
-           "(9 to 90 runs)" in out
+    assert ("adaptive seeds: 3 per arm first, then 2 more per round where a verdict is open, at most 30 "
+            "(9 to 90 runs)") in out
     (norm,) = [line for line in out.splitlines() if line.strip().startswith("norm=batch")]
     assert "unresolved" in norm
     assert "this study's rounds add them (up to seeds.max=30): ablate sweep loo" in out
