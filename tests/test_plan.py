@@ -106,6 +106,7 @@ def test_a_stored_study_with_another_recipe_is_refused_as_sweep_refuses_it(tmp_p
     monkeypatch.chdir(tmp_path)
     _write(tmp_path, "loo", LOO)
     _pilot(tmp_path, "loo", {"reference": [0.9, 0.9, 0.9]})
+    capsys.readouterr()  # the pilot's own output (MLflow logs creating its database), not plan's
     assert main(["plan", "loo", "seeds=5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another recipe" in err[0] and "name=" in err[0]
