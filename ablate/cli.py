@@ -154,7 +154,7 @@ def _train_help(args: list[str]) -> int:
     """The trick menu (every group's options, from conf/) and the config the overrides compose."""
     from omegaconf import OmegaConf
 
-    from ablate.config import CONF_DIR, compose
+    from ablate.config import CONF_DIR, compose, user_conf_dir
     from ablate.menu import CLIP_TARGETS, NORMS
 
     overrides, _ = _split_overrides(args)
@@ -166,9 +166,12 @@ def _train_help(args: list[str]) -> int:
     print("Train one recipe and record it in MLflow. Pick one option per trick family (group=option),")
     print("set any field (optimizer.lr=0.01); with -m, comma lists run every combination.\n")
     print("== Trick families (group: options) ==")
+    local = user_conf_dir()
     for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
         options = sorted(f.stem for f in group.glob("*.yaml"))
-        print(f"  {group.name}: {', '.join(options)}")
+        own = sorted(f.stem for f in (local / group.name).glob("*.yaml")) if local is not None else []
+        yours = f"; yours (./conf): {', '.join(own)}" if own else ""
+        print(f"  {group.name}: {', '.join(options)}{yours}")
     # Plain fields (no config group), listed from the menu.
     print(f"  norm: {', '.join(NORMS)}")
     print(f"  clip.to: {', '.join(CLIP_TARGETS)} "
@@ -183,7 +186,7 @@ def _train(args: list[str]) -> int:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import DictConfig
 
-    from ablate.config import CONF_DIR, register_configs
+    from ablate.config import CONF_DIR, register_configs, search_overrides
 
     if "--help" in args or "-h" in args:
         return _train_help(args)
@@ -205,7 +208,11 @@ def _train(args: list[str]) -> int:
             raise SystemExit(_fail(str(exc))) from None
 
     saved = sys.argv
-    sys.argv = ["ablate train", *args, "hydra.job.name=train"]
+    try:
+        searched = search_overrides()  # ./conf, the user's own options
+    except AblateError as exc:
+        return _fail(str(exc))
+    sys.argv = ["ablate train", *args, *searched, "hydra.job.name=train"]
     try:
         job()
     finally:

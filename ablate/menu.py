@@ -8,12 +8,16 @@ from __future__ import annotations
 
 __all__ = [
     "ACTIVATIONS", "AVERAGINGS", "CLIPS", "CLIP_TARGETS", "DATASETS", "INITS", "MODELS", "MONITORS", "NORMS",
-    "OFF_VALUES", "OPTIMIZERS", "SCALINGS", "SCHEDULES",
+    "OFF_VALUES", "OPTIMIZERS", "SCALINGS", "SCHEDULES", "USER_DATASETS", "USER_MODEL",
 ]
 
 DATASETS = ("digits", "mnist1d", "mnist", "fashion_mnist", "cifar10")
 SCALINGS = ("none", "unit", "symmetric", "standard")
 MODELS = ("mlp", "cnn", "resnet", "inception")
+# The user's own: a model factory named by import path (model.factory), datasets read from data.path.
+# Models and datasets registered from Python or by entry points add options of their own names.
+USER_MODEL = "custom"
+USER_DATASETS = ("arrays", "imagefolder")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 NORMS = ("none", "batch", "layer", "weight")
 INITS = ("default", "uniform", "normal", "gaussian", "xavier", "kaiming")

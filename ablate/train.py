@@ -24,9 +24,12 @@ from ablate.data import Dataset, load_dataset
 from ablate.diagnostics import Probe
 from ablate.errors import ConfigError
 from ablate.init import apply_init
+from ablate.menu import MODELS
 from ablate.models import build_model
+from ablate.models.custom import build_user_model
 from ablate.optim import build_optimizer, build_schedule, clip_gradients, decay_groups, l1_penalty
 from ablate.records import best_metric, best_value
+from ablate.registry import model_call
 
 __all__ = ["STOP_REASONS", "EarlyStopping", "Ensemble", "EpochCallback", "RunResult", "check_device", "fit",
            "load_data", "resolve_device"]
@@ -98,25 +101,37 @@ def load_data(cfg: DictConfig) -> Dataset:
     d = cfg.data
     return load_dataset(d.name, root=d.root, download=d.download, scaling=d.scaling,
                         val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-                        data_seed=d.data_seed)
+                        data_seed=d.data_seed, path=d.get("path"), num_classes=d.get("num_classes"),
+                        function=d.get("function"))
 
 
-def _options(node: DictConfig) -> dict[str, Any]:
+def _options(node: DictConfig, *, keep_name: bool = False) -> dict[str, Any]:
     opts = OmegaConf.to_container(node, resolve=True)
     assert isinstance(opts, dict)
-    opts.pop("name", None)
+    if not keep_name:
+        opts.pop("name", None)
     return cast("dict[str, Any]", opts)  # OmegaConf types keys as str | bytes | int | ...; a config's are str
+
+
+def _build(cfg: DictConfig, data: Dataset) -> nn.Module:
+    """The built-in model the config names, or the user's, built by their factory and checked."""
+    m = cfg.model
+    if m.name in MODELS:
+        return build_model(m.name, input_shape=data.input_shape, num_classes=data.num_classes,
+                           depth=m.depth, width=m.width, activation=m.activation, norm=cfg.norm,
+                           dropout=cfg.dropout, residual=m.residual)
+    call = model_call(_options(m, keep_name=True), norm=cfg.norm, dropout=cfg.dropout)
+    return build_user_model(call, input_shape=data.input_shape, num_classes=data.num_classes,
+                            sample=data.x_train[:2].cpu())
 
 
 class _Member:
     """One independently initialised model with its optimizer and schedule."""
 
     def __init__(self, cfg: DictConfig, data: Dataset, device: torch.device) -> None:
-        self.model = build_model(
-            cfg.model.name, input_shape=data.input_shape, num_classes=data.num_classes,
-            depth=cfg.model.depth, width=cfg.model.width, activation=cfg.model.activation,
-            norm=cfg.norm, dropout=cfg.dropout, residual=cfg.model.residual)
-        apply_init(self.model, cfg.init.name, activation=cfg.model.activation,
+        self.model = _build(cfg, data)
+        # A user's model may not say its activation; Kaiming's gain then assumes ReLU, as torch's does.
+        apply_init(self.model, cfg.init.name, activation=cfg.model.get("activation") or "relu",
                    **({"bound": cfg.init.bound} if "bound" in cfg.init else {}))
         self.model.to(device)
         opt = _options(cfg.optimizer)

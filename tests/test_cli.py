@@ -396,7 +396,7 @@ def test_train_help_lists_every_trick_family(job_help):
         options = ", ".join(sorted(f.stem for f in group.glob("*.yaml")))
         assert f"{group.name}: {options}" in job.stdout
     assert "optimizer: adagrad, adam, adamw, momentum, nesterov, normalized, rmsprop, sgd" in job.stdout
-    assert "model: cnn, inception, mlp, resnet" in job.stdout
+    assert "model: cnn, custom, inception, mlp, resnet" in job.stdout
     assert "norm: none, batch, layer, weight" in job.stdout
     assert "clip.to: threshold, unit" in job.stdout
     assert list(job.home.iterdir()) == []

@@ -8,10 +8,13 @@ from ablate.data import DATASETS
 from ablate.errors import ConfigError
 from ablate.init import INITS
 from ablate.models import MODELS
+from ablate.menu import USER_DATASETS, USER_MODEL
 from ablate.optim import CLIPS, OPTIMIZERS, SCHEDULES
 
 GROUPS = {"data": DATASETS, "model": MODELS, "init": INITS, "optimizer": OPTIMIZERS, "clip": CLIPS,
           "schedule": SCHEDULES, "averaging": AVERAGINGS}
+# The user's own options, which need a path or a factory to compose (tests/test_own_model.py).
+OWN = {"data": USER_DATASETS, "model": (USER_MODEL,)}
 
 
 def test_default_recipe():
@@ -25,7 +28,7 @@ def test_default_recipe():
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_every_implemented_option_has_a_yaml_and_composes(group):
     on_disk = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
-    assert on_disk == set(GROUPS[group])
+    assert on_disk == set(GROUPS[group]) | set(OWN.get(group, ()))
     for option in GROUPS[group]:
         cfg = compose([f"{group}={option}"])
         assert cfg[group].name == option
@@ -58,7 +61,7 @@ def test_optimizer_specific_fields():
     (["trainer.diagnostics=maybe"], "trainer.diagnostics", "bool"),
     (["optimizer=lbfgs"], "optimizer",
      "one of: adagrad, adam, adamw, momentum, nesterov, normalized, rmsprop, sgd"),
-    (["model=transformer"], "model", "one of: cnn, inception, mlp, resnet"),
+    (["model=transformer"], "model", "one of: cnn, custom, inception, mlp, resnet"),
     (["optimizer=adam", "optimizer.momentum=0.9"], "optimizer.momentum", "beta1"),
     (["init.bound=0.1"], "init.bound", "a field of init"),
     (["trainer.nope=1"], "trainer.nope", "a field of trainer"),

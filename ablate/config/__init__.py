@@ -13,8 +13,9 @@ module                             job
 :mod:`ablate.config.schema`        the dataclass schemas (``Config`` and each group's) to register
 :mod:`ablate.config.rules`         validation: ``RULES``, ``validate``, ``flatten``, and
                                    ``translate_compose_error`` for Hydra's and OmegaConf's errors
-:mod:`ablate.config.composition`   ``compose`` over ``CONF_DIR``, ``register_configs`` and
-                                   ``store_schemas``, ``hydra_at``, ``is_group``, ``trick_summary``
+:mod:`ablate.config.composition`   ``compose`` over ``CONF_DIR`` and ``./conf``, ``register_configs``,
+                                   ``store_schemas``, ``hydra_at``, ``is_group``, ``trick_summary``,
+                                   ``check_model`` (a user's model against its factory)
 =================================  ==================================================================
 """
 
@@ -22,12 +23,15 @@ from __future__ import annotations
 
 from ablate.config.composition import (
     CONF_DIR,
+    check_model,
     compose,
     hydra_at,
     is_group,
     register_configs,
+    search_overrides,
     store_schemas,
     trick_summary,
+    user_conf_dir,
 )
 from ablate.config.rules import RULES, Rule, flatten, translate_compose_error, validate
 from ablate.config.schema import Config
@@ -39,13 +43,16 @@ __all__ = [
     "RULES",
     "Config",
     "Rule",
+    "check_model",
     "compose",
     "flatten",
     "hydra_at",
     "is_group",
     "register_configs",
+    "search_overrides",
     "store_schemas",
     "translate_compose_error",
     "trick_summary",
+    "user_conf_dir",
     "validate",
 ]

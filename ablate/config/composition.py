@@ -1,5 +1,11 @@
 """Composition of ``conf/`` with Hydra's compose API: schema registration, Hydra's global state,
-``compose`` itself and the one-line recipe summary of a composed config."""
+``compose`` itself and the one-line recipe summary of a composed config.
+
+Search path: the shipped ``conf/``, then ``./conf`` of the working folder, whose groups add options
+of the user's own (``conf/model/mynet.yaml`` is ``model=mynet``). A user option cannot replace a
+shipped one of the same name (Hydra's first match would silently win): compose refuses it.
+Registered and entry-point models and datasets (:mod:`ablate.registry`) are options too.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.config.rules import translate_compose_error, validate
-from ablate.config.schema import GROUP_SCHEMAS, Config
+from ablate.config.schema import GROUP_SCHEMAS, Config, DataConfig
+from ablate.errors import AblateError
+from ablate.menu import MODELS
 
-__all__ = ["CONF_DIR", "compose", "hydra_at", "is_group", "register_configs", "store_schemas",
-           "trick_summary"]
+__all__ = ["CONF_DIR", "compose", "hydra_at", "is_group", "register_configs", "search_overrides",
+           "store_schemas", "trick_summary", "user_conf_dir"]
 
 # ablate/config/composition.py -> the repository's top-level conf/ folder.
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -30,8 +38,46 @@ def store_schemas(name: str, root: type, groups: dict[str, dict[str, type]]) -> 
 
 
 def register_configs() -> None:
-    """Register every training schema with Hydra's ConfigStore (idempotent)."""
+    """Register every training schema with Hydra's ConfigStore, and an option for every registered
+    or entry-point model and dataset (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    from ablate.registry import dataset_options, model_options
+
     store_schemas("base_config", Config, GROUP_SCHEMAS)
+    cs = ConfigStore.instance()
+    for name, node in model_options().items():
+        cs.store(group="model", name=name, node=node)
+    for name, function in dataset_options().items():
+        cs.store(group="data", name=name, node=DataConfig(name=name, function=function))
+
+
+def user_conf_dir(cwd: str | Path | None = None) -> Path | None:
+    """The working folder's ``conf/``, searched after the shipped one, when there is one."""
+    local = Path(cwd or Path.cwd()).resolve() / "conf"
+    return local if local.is_dir() and local != CONF_DIR else None
+
+
+def search_overrides(cwd: str | Path | None = None) -> list[str]:
+    """The Hydra override that adds ``./conf`` to the search path (none without one).
+
+    Raises:
+        AblateError: a file in ``./conf`` has the name of a shipped option of its group.
+    """
+    local = user_conf_dir(cwd)
+    if local is None:
+        return []
+    for path in sorted(local.glob("*/*.yaml")):
+        shipped = CONF_DIR / path.parent.name / path.name
+        if shipped.is_file():
+            raise AblateError(f"{path}: {path.parent.name}={path.stem} is a shipped option; give "
+                              "your own a name of its own")
+    return [f"hydra.searchpath=[{_quoted('file://' + str(local))}]"]
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
 
 def hydra_at(config_dir: Path | str) -> None:
     """Point Hydra's global state at ``config_dir`` once; re-initialising costs more than composing."""
@@ -53,7 +99,10 @@ _initialized_at: str | None = None
 
 def is_group(key: str) -> bool:
     """True when ``key`` names a config group (``optimizer``), not a field (``optimizer.lr``)."""
-    return "." not in key and (CONF_DIR / key).is_dir()
+    if "." in key:
+        return False
+    local = user_conf_dir()
+    return (CONF_DIR / key).is_dir() or (local is not None and (local / key).is_dir())
 
 
 def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> DictConfig:
@@ -71,7 +120,7 @@ def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> Di
     register_configs()
     try:
         hydra_at(CONF_DIR)
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        cfg = hydra_compose(config_name=config_name, overrides=[*overrides, *search_overrides()])
     except Exception as exc:  # Hydra wraps everything; translate what we can, re-raise the rest
         translated = translate_compose_error(exc)
         if translated is None:
@@ -82,15 +131,30 @@ def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> Di
         assert isinstance(with_hydra, dict)
         with_hydra.pop("hydra", None)
         cfg = OmegaConf.create(with_hydra)
-    return validate(cfg)
+    return check_model(validate(cfg))
+
+
+def check_model(cfg: DictConfig) -> DictConfig:
+    """Resolve a user's model factory and check the recipe against its signature, now rather than
+    when the run starts (imports the user's module; the built-in models need nothing)."""
+    model = cfg.get("model")
+    if model is not None and model.get("name") not in MODELS:
+        from ablate.registry import model_call
+
+        model_call(OmegaConf.to_container(model, resolve=True), norm=cfg.get("norm"),  # type: ignore[arg-type]
+                   dropout=cfg.get("dropout"))
+    return cfg
 
 
 def trick_summary(cfg: DictConfig) -> str:
     """One line naming the recipe, e.g. ``mlp d2 w128 relu | init=kaiming | norm=batch | adam lr=0.001``."""
     m = cfg.model
-    parts = [f"{cfg.data.name}/{cfg.data.scaling}",
-             f"{m.name} d{m.depth} w{m.width} {m.activation}{' +res' if m.residual else ''}",
-             f"init={cfg.init.name}", f"norm={cfg.norm}"]
+    if m.name in MODELS:
+        model = f"{m.name} d{m.depth} w{m.width} {m.activation}{' +res' if m.residual else ''}"
+    else:  # the user's: its name (or factory) and every field it is given
+        given = [f"{k}={v}" for k, v in m.items() if k not in ("name", "factory") and v is not None]
+        model = " ".join([str(m.factory if m.name == "custom" else m.name), *given])
+    parts = [f"{cfg.data.name}/{cfg.data.scaling}", model, f"init={cfg.init.name}", f"norm={cfg.norm}"]
     if cfg.dropout:
         parts.append(f"dropout={cfg.dropout:g}")
     parts.append(f"{cfg.optimizer.name} lr={cfg.optimizer.lr:g}")

@@ -25,6 +25,8 @@ from ablate.menu import (
     OPTIMIZERS,
     SCALINGS,
     SCHEDULES,
+    USER_DATASETS,
+    USER_MODEL,
 )
 
 __all__ = ["RULES", "Rule", "flatten", "translate_compose_error", "validate"]
@@ -60,20 +62,31 @@ def _device(v: Any) -> str | None:
     return None if ok else "one of: auto, cpu, cuda, cuda:N, mps"
 
 
+def _optional(rule: Rule) -> Rule:
+    """``rule``, or null: a user model's knob it is not given, a user dataset's inferred field."""
+    return lambda v: None if v is None else (None if rule(v) is None else f"null or {rule(v)}")
+
+
+def _data_name(v: Any) -> str | None:
+    from ablate.registry import dataset_options
+
+    return _one_of((*DATASETS, *USER_DATASETS, *dataset_options()))(v)
+
+
 _POSITIVE = _range(0, lo_open=True)
 _NON_NEGATIVE = _range(0)
 _AT_LEAST_ONE = _range(1)
 _FRACTION = _range(0, 1, lo_open=True, hi_open=True)
 
 RULES: dict[str, Rule] = {
-    "data.name": _one_of(DATASETS),
+    "data.name": _data_name,
     "data.scaling": _one_of(SCALINGS),
     "data.val_fraction": _FRACTION,
     "data.test_fraction": _FRACTION,
-    "model.name": _one_of(MODELS),
-    "model.depth": _AT_LEAST_ONE,
-    "model.width": _AT_LEAST_ONE,
-    "model.activation": _one_of(ACTIVATIONS),
+    "data.num_classes": _optional(_range(2)),
+    "model.depth": _optional(_AT_LEAST_ONE),
+    "model.width": _optional(_AT_LEAST_ONE),
+    "model.activation": _optional(_one_of(ACTIVATIONS)),
     "init.name": _one_of(INITS),
     "init.bound": _POSITIVE,
     "optimizer.name": _one_of(OPTIMIZERS),
@@ -147,7 +160,28 @@ def validate(cfg: DictConfig) -> DictConfig:
             allowed = rule(value)
             if allowed is not None:
                 raise ConfigError(key, value, allowed)
+    _check_sources(cfg)
     return cfg
+
+
+def _check_sources(cfg: DictConfig) -> None:
+    """The user's data needs a path; a user's model without a registered name needs a factory."""
+    data = cfg.get("data")
+    if data is not None and data.get("name") in USER_DATASETS and not data.get("path"):
+        kind = "a .npz or .pt file of arrays" if data.name == "arrays" else "a folder of class folders"
+        raise ConfigError("data.path", data.get("path"), f"{kind} (data={data.name} data.path=...)")
+    model = cfg.get("model")
+    if model is None or model.get("factory"):  # a user's model (its checks: ablate.registry.model_call)
+        return
+    if model.get("name") == USER_MODEL:
+        raise ConfigError("model.factory", model.get("factory"), "an import path module:function "
+                          "(model=custom model.factory=mypkg.nets:make_net)")
+    from ablate.registry import model_options
+
+    names = (*MODELS, USER_MODEL, *model_options())
+    if model.get("name") not in names:
+        raise ConfigError("model.name", model.get("name"), "one of: " + ", ".join(names)
+                          + " (or a model of your own with a model.factory)")
 
 
 def _one_line(text: str) -> str:

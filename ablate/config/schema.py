@@ -8,6 +8,7 @@ so a typo or a wrong type fails when the config is composed, not at epoch 37.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -23,6 +24,9 @@ class DataConfig:
     val_fraction: float = 0.2  # of the training split
     test_fraction: float = 0.2  # of all examples, for datasets without an official test split
     data_seed: int = 0  # fixes the splits whatever the model seed
+    path: str | None = None  # arrays: a .npz / .pt file; imagefolder: a folder of class folders
+    num_classes: int | None = None  # the user's data: null = the largest label + 1
+    function: str | None = None  # a registered dataset's module:function, for other processes
 
 
 @dataclass
@@ -165,7 +169,9 @@ class TrackingConfig:
 @dataclass
 class Config:
     data: DataConfig = MISSING
-    model: ModelConfig = MISSING
+    # Any, not ModelConfig: a user's model (model=custom, conf/model/<theirs>.yaml) carries fields of
+    # its own. The built-in models' YAML still names base_model, so their fields stay typed.
+    model: Any = MISSING
     init: InitConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     clip: ClipConfig = MISSING

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 
-from ablate.config import compose, is_group, translate_compose_error, validate
+from ablate.config import check_model, compose, is_group, translate_compose_error, validate
 from ablate.errors import ConfigError
 from ablate.space import AblationSpace, SearchSpace
 from ablate.sweep.spec import StudySpec
@@ -119,7 +119,7 @@ class TrialComposer:
             if translated is None:
                 raise
             raise translated from exc
-        return validate(cfg)
+        return check_model(validate(cfg))
 
 
 def _culprit(space: SearchSpace, rep: Mapping[str, Any], varied: Mapping[str, Any],
@@ -180,7 +180,7 @@ def _check_leaf(base: DictConfig, key: str, dist: Any, grammar: Any) -> None:
         trial_cfg = base.copy()
         OmegaConf.update(trial_cfg, key, value, merge=False)
         try:
-            validate(trial_cfg)
+            check_model(validate(trial_cfg))  # a knob the user's model does not take: its own line
         except ConfigError as exc:
             raise ConfigError(f"params.{key}", grammar,
                               f"values where {exc.field} is {exc.allowed}") from None

@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from omegaconf import DictConfig
 from optuna.distributions import CategoricalDistribution
 
-from ablate.data.catalog import check_files
+from ablate.data.catalog import check_files, check_path
 from ablate.errors import ConfigError
+from ablate.menu import USER_DATASETS
 from ablate.sweep.composer import Composed
 from ablate.sweep.samplers import build_search
 from ablate.sweep.spec import StudySpec
@@ -41,7 +42,10 @@ def check_before_start(spec: StudySpec, composed: Composed) -> None:
     configs = [base, *(node for (group, _), node in nodes.items() if group == "arm")]
     data = [cfg.data for cfg in configs] + [node for (group, _), node in nodes.items() if group == "data"]
     for node in _distinct(data):
-        check_files(node.name, node.root, node.download)
+        if node.name in USER_DATASETS:
+            check_path(node.name, node.path)
+        else:
+            check_files(node.name, node.root, node.download)
     if spec.launcher.get("name") == "slurm":
         return
     devices = {str(cfg.trainer.device) for cfg in configs}
@@ -53,9 +57,9 @@ def check_before_start(spec: StudySpec, composed: Composed) -> None:
 
 
 def _distinct(nodes: Iterable[DictConfig]) -> list[DictConfig]:
-    seen: dict[tuple[str, str, bool], DictConfig] = {}
+    seen: dict[tuple[str, str, bool, str], DictConfig] = {}
     for node in nodes:
-        seen.setdefault((str(node.name), str(node.root), bool(node.download)), node)
+        seen.setdefault((str(node.name), str(node.root), bool(node.download), str(node.get("path"))), node)
     return list(seen.values())
 
 
