@@ -7,8 +7,8 @@ from ablate.config import AVERAGINGS, CONF_DIR, RULES, compose, flatten, trick_s
 from ablate.data import DATASETS
 from ablate.errors import ConfigError
 from ablate.init import INITS
-from ablate.models import MODELS
 from ablate.menu import USER_DATASETS, USER_MODEL
+from ablate.models import MODELS
 from ablate.optim import CLIPS, OPTIMIZERS, SCHEDULES
 
 GROUPS = {"data": DATASETS, "model": MODELS, "init": INITS, "optimizer": OPTIMIZERS, "clip": CLIPS,

@@ -157,7 +157,7 @@ def test_a_model_registered_from_python_is_an_option(folder):
 
 
 def test_register_refuses_a_builtin_name_or_a_non_callable(folder):
-    with pytest.raises(ConfigError, match="^model: 'mlp' is not allowed"):
+    with pytest.raises(ConfigError, match=r"^model: 'mlp' is not allowed"):
         ablate.register_model("mlp", lambda **_: None)
     with pytest.raises(ConfigError, match="a callable"):
         ablate.register_model("mine", "ownnets:make_net")  # type: ignore[arg-type]
@@ -260,8 +260,9 @@ def test_custom_without_a_factory_says_how_to_name_one(folder):
 
 @pytest.mark.parametrize(("factory", "data", "allowed"), [
     ("ownnets:not_a_module", TINY, "returning a torch.nn.Module (it returned str)"),
-    ("ownnets:three_logits", ["data=digits", "trainer.epochs=1"], "a model that takes inputs shaped (1, 8, 8)"),
-    ("ownnets:three_logits", TINY[:2] + ["data.num_classes=4", "trainer.epochs=1"],
+    ("ownnets:three_logits", ["data=digits", "trainer.epochs=1"],
+     "a model that takes inputs shaped (1, 8, 8)"),
+    ("ownnets:three_logits", [*TINY[:2], "data.num_classes=4", "trainer.epochs=1"],
      "logits shaped (N, 4) for 4 classes (it gave (2, 3)"),
 ])
 def test_a_model_that_does_not_fit_the_data_is_one_line_before_training(folder, factory, data, allowed):
@@ -336,7 +337,8 @@ def test_schedules_lower_the_rate(folder, schedule):
     assert history[-1]["lr"] < history[0]["lr"]
 
 
-@pytest.mark.parametrize(("averaging", "kind"), [("ensemble", Ensemble), ("ema", nn.Module), ("swa", nn.Module)])
+@pytest.mark.parametrize(("averaging", "kind"), [("ensemble", Ensemble), ("ema", nn.Module),
+                                                 ("swa", nn.Module)])
 def test_averaging(folder, averaging, kind):
     extra = ["averaging.members=2"] if averaging == "ensemble" else []
     result = fit(compose([*CUSTOM, f"averaging={averaging}", *extra]))
