@@ -14,7 +14,8 @@ module                             job
 :mod:`ablate.config.rules`         validation: ``RULES``, ``validate``, ``flatten``, and
                                    ``translate_compose_error`` for Hydra's and OmegaConf's errors
 :mod:`ablate.config.composition`   ``compose`` over ``CONF_DIR``, ``register_configs`` and
-                                   ``store_schemas``, ``hydra_at``, ``is_group``, ``trick_summary``
+                                   ``store_schemas``, ``hydra_at``, ``is_group``, ``trick_summary``,
+                                   ``shipped_folder`` (conf/ and sweeps/, installed or not)
 =================================  ==================================================================
 """
 
@@ -26,6 +27,7 @@ from ablate.config.composition import (
     hydra_at,
     is_group,
     register_configs,
+    shipped_folder,
     store_schemas,
     trick_summary,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "hydra_at",
     "is_group",
     "register_configs",
+    "shipped_folder",
     "store_schemas",
     "translate_compose_error",
     "trick_summary",

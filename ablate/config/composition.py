@@ -11,11 +11,23 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.config.rules import translate_compose_error, validate
 from ablate.config.schema import GROUP_SCHEMAS, Config
 
-__all__ = ["CONF_DIR", "compose", "hydra_at", "is_group", "register_configs", "store_schemas",
-           "trick_summary"]
+__all__ = ["CONF_DIR", "compose", "hydra_at", "is_group", "register_configs", "shipped_folder",
+           "store_schemas", "trick_summary"]
 
-# ablate/config/composition.py -> the repository's top-level conf/ folder.
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def shipped_folder(name: str) -> Path:
+    """A YAML folder that ships with ablate (``conf``, ``sweeps``), wherever ablate runs from.
+
+    A wheel holds it as package data, ``ablate/<name>`` (see ``[tool.setuptools]`` in
+    pyproject.toml); a checkout, and an editable install that runs from one, keep it at the top of
+    the repository, beside ``ablate/``.
+    """
+    package = Path(__file__).resolve().parents[1]
+    inside = package / name
+    return inside if inside.is_dir() else package.parent / name
+
+
+CONF_DIR = shipped_folder("conf")
 
 
 def store_schemas(name: str, root: type, groups: dict[str, dict[str, type]]) -> None:

@@ -24,7 +24,7 @@ from hydra import compose as hydra_compose
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.ablation import build_design
-from ablate.config import hydra_at, translate_compose_error
+from ablate.config import hydra_at, shipped_folder, translate_compose_error
 from ablate.errors import AblateError, ConfigError
 from ablate.records import ATTR_SPEC, DIRECTIONS
 from ablate.secrets import redact_text, redact_values
@@ -43,7 +43,7 @@ __all__ = [
     "study_search_path",
 ]
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+SWEEPS_DIR = shipped_folder("sweeps")  # the shipped study files (package data once installed)
 
 
 # --- the resolved study ----------------------------------------------------------------------------
