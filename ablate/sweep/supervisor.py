@@ -208,7 +208,7 @@ class Supervisor:
             if redact(self.spec.tracking_uri) != self.spec.tracking_uri:  # jobs inherit it, as the storage
                 os.environ["ABLATE_TRACKING_URI"] = self.spec.tracking_uri
             slot.process = submit_worker(self.spec.launcher, folder=self.logs, study=self.spec.name,  # type: ignore[assignment]
-                                         storage=self.spec.storage, index=slot.index,
+                                         storage=self.spec.storage, index=self._index(slot),
                                          deadline=self.deadline, env=env)
             return
         if slot.process is None or slot.process.poll() is not None:  # not warm (a restart, or it died)
@@ -225,7 +225,8 @@ class Supervisor:
             env["CUDA_VISIBLE_DEVICES"] = str(slot.device)
             env["ABLATE_DEVICE"] = "cuda"
         env["ABLATE_STORAGE"] = self.spec.storage  # not in argv, where ps and logs would show a password
-        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", str(slot.index),
+        index = str(self._index(slot))
+        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", index,
                    "--supervised", "--standby"]  # the stored recipe is this sweep's: nothing to compare
         # Until it is told its log, a worker's output goes to an unnamed file (kept if it dies early).
         slot.early = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _reap / abandon)
@@ -236,6 +237,11 @@ class Supervisor:
                                         stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                         pass_fds=(self.composed.fileno(),))
         self.pids[slot.process.pid] = slot.index
+
+    def _index(self, slot: _Slot) -> int:
+        """The worker's index for its sampler: a restarted worker's differs from every index of this
+        session, so it does not draw again what its predecessor drew (see ablate.sweep.samplers)."""
+        return slot.index + slot.restarts * len(self.slots)
 
     def _go(self, slot: _Slot) -> None:
         """Tell a standby worker where to log, its deadline and where the composed configs are."""
