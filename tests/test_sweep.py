@@ -731,4 +731,4 @@ def test_a_stored_study_with_another_recipe_is_refused_naming_what_differs(tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another recipe" in err[0], err
     assert "fixed.trainer.epochs" in err[0] and "params.optimizer.lr" in err[0], err
-    assert main(["sweep", "kept", "n_trials=3", "workers=1", "trainer.epochs=1"]) == 0  # the same recipe
+    prepare_study(compose_study("kept", ["n_trials=3"], cwd=tmp_path))  # the same recipe: accepted

@@ -36,7 +36,7 @@ from ablate.sweep.preflight import check_before_start
 from ablate.sweep.progress import Progress, absolute_uri, summary
 from ablate.sweep.rounds import next_seeds, seeds_per_arm
 from ablate.sweep.runs import fail_stale_trial, killed_hook
-from ablate.sweep.spec import StudySpec, compose_study, load_spec
+from ablate.sweep.spec import StudySpec, compose_study, differ_text, load_spec, recipe_differences
 from ablate.sweep.storage import (
     best_trial,
     count_states,
@@ -82,9 +82,10 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
                 if params["seed"] < first:
                     study.enqueue_trial(params)
     else:
-        if load_spec(storage, spec.name, spec.storage).recipe != spec.recipe:
+        differ = recipe_differences(load_spec(storage, spec.name, spec.storage).recipe, spec.recipe)
+        if differ:
             raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
-                              "recipe (fixed/params/metric/direction); use a new name= or remove its storage")
+                              f"recipe ({differ_text(differ)}); use a new name= or remove its storage")
         study = optuna.load_study(study_name=spec.name, storage=storage)
     document = spec.to_json()  # the one serialised spec: the study's attribute and the parent's study.json
     study.set_user_attr(R.ATTR_SPEC, document)

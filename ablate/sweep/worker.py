@@ -9,7 +9,6 @@ starts them; ``ablate worker <study> --storage URL`` joins a running study from 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from ablate.errors import AblateError, ConfigError
 from ablate.sweep.composer import Composed, TrialComposer
 from ablate.sweep.runs import killed_hook, run_name, trial_tags
 from ablate.sweep.samplers import Stream, build_search
-from ablate.sweep.spec import compose_study, load_spec
+from ablate.sweep.spec import compose_study, differ_text, load_spec, recipe_differences
 from ablate.sweep.storage import (
     Heartbeat,
     fail_and_retry,
@@ -51,7 +50,7 @@ from ablate.sweep.storage import (
 from ablate.tracking import WRITER, RunTracker, signals_deferred, track_run
 from ablate.train import RunResult, fit, load_data
 
-__all__ = ["Worker", "check_join", "run_worker", "suggest"]
+__all__ = ["Worker", "check_join", "recipe_differences", "run_worker", "suggest"]
 
 
 def suggest(trial: Trial, key: str, dist: BaseDistribution) -> Any:
@@ -430,27 +429,12 @@ def check_join(study_name: str, storage_url: str | None, overrides: Sequence[str
     if storage_url and (recipe or local_file.is_file()):
         local = compose_study(study_name, overrides, cwd=cwd)
         stored = load_spec(open_storage(storage_url, heartbeat_interval=None), study_name, storage_url)
-        differ = recipe_differences(stored.recipe, json.loads(json.dumps(local.recipe)))
+        differ = recipe_differences(stored.recipe, local.recipe)
         if differ:
             where = (f"sweeps/{study_name}.yaml" if local_file.is_file() else f"study file {study_name!r}")
             where += " with these overrides" if recipe else ""
             raise AblateError(f"study: {study_name!r} in {redact(storage_url)} has another recipe than "
                               f"{where} "
-                              f"here ({', '.join(differ[:4])} differ{'s' if len(differ) == 1 else ''}); "
+                              f"here ({differ_text(differ)}); "
                               "run the same study file and overrides")
     return execution
-
-
-def recipe_differences(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
-    """``["params.optimizer", "metric"]``: the recipe entries that differ."""
-    out: list[str] = []
-    for key, value in theirs.items():
-        other = mine.get(key)
-        if value == other:
-            continue
-        if isinstance(value, dict) and isinstance(other, dict):
-            keys = sorted({*value, *other}, key=str)
-            out += [f"{key}.{k}" for k in keys if value.get(k, ...) != other.get(k, ...)]
-        else:
-            out.append(key)
-    return out
