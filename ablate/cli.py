@@ -278,7 +278,8 @@ def _worker(args: list[str]) -> int:
     parser.add_argument("study")
     parser.add_argument("--storage", default=None, help="the study's Optuna storage (file or URL); "
                         "default: $ABLATE_STORAGE, which keeps a password out of the command line")
-    parser.add_argument("--index", type=int, default=0, help="offsets the sampler seed")
+    parser.add_argument("--index", type=int, default=0, help="the worker's index in its sweep (set by "
+                        "ablate sweep; a joining worker's sampler is seeded apart from every other)")
     parser.add_argument("--deadline", type=float, default=None, help="unix time; no trial starts after")
     parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # by ablate sweep
     parser.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)  # ... started early
@@ -308,7 +309,8 @@ def _worker(args: list[str]) -> int:
                           "one CUDA device index like [1] (a worker runs one trial at a time)")
     if devices:
         os.environ.update(CUDA_VISIBLE_DEVICES=str(devices[0]), ABLATE_DEVICE="cuda")
-    run_worker(ns.study, storage, index=ns.index, deadline=ns.deadline, composed=composed)
+    run_worker(ns.study, storage, index=ns.index, joining=not ns.supervised, deadline=ns.deadline,
+               composed=composed)
     return 0
 
 

@@ -44,10 +44,10 @@ def _study(tmp_path: Path, name: str, sampler: Any, pruner: Any = None) -> optun
                                direction="maximize")
 
 
-def _sampler(spec: Any, *, worker_index: int = 0) -> StopAware:
+def _sampler(spec: Any, *, worker_index: int = 0, session: int = 0) -> StopAware:
     name, options = options_of(spec.sampler)
     grid = grid_of(spec.space.distributions, spec.params) if name == "grid" else None
-    return StopAware(build_sampler(name, worker_index=worker_index, grid=grid, **options))
+    return StopAware(build_sampler(name, stream=(session, worker_index), grid=grid, **options))
 
 
 def _ask_tell(study: optuna.Study, spec: Any, sampler: StopAware, n: int) -> list[tuple[Any, ...]]:
@@ -111,6 +111,25 @@ def test_parallel_workers_of_grid_and_qmc_share_one_sequence(tmp_path, name):
     assert together == alone
     if name == "grid":
         assert sorted(together) == sorted(POINTS)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("name", ["grid", "qmc", "bruteforce"])
+def test_a_resumed_session_of_grid_qmc_or_bruteforce_still_covers_each_point_once(tmp_path, name):
+    """A later session's sampler (of a study resumed at 4 trials) continues the study: grid and QMC
+    step on through the one sequence, brute force tries the points not yet tried."""
+    spec = _spec(tmp_path, name)
+    first = _study(tmp_path, "resumed", _sampler(spec))
+    drawn = _ask_tell(first, spec, first.sampler, 4)
+    later = _sampler(spec, session=4)
+    resumed = optuna.load_study(study_name="resumed", storage=first._storage, sampler=later)
+    drawn += _ask_tell(resumed, spec, later, 4)
+    alone_sampler = _sampler(spec)
+    alone = _ask_tell(_study(tmp_path, "alone", alone_sampler), spec, alone_sampler, 8)
+    if name == "bruteforce":
+        assert sorted(drawn) == sorted(POINTS)
+    else:
+        assert drawn == alone
 
 
 def test_grid_refuses_an_interval_and_unknown_names_are_refused(tmp_path):

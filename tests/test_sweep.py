@@ -713,3 +713,22 @@ def test_adaptive_seeds_stop_before_max_with_seeds_only_where_needed_and_resume_
     again = _load(resumed, "adapt")
     assert _seeds_of(again) == seeds  # exactly the seeds the rule asks for, each once
     _one_finished_run_per_trial(resumed, "adapt", again)
+
+
+def test_a_stored_study_with_another_recipe_is_refused_naming_what_differs(tmp_path, monkeypatch, capsys):
+    from ablate.sweep import compose_study, prepare_study
+
+    monkeypatch.chdir(tmp_path)
+    _study_file(tmp_path, "kept", """
+        n_trials: 2
+        fixed: {data: digits, model: mlp, trainer.epochs: 1}
+        params:
+          optimizer.lr: tag(log, interval(1e-3, 0.5))
+    """)
+    prepare_study(compose_study("kept", [], cwd=tmp_path))  # the stored study, as a first sweep leaves it
+    capsys.readouterr()
+    assert main(["sweep", "kept", "trainer.epochs=2", "params.optimizer.lr=interval(0.01, 0.1)"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another recipe" in err[0], err
+    assert "fixed.trainer.epochs" in err[0] and "params.optimizer.lr" in err[0], err
+    prepare_study(compose_study("kept", ["n_trials=3"], cwd=tmp_path))  # the same recipe: accepted

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from tiny_datasets import write_unreadable_mnist
 
 from ablate import records as R
+from ablate.cli import main
 from ablate.errors import AblateError
 from ablate.report import analyse
 from ablate.report.collect import collect
@@ -292,3 +293,30 @@ def test_the_failure_budget_counts_exceptions_not_killed_or_surplus_trials(tmp_p
     assert spent_failures(trials, 2) is None
     last = spent_failures(trials, 1)
     assert last is not None and last.number == failed.number
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_resumed_or_joined_study_never_repeats_a_sampled_configuration(tmp_path, monkeypatch, sampler):
+    # 4 trials, then resumed to 6 (a new session: its worker 0 is not the first session's worker 0),
+    # then extended to 8 and finished by a worker joining from another shell (`ablate worker`, which
+    # has no session of its own). Every sampler has the study file's seed: each must draw afresh.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "grow.yaml").write_text(textwrap.dedent(f"""
+        defaults: [base_study, {{sampler: {sampler}}}, {{pruner: none}}, _self_]
+        n_trials: 4
+        fixed: {{data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}}
+        params:
+          optimizer: choice(sgd, adam)
+          optimizer.lr: tag(log, interval(1e-3, 0.5))
+    """))
+    _, spec, _ = prepare_study(compose_study("grow", [], cwd=tmp_path))
+    assert run_worker("grow", spec.storage, verbose=False) == 4
+    prepare_study(compose_study("grow", ["n_trials=6"], cwd=tmp_path))
+    assert run_worker("grow", spec.storage, verbose=False) == 2
+    prepare_study(compose_study("grow", ["n_trials=8"], cwd=tmp_path))
+    assert main(["worker", "grow", "--storage", spec.storage]) == 0
+    trials = _reload("grow", spec.storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    drawn = [(t.params["optimizer"], t.params["optimizer.lr"]) for t in trials]
+    assert len(set(drawn)) == 8, drawn

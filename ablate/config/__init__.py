@@ -15,7 +15,8 @@ module                             job
                                    ``translate_compose_error`` for Hydra's and OmegaConf's errors
 :mod:`ablate.config.composition`   ``compose`` over ``CONF_DIR`` and ``./conf``, ``register_configs``,
                                    ``store_schemas``, ``hydra_at``, ``is_group``, ``trick_summary``,
-                                   ``check_model`` (a user's model against its factory)
+                                   ``check_model`` (a user's model against its factory),
+                                   ``shipped_folder`` (conf/ and sweeps/, installed or not)
 =================================  ==================================================================
 """
 
@@ -29,6 +30,7 @@ from ablate.config.composition import (
     is_group,
     register_configs,
     search_overrides,
+    shipped_folder,
     store_schemas,
     trick_summary,
     user_conf_dir,
@@ -50,6 +52,7 @@ __all__ = [
     "is_group",
     "register_configs",
     "search_overrides",
+    "shipped_folder",
     "store_schemas",
     "translate_compose_error",
     "trick_summary",

@@ -20,10 +20,22 @@ from ablate.errors import AblateError
 from ablate.menu import MODELS
 
 __all__ = ["CONF_DIR", "compose", "hydra_at", "is_group", "register_configs", "search_overrides",
-           "store_schemas", "trick_summary", "user_conf_dir"]
+           "shipped_folder", "store_schemas", "trick_summary", "user_conf_dir"]
 
-# ablate/config/composition.py -> the repository's top-level conf/ folder.
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def shipped_folder(name: str) -> Path:
+    """A YAML folder that ships with ablate (``conf``, ``sweeps``), wherever ablate runs from.
+
+    A wheel holds it as package data, ``ablate/<name>`` (see ``[tool.setuptools]`` in
+    pyproject.toml); a checkout, and an editable install that runs from one, keep it at the top of
+    the repository, beside ``ablate/``.
+    """
+    package = Path(__file__).resolve().parents[1]
+    inside = package / name
+    return inside if inside.is_dir() else package.parent / name
+
+
+CONF_DIR = shipped_folder("conf")
 
 
 def store_schemas(name: str, root: type, groups: dict[str, dict[str, type]]) -> None:

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.errors import AblateError
 from ablate.secrets import redact
 from ablate.sweep.rounds import pair_values
-from ablate.sweep.spec import StudySpec, compose_study, load_spec
+from ablate.sweep.spec import StudySpec, compose_study, differ_text, load_spec, recipe_differences
 from ablate.sweep.storage import is_finished, open_storage
 from ablate.sweep.supervisor import worker_devices
 
@@ -59,10 +59,10 @@ def _trials(spec: StudySpec) -> list[FrozenTrial] | None:
         study_id = storage.get_study_id_from_name(spec.name)
     except KeyError:
         return None
-    if load_spec(storage, spec.name, spec.storage).recipe != spec.recipe:
+    differ = recipe_differences(load_spec(storage, spec.name, spec.storage).recipe, spec.recipe)
+    if differ:
         raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
-                          "recipe (fixed/params/metric/direction/seeds): ablate sweep would refuse it; "
-                          "plan a new name=")
+                          f"recipe ({differ_text(differ)}): ablate sweep would refuse it; plan a new name=")
     return list(storage.get_all_trials(study_id, deepcopy=False))
 
 

@@ -3,10 +3,31 @@
 The factories take names and keyword arguments, never a study spec: they are testable without
 Hydra, and a study file's fields are the Optuna constructors' keyword arguments. Pruners are not
 stored with an Optuna study, so every worker builds the same one from the same arguments.
+
+Seeds. Every sampler of a study is built from the study file's one ``seed``, yet no two may draw
+alike: a sampler seeded as an earlier one repeats its draws (a resumed random search would rerun
+its first trials). Each sampler therefore draws its own *stream* of the study (:func:`stream_seed`):
+
+* ``(0, i)``: worker ``i`` of the study's first session, seeded ``seed + i``, so a new study
+  repeats itself from its study file (worker 1 with ``seed: 0`` draws what ``seed: 1`` alone draws);
+* ``(session, i)``: worker ``i`` of a later ``ablate sweep`` of the study, ``session`` being the
+  number of trials the storage held when that sweep began (``ablate sweep`` records it on the study,
+  once, before any of its workers starts, so workers starting together cannot race for it). A
+  session that sampled anything created trials, so the next one has a larger number. A worker
+  restarted within a session gets ``i + restarts * workers``: an index no other worker of it has;
+* ``(session, "join", host:pid, trials)``: a worker joining a running study from another shell
+  (``ablate worker``), which belongs to no session: its process and the trials at the moment it
+  joined, so neither two joiners nor a joiner and a session's worker share a stream.
+
+Streams other than the first session's are hashed with the seed into 32 bits (a collision between two
+streams is a 1-in-4-billion chance). The samplers of :data:`SHARED_SEED` ignore streams: their workers
+and sessions must all step through the one sequence the study's seed defines.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -23,8 +44,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ablate.errors import ConfigError
 from ablate.sweep.schema import PRUNERS, SAMPLERS
 
-__all__ = ["SHARED_SEED", "Search", "StopAware", "build_pruner", "build_sampler", "build_search", "grid_of",
-           "options_of"]
+__all__ = ["SHARED_SEED", "Search", "StopAware", "Stream", "build_pruner", "build_sampler", "build_search",
+           "grid_of", "options_of", "stream_seed"]
 
 _T = TypeVar("_T")
 
@@ -44,9 +65,24 @@ SHARED_SEED = ("grid", "qmc")
 Grid: the seed shuffles the grid and trial *n* takes point *n* of the shuffled grid, so workers
 with other seeds repeat points and skip others. QMC: the seed scrambles the one low-discrepancy
 sequence that the study's trials step through (Optuna: parallel QMC samplers must share it).
+A resumed session continues that sequence, so it keeps the seed too.
 Brute force keeps the offset: its seed only orders its random pick among the points not yet
 started, which differing seeds make less likely to coincide between workers asking at once.
 """
+
+Stream = tuple[int | str, ...]
+"""Which of a study's samplers draws: ``(session, worker index)`` or a joiner's key (module docstring)."""
+
+
+def stream_seed(seed: int, stream: Stream) -> int:
+    """The seed of the sampler drawing ``stream`` of a study seeded ``seed`` (see the module docstring).
+
+    ``(0, i)`` -> ``seed + i``; any other stream -> 32 bits of a SHA-256 of the seed and the stream.
+    """
+    if len(stream) == 2 and stream[0] == 0 and isinstance(stream[1], int):
+        return seed + stream[1]
+    digest = hashlib.sha256(json.dumps([seed, *stream]).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 def options_of(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -74,13 +110,14 @@ def grid_of(distributions: Mapping[str, BaseDistribution], params: Mapping[str, 
     return grid
 
 
-def build_sampler(name: str, *, worker_index: int = 0, grid: Mapping[str, Sequence[Any]] | None = None,
+def build_sampler(name: str, *, stream: Stream = (0, 0), grid: Mapping[str, Sequence[Any]] | None = None,
                   **options: Any) -> BaseSampler:
     """One worker's sampler: ``name`` with the Optuna constructor's ``options``.
 
     Args:
         name: One of :data:`~ablate.sweep.spec.SAMPLERS`.
-        worker_index: Offsets ``seed``, so parallel workers do not draw alike; except for the
+        stream: Which of the study's samplers this is: sets the seed from ``seed``
+            (:func:`stream_seed`), so no two workers or sessions draw alike; except for the
             samplers in :data:`SHARED_SEED`, whose workers must share it.
         grid: The search grid (``grid`` only; see :func:`grid_of`).
         **options: Keyword arguments of the sampler's constructor (``seed``, ``n_startup_trials``...).
@@ -89,7 +126,7 @@ def build_sampler(name: str, *, worker_index: int = 0, grid: Mapping[str, Sequen
         ConfigError: an unknown sampler, grid without a grid, or options its Optuna class refuses.
     """
     if options.get("seed") is not None and name not in SHARED_SEED:
-        options["seed"] = int(options["seed"]) + worker_index
+        options["seed"] = stream_seed(int(options["seed"]), stream)
     if name == "grid":
         if grid is None:
             raise ConfigError("sampler", name, "a search space of choice(...) and range(...) for grid")
@@ -147,7 +184,7 @@ class Search:
 
 def build_search(sampler: Mapping[str, Any], pruner: Mapping[str, Any],
                  distributions: Mapping[str, BaseDistribution], params: Mapping[str, Any], *,
-                 epochs: int, worker_index: int = 0) -> Search:
+                 epochs: int, stream: Stream = (0, 0)) -> Search:
     """The sampler and pruner of a study's ``sampler:`` / ``pruner:`` nodes, over its search space.
 
     ``ablate sweep`` builds them once before it creates anything, so a setting they refuse is one
@@ -165,7 +202,7 @@ def build_search(sampler: Mapping[str, Any], pruner: Mapping[str, Any],
                 raise ConfigError(f"params.{key}", params.get(key),
                                   "choice(...) or range(...) with the bruteforce sampler "
                                   "(it tries every point; an interval has infinitely many)")
-    built = StopAware(build_sampler(name, worker_index=worker_index, grid=grid, **options))
+    built = StopAware(build_sampler(name, stream=stream, grid=grid, **options))
     pruner_name, pruner_options = options_of(pruner)
     points = None if grid is None else math.prod(len(values) for values in grid.values())
     return Search(built, build_pruner(pruner_name, epochs=epochs, **pruner_options), points)

@@ -24,7 +24,7 @@ from hydra import compose as hydra_compose
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.ablation import build_design
-from ablate.config import hydra_at, translate_compose_error
+from ablate.config import hydra_at, shipped_folder, translate_compose_error
 from ablate.errors import AblateError, ConfigError
 from ablate.records import ATTR_SPEC, DIRECTIONS
 from ablate.secrets import redact_text, redact_values
@@ -37,13 +37,15 @@ __all__ = [
     "StudySpec",
     "available_studies",
     "compose_study",
+    "differ_text",
     "load_spec",
+    "recipe_differences",
     "resolve_reference",
     "split_overrides",
     "study_search_path",
 ]
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+SWEEPS_DIR = shipped_folder("sweeps")  # the shipped study files (package data once installed)
 
 
 # --- the resolved study ----------------------------------------------------------------------------
@@ -160,6 +162,31 @@ def load_spec(storage: Any, study_name: str, url: str) -> StudySpec:
         raise AblateError(f"study: {study_name!r} was not created by ablate sweep "
                           "(it has no recorded definition)")
     return StudySpec.from_json(text)
+
+
+def recipe_differences(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
+    """``["params.optimizer", "metric"]``: the entries of two :attr:`StudySpec.recipe` that differ.
+
+    Both are compared as a study stores them (through JSON: a tuple equals its list).
+    """
+    theirs, mine = json.loads(json.dumps(theirs)), json.loads(json.dumps(mine))
+    out: list[str] = []
+    for key, value in theirs.items():
+        other = mine.get(key)
+        if value == other:
+            continue
+        if isinstance(value, dict) and isinstance(other, dict):
+            keys = sorted({*value, *other}, key=str)
+            out += [f"{key}.{k}" for k in keys if value.get(k, ...) != other.get(k, ...)]
+        else:
+            out.append(key)
+    return out
+
+
+def differ_text(fields: Sequence[str]) -> str:
+    """``fixed.trainer.epochs, params.optimizer.lr differ``: at most four fields named."""
+    more = f" and {len(fields) - 4} more" if len(fields) > 4 else ""
+    return f"{', '.join(fields[:4])}{more} differ{'s' if len(fields) == 1 else ''}"
 
 
 def study_search_path(cwd: str | Path | None = None) -> list[Path]:

@@ -36,7 +36,7 @@ from ablate.sweep.preflight import check_before_start
 from ablate.sweep.progress import Progress, absolute_uri, summary
 from ablate.sweep.rounds import next_seeds, seeds_per_arm
 from ablate.sweep.runs import fail_stale_trial, killed_hook
-from ablate.sweep.spec import StudySpec, compose_study, load_spec
+from ablate.sweep.spec import StudySpec, compose_study, differ_text, load_spec, recipe_differences
 from ablate.sweep.storage import (
     best_trial,
     count_states,
@@ -82,9 +82,10 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
                 if params["seed"] < first:
                     study.enqueue_trial(params)
     else:
-        if load_spec(storage, spec.name, spec.storage).recipe != spec.recipe:
+        differ = recipe_differences(load_spec(storage, spec.name, spec.storage).recipe, spec.recipe)
+        if differ:
             raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
-                              "recipe (fixed/params/metric/direction); use a new name= or remove its storage")
+                              f"recipe ({differ_text(differ)}); use a new name= or remove its storage")
         study = optuna.load_study(study_name=spec.name, storage=storage)
     document = spec.to_json()  # the one serialised spec: the study's attribute and the parent's study.json
     study.set_user_attr(R.ATTR_SPEC, document)
@@ -208,7 +209,7 @@ class Supervisor:
             if redact(self.spec.tracking_uri) != self.spec.tracking_uri:  # jobs inherit it, as the storage
                 os.environ["ABLATE_TRACKING_URI"] = self.spec.tracking_uri
             slot.process = submit_worker(self.spec.launcher, folder=self.logs, study=self.spec.name,  # type: ignore[assignment]
-                                         storage=self.spec.storage, index=slot.index,
+                                         storage=self.spec.storage, index=self._index(slot),
                                          deadline=self.deadline, env=env)
             return
         if slot.process is None or slot.process.poll() is not None:  # not warm (a restart, or it died)
@@ -225,7 +226,8 @@ class Supervisor:
             env["CUDA_VISIBLE_DEVICES"] = str(slot.device)
             env["ABLATE_DEVICE"] = "cuda"
         env["ABLATE_STORAGE"] = self.spec.storage  # not in argv, where ps and logs would show a password
-        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", str(slot.index),
+        index = str(self._index(slot))
+        command = [sys.executable, "-m", "ablate", "worker", self.spec.name, "--index", index,
                    "--supervised", "--standby"]  # the stored recipe is this sweep's: nothing to compare
         # Until it is told its log, a worker's output goes to an unnamed file (kept if it dies early).
         slot.early = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _reap / abandon)
@@ -236,6 +238,11 @@ class Supervisor:
                                         stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                         pass_fds=(self.composed.fileno(),))
         self.pids[slot.process.pid] = slot.index
+
+    def _index(self, slot: _Slot) -> int:
+        """The worker's index for its sampler: a restarted worker's differs from every index of this
+        session, so it does not draw again what its predecessor drew (see ablate.sweep.samplers)."""
+        return slot.index + slot.restarts * len(self.slots)
 
     def _go(self, slot: _Slot) -> None:
         """Tell a standby worker where to log, its deadline and where the composed configs are."""

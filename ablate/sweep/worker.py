@@ -9,7 +9,6 @@ starts them; ``ablate worker <study> --storage URL`` joins a running study from 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -31,8 +30,8 @@ from ablate.data import Dataset
 from ablate.errors import AblateError, ConfigError
 from ablate.sweep.composer import Composed, TrialComposer
 from ablate.sweep.runs import killed_hook, run_name, trial_tags
-from ablate.sweep.samplers import build_search
-from ablate.sweep.spec import compose_study, load_spec
+from ablate.sweep.samplers import Stream, build_search
+from ablate.sweep.spec import compose_study, differ_text, load_spec, recipe_differences
 from ablate.sweep.storage import (
     Heartbeat,
     fail_and_retry,
@@ -51,7 +50,7 @@ from ablate.sweep.storage import (
 from ablate.tracking import WRITER, RunTracker, signals_deferred, track_run
 from ablate.train import RunResult, fit, load_data
 
-__all__ = ["Worker", "check_join", "run_worker", "suggest"]
+__all__ = ["Worker", "check_join", "recipe_differences", "run_worker", "suggest"]
 
 
 def suggest(trial: Trial, key: str, dist: BaseDistribution) -> Any:
@@ -90,7 +89,11 @@ class Worker:
     Args:
         study_name: The study to join (created by ``ablate sweep``).
         storage_url: Its Optuna storage (journal file path or RDB URL).
-        index: This worker's index: offsets the sampler seed.
+        index: This worker's index in its ``ablate sweep`` session (a restarted worker's is
+            raised past the session's others): with the session, sets the sampler's seed.
+        joining: A worker joining from another shell (``ablate worker``), outside any session:
+            its sampler's seed comes from its process and the trials at the moment it joined
+            (:mod:`ablate.sweep.samplers` says why no two samplers of a study share a seed).
         deadline: ``time.time()`` after which no new trial starts.
         before_ask: Called before each ask (benchmarks use it to impose a batch barrier).
         verbose: Print a line per trial.
@@ -102,9 +105,9 @@ class Worker:
     when the stored one had its password removed.
     """
 
-    def __init__(self, study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,
-                 before_ask: Callable[[], None] | None = None, verbose: bool = True,
-                 composed: Composed | None = None) -> None:
+    def __init__(self, study_name: str, storage_url: str, *, index: int = 0, joining: bool = False,
+                 deadline: float | None = None, before_ask: Callable[[], None] | None = None,
+                 verbose: bool = True, composed: Composed | None = None) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(storage_url, heartbeat_interval=None)
         spec = load_spec(storage, study_name, storage_url).with_secrets(
@@ -122,7 +125,7 @@ class Worker:
         self.composer = TrialComposer(spec.space, self._trial_fields(), composed=composed)
         base, _ = self.composer.composed
         search = build_search(spec.sampler, spec.pruner, spec.space.distributions, spec.params,
-                              epochs=base.trainer.epochs, worker_index=index)
+                              epochs=base.trainer.epochs, stream=self._stream(index, joining))
         self.sampler = search.sampler
         # A grid has as many trials as points: asked past them, a worker would rerun a point that
         # another worker is still running (Optuna's grid re-evaluates one once all have started).
@@ -137,6 +140,18 @@ class Worker:
         self.data_cache: dict[Any, Dataset] = {}
         self.telling: set[int] = set()  # trials whose last MLflow writes and tell are queued
         self.idle_since: float | None = None  # adaptive seeds: since when no trial is queued or running
+
+    def _stream(self, index: int, joining: bool) -> Stream:
+        """Which of the study's samplers this worker's is (:func:`~ablate.sweep.samplers.stream_seed`).
+
+        The session is the number of trials the storage held when the last ``ablate sweep`` of the
+        study began, recorded by it before its workers started (0 for a study never resumed).
+        """
+        session = int(self.storage.get_study_user_attrs(self.study_id).get(R.ATTR_SESSION_START, 0))
+        if not joining:
+            return (session, index)
+        trials = len(self.storage.get_all_trials(self.study_id, deepcopy=False))
+        return (session, "join", worker_id(), trials)
 
     def _trial_fields(self) -> dict[str, Any]:
         """Config fields this worker sets on every trial: where runs go, threads, device."""
@@ -369,16 +384,16 @@ ROUND_WAIT = 60.0
 """Seconds a worker of an adaptive study waits, with nothing queued or running, for the next round."""
 
 
-def run_worker(study_name: str, storage_url: str, *, index: int = 0, deadline: float | None = None,
-               before_ask: Callable[[], None] | None = None, verbose: bool = True,
-               composed: Composed | None = None) -> int:
+def run_worker(study_name: str, storage_url: str, *, index: int = 0, joining: bool = False,
+               deadline: float | None = None, before_ask: Callable[[], None] | None = None,
+               verbose: bool = True, composed: Composed | None = None) -> int:
     """Run trials of a study until it has ``n_trials`` finished trials; see :class:`Worker`.
 
     Returns:
         The number of trials this worker trained.
     """
-    return Worker(study_name, storage_url, index=index, deadline=deadline, before_ask=before_ask,
-                  verbose=verbose, composed=composed).run()
+    return Worker(study_name, storage_url, index=index, joining=joining, deadline=deadline,
+                  before_ask=before_ask, verbose=verbose, composed=composed).run()
 
 
 # --- joining a running study --------------------------------------------------------------------
@@ -414,27 +429,12 @@ def check_join(study_name: str, storage_url: str | None, overrides: Sequence[str
     if storage_url and (recipe or local_file.is_file()):
         local = compose_study(study_name, overrides, cwd=cwd)
         stored = load_spec(open_storage(storage_url, heartbeat_interval=None), study_name, storage_url)
-        differ = recipe_differences(stored.recipe, json.loads(json.dumps(local.recipe)))
+        differ = recipe_differences(stored.recipe, local.recipe)
         if differ:
             where = (f"sweeps/{study_name}.yaml" if local_file.is_file() else f"study file {study_name!r}")
             where += " with these overrides" if recipe else ""
             raise AblateError(f"study: {study_name!r} in {redact(storage_url)} has another recipe than "
                               f"{where} "
-                              f"here ({', '.join(differ[:4])} differ{'s' if len(differ) == 1 else ''}); "
+                              f"here ({differ_text(differ)}); "
                               "run the same study file and overrides")
     return execution
-
-
-def recipe_differences(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
-    """``["params.optimizer", "metric"]``: the recipe entries that differ."""
-    out: list[str] = []
-    for key, value in theirs.items():
-        other = mine.get(key)
-        if value == other:
-            continue
-        if isinstance(value, dict) and isinstance(other, dict):
-            keys = sorted({*value, *other}, key=str)
-            out += [f"{key}.{k}" for k in keys if value.get(k, ...) != other.get(k, ...)]
-        else:
-            out.append(key)
-    return out
