@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,6 +95,24 @@ def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
     states = [line.split("] ", 1)[1].split(" | ETA")[0] for line in out.stdout.splitlines()
               if line.startswith("[")]
     assert states and all(a != b for a, b in itertools.pairwise(states))
+    # The live line and the summary count from the same start (they said 00:17 and "in 00:07")
+    last = [line for line in out.stdout.splitlines() if line.startswith("[")][-1]
+    (closing,) = [line for line in out.stdout.splitlines() if line.startswith("Study prune_me: ")
+                  and " in " in line]
+    live, summed = (_seconds(x) for x in (last[1:6], closing.split(" in ")[1].split()[0]))
+    assert 0 <= summed - live <= 2, (last, closing)
+    # The worker's log: one line per trial with its time, number, outcome, parameters and seconds
+    logged = [line for path in sorted((tmp_path / "runs" / "prune_me").glob("worker-*.log"))
+              for line in path.read_text().splitlines() if " trial " in line]
+    assert len(logged) == 4, logged
+    for line in logged:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d trial \d pruned: optimizer\.lr=[0-9.e-]+; "
+                            r"val_acc=[0-9.]+ after 2 epochs, [0-9.]+ s", line), line
+
+
+def _seconds(text: str) -> int:
+    minutes, seconds = text.split(":")
+    return int(minutes) * 60 + int(seconds)
 
 
 @pytest.mark.slow
@@ -157,8 +177,8 @@ def test_progress_prints_plain_lines_on_change_and_every_30_s_when_not_a_termina
     assert len(lines) == 4 and "\x1b" not in out.getvalue()
     assert lines[0] == "[00:00] 0/4 finished (complete 0, pruned 0, diverged 0, failed 0) running 1"
     assert lines[1].startswith("[00:06] 1/4 finished (complete 1, pruned 0, diverged 0, failed 0) "
-                               "running 1 | best val_acc 0.9100 (trial 1: optimizer.lr=0.01) | ETA 00:18")
-    assert lines[2].startswith("[00:36] 1/4 finished") and lines[2].endswith("ETA 01:49")
+                               "running 1 | best val_acc 0.9100 (trial 1: optimizer.lr=0.01) | ETA 00:00")
+    assert lines[2].startswith("[00:36] 1/4 finished") and lines[2].endswith("ETA 00:00")  # trials of ~0 s
     assert (lines[3].startswith("[00:37] 2/4 finished (complete 1, pruned 1,")
             and "best val_acc 0.9100" in lines[3])
 
@@ -183,6 +203,40 @@ def test_a_diverged_trial_is_never_the_best_though_optuna_holds_it_complete():
     assert best_trial(only_diverged.trials, "maximize") is None
 
 
+def _timed(study: optuna.Study, number_state: TrialState, seconds: float, *, ago: float = 0.0) -> None:
+    """A trial of ``seconds`` that ended (or, RUNNING, started) ``ago`` seconds before now."""
+    lr = optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)
+    end = datetime.datetime.now() - datetime.timedelta(seconds=ago)
+    running = number_state == TrialState.RUNNING
+    study.add_trial(optuna.trial.FrozenTrial(
+        number=0, trial_id=0, state=number_state, value=0.9 if number_state == TrialState.COMPLETE else None,
+        values=None, datetime_start=end - datetime.timedelta(seconds=0 if running else seconds),
+        datetime_complete=None if running else end, params={"optimizer.lr": 0.01},
+        distributions={"optimizer.lr": lr}, user_attrs={}, system_attrs={}, intermediate_values={}))
+
+
+def test_the_eta_comes_from_finished_trials_durations_not_from_the_start_up():
+    # The ETA was elapsed / finished x left: a sweep's start-up (imports, the study, the MLflow store)
+    # counted as trial time, and it predicted 02:25 for a sweep that ended 6 s later.
+    from ablate.sweep.progress import eta
+
+    out, now = io.StringIO(), [0.0]
+    progress, study = _progress(out, now), optuna.create_study(direction="maximize")
+    _timed(study, TrialState.COMPLETE, 10.0, ago=60.0)
+    _timed(study, TrialState.PRUNED, 20.0, ago=30.0)  # mean 15 s
+    assert eta(study.trials, 2, 2) == pytest.approx(15.0)  # 2 left x 15 s over 2 workers
+    study.add_trial(study.trials[0])  # 3 finished of 4 (the spec's n_trials), none running
+    now[0] = 100.0  # 100 s of start-up and training so far: no part of the estimate
+    progress.update(study)
+    assert out.getvalue().rstrip().endswith("ETA 00:06")  # 1 x 13.3 s / 2 workers
+    # a running trial 5 s in has less left to train
+    study2 = optuna.create_study(direction="maximize")
+    _timed(study2, TrialState.COMPLETE, 10.0, ago=60.0)
+    _timed(study2, TrialState.RUNNING, 0.0, ago=5.0)
+    assert eta(study2.trials, 3, 1) == pytest.approx(25.0, abs=0.5)  # 3 x 10 s less 5 s done
+    assert eta(optuna.create_study().trials, 3, 1) is None  # nothing finished: no estimate
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -199,7 +253,7 @@ def test_progress_redraws_one_block_in_place_on_a_terminal():
     # counts, best so far and ETA on lines of their own, each cleared before it is written
     assert first.split("\n") == [
         "\r\x1b[2K[00:10] 1/4 finished (complete 1, pruned 0, diverged 0, failed 0) running 1",
-        "\x1b[2Kbest val_acc 0.8750 (trial 0: optimizer.lr=0.02)", "\x1b[2KETA 00:30"]
+        "\x1b[2Kbest val_acc 0.8750 (trial 0: optimizer.lr=0.02)", "\x1b[2KETA 00:00"]
     now[0] = 11.0
     progress.update(study)
     # the next frame goes back up to the block's first line and writes over it: one block, not two
@@ -602,7 +656,9 @@ def test_running_is_one_trial_per_worker_and_the_summary_counts_workers_that_joi
     counts = count_states(study.get_trials(deepcopy=False))
     assert counts["running"] == 3 and counts["finishing"] == 3  # a's 2, b's 5 and the unclaimed 6 train
     progress.update(study)
-    assert "failed 0) running 3, finishing 3 | ETA" in out.getvalue()
+    # the unclaimed trial is a worker's next one, asked before it carries the worker's name: the
+    # line never shows more trials training than workers (2 started, 2 holding trials)
+    assert "failed 0) running 2, finishing 3 | ETA" in out.getvalue()
     third = study.ask()
     third.set_user_attr(WORKER_ATTR, "c:3")  # joined with `ablate worker`
     assert summary(study, spec, "0123", 5.0, 2).splitlines()[0].endswith("with 3 workers")

@@ -5,15 +5,16 @@ Both read the study's trials from its storage (one read per refresh) and nothing
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from optuna.study import Study
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from ablate.records import ATTR_SEEDS_STOP, ATTR_SESSION_START, ATTR_WORKER
 from ablate.secrets import redact, redact_text
@@ -21,7 +22,7 @@ from ablate.sweep.rounds import seeds_per_arm
 from ablate.sweep.spec import StudySpec
 from ablate.sweep.storage import best_trial, count_states
 
-__all__ = ["Progress", "absolute_uri", "best_command", "clock", "summary"]
+__all__ = ["Progress", "absolute_uri", "best_command", "clock", "eta", "live_workers", "summary"]
 
 
 def absolute_uri(uri: str, base: Path) -> str:
@@ -35,33 +36,42 @@ class Progress:
     """A live block on a terminal; plain lines, on change or every 30 s, elsewhere (CI logs)."""
 
     def __init__(self, spec: StudySpec, stream: IO[str] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, workers: int | None = None) -> None:
         self.spec = spec
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.clock = clock
-        self.started = clock()
+        self.workers = workers or spec.workers  # the workers this sweep starts
+        self.started = clock()  # the one start both the live line and the summary count from
         self.last_state: tuple[str, str] | None = None
         self.last_print = 0.0
         self.drawn = 0
+
+    def elapsed(self) -> float:
+        """Seconds since the sweep started: the live line's clock and the summary's "in"."""
+        return self.clock() - self.started
 
     def parts(self, study: Study) -> tuple[str, str, str]:
         """``(counts, best so far, ETA)``; the counts start with the elapsed time."""
         trials = study.get_trials(deepcopy=False)
         c = count_states(trials)
-        elapsed = self.clock() - self.started
+        elapsed = self.elapsed()
         n = self.spec.n_trials
+        live = live_workers(trials, self.workers)
+        # A worker's newly asked trial is RUNNING before it carries the worker's name, while its last
+        # trial still counts as training: for that moment one worker holds two. Never show more
+        # trials training than there are workers.
+        running = min(c["running"], live)
         counts = (f"[{clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
                   f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) "
-                  f"running {c['running']}" + (f", finishing {c['finishing']}" if c["finishing"] else ""))
+                  f"running {running}" + (f", finishing {c['finishing']}" if c["finishing"] else ""))
         best = best_trial(trials, self.spec.direction)  # one storage read per refresh, not two
         best_text = ""
         if best is not None:
             params = " ".join(f"{k}={_short(v)}" for k, v in best.params.items())
             best_text = f"best {self.spec.metric} {best.value:.4f} (trial {best.number}: {params})"
-        done_now = c["finished"]
-        eta = f"ETA {clock(elapsed / done_now * (n - done_now))}" if n and 0 < done_now < n else ""
-        return counts, best_text, eta
+        left = eta(trials, n - c["finished"], live) if n and 0 < c["finished"] < n else None
+        return counts, best_text, "" if left is None else f"ETA {clock(left)}"
 
     def update(self, study: Study) -> None:
         counts, best, eta = self.parts(study)
@@ -98,6 +108,35 @@ class Progress:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def live_workers(trials: Sequence[FrozenTrial], started: int) -> int:
+    """The workers at work: those this sweep started, or more when others joined (``ablate worker``)."""
+    holding = {t.user_attrs[ATTR_WORKER] for t in trials
+               if t.state == TrialState.RUNNING and ATTR_WORKER in t.user_attrs}
+    return max(started, len(holding), 1)
+
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def eta(trials: Sequence[FrozenTrial], remaining: int, workers: int,
+        now: datetime.datetime | None = None) -> float | None:
+    """Seconds until ``remaining`` more trials finish on ``workers``, from the durations of the
+    trials that finished (not from the sweep's elapsed time, which counts its start-up).
+
+    The mean finished trial's duration times the trials left, less what the running ones have
+    already trained (each at most one mean), spread over the workers; None before any finished.
+    """
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                 if t.state in FINISHED_STATES and t.datetime_start and t.datetime_complete]
+    if not durations:
+        return None
+    mean = sum(durations) / len(durations)
+    now = now or datetime.datetime.now()  # Optuna's datetimes are naive local times
+    underway = sum(min(max((now - t.datetime_start).total_seconds(), 0.0), mean) for t in trials
+                   if t.state == TrialState.RUNNING and t.datetime_start)
+    return max(0.0, remaining * mean - underway) / workers
 
 
 def clock(seconds: float) -> str:

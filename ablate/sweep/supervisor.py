@@ -161,7 +161,7 @@ class Supervisor:
         n = len(devices)
         self.slots = [_Slot(i, device) for i, device in enumerate(devices)]
         self.deadline: float | None = None
-        self.progress = Progress(spec, stream)
+        self.progress = Progress(spec, stream, workers=n)
         # Torch threads per worker: the cores split across workers, unless the study says (e.g.
         # `ablate sweep S trainer.threads=1`), which wins.
         self.threads = None if "trainer.threads" in {**spec.fixed, **spec.params} else worker_threads(n)
@@ -449,7 +449,6 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
     print(f"Study {spec.name}: {trials}, {n} worker{'s' if n != 1 else ''}, "
           f"sampler {spec.sampler['name']}, pruner {spec.pruner['name']}; storage {redact(spec.storage)}",
           flush=True)
-    started = time.time()
     try:
         supervisor.run(study, spec, composer)
     except KeyboardInterrupt:
@@ -457,7 +456,7 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
         print(f"interrupted; rerun the same command to resume study {spec.name}", file=sys.stderr)
         raise
     counts = finish_parent(study, spec, parent, "FINISHED" if supervisor.failure is None else "FAILED")
-    print(summary(study, spec, parent, time.time() - started, n), flush=True)
+    print(summary(study, spec, parent, supervisor.progress.elapsed(), n), flush=True)
     if supervisor.failure is not None:  # the failure budget is spent: exit code 2, one line
         raise supervisor.failure
     if spec.adaptive is not None:

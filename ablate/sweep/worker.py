@@ -361,9 +361,10 @@ class Worker:
                 self.study.tell(trial, out.value)
             else:
                 self.study.tell(trial, state=out.state)
-            if self.verbose:
-                print(f"trial {trial.number}: {out.outcome} after {result.epochs_run} epochs, "
-                      f"{self.spec.metric}={out.value:.4f} ({result.final['train_time']:.1f} s)", flush=True)
+            if self.verbose:  # one line per trial in the worker's log
+                print(f"{_now()} trial {trial.number} {out.outcome}: {_params(trial.params)}; "
+                      f"{self.spec.metric}={out.value:.4f} after {result.epochs_run} epochs, "
+                      f"{result.final['train_time']:.1f} s", flush=True)
         finally:
             self.telling.discard(trial.number)
 
@@ -376,8 +377,17 @@ class Worker:
         trial.set_user_attr(R.ATTR_ERROR, reason[:1000])
         self.study.tell(trial, state=TrialState.FAIL)
         if self.verbose:  # the traceback goes to the worker's log, which the sweep's last line names
-            print(f"trial {trial.number} failed: {reason}", flush=True)
+            print(f"{_now()} trial {trial.number} failed: {_params(trial.params)}; {reason}", flush=True)
             print(redact_text("".join(traceback.format_exception(exc)), *secrets), end="", flush=True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _params(params: dict[str, Any]) -> str:
+    """A trial's arm and seed, or its sampled values, as ``k=v`` (floats to 4 significant digits)."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "-"
 
 
 ROUND_WAIT = 60.0
