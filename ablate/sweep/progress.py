@@ -15,8 +15,9 @@ from typing import IO, Any
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 
-from ablate.records import ATTR_SEEDS_STOP, ATTR_SESSION_START, ATTR_WORKER
+from ablate.records import ATTR_CONFIRMED, ATTR_SEEDS_STOP, ATTR_SESSION_START, ATTR_WORKER
 from ablate.secrets import redact, redact_text
+from ablate.sweep.confirm import CONFIDENCE, confirmed
 from ablate.sweep.rounds import seeds_per_arm
 from ablate.sweep.spec import StudySpec
 from ablate.sweep.storage import best_trial, count_states
@@ -51,6 +52,8 @@ class Progress:
         c = count_states(trials)
         elapsed = self.clock() - self.started
         n = self.spec.n_trials
+        if n and self.spec.confirm is not None:  # the search's trials, then its confirmation runs
+            n += self.spec.confirm["top"] * self.spec.confirm["seeds"]
         counts = (f"[{clock(elapsed)}] {c['finished']}/{n if n else '-'} finished (complete {c['complete']}, "
                   f"pruned {c['pruned']}, diverged {c['diverged']}, failed {c['failed']}) "
                   f"running {c['running']}" + (f", finishing {c['finishing']}" if c["finishing"] else ""))
@@ -115,6 +118,22 @@ def best_command(spec: StudySpec, best: FrozenTrial) -> str:
     return " ".join(["ablate train", *spec.space.overrides(best.params)])
 
 
+def _confirm_lines(study: Study, spec: StudySpec, trials: list[FrozenTrial]) -> list[str]:
+    """A search with confirm: each confirmed trial's mean over its seeds and interval, best first."""
+    assert spec.confirm is not None
+    done = study.user_attrs.get(ATTR_CONFIRMED)
+    rows = confirmed(trials, spec.direction)
+    if not rows or done is None:
+        return [(f"Confirm: top {spec.confirm['top']} x {spec.confirm['seeds']} seeds not done yet "
+                 "(rerun the same command to resume)")]
+    level = f"{CONFIDENCE * 100:g} %"
+    lines = [f"Confirm: {done.get('reason', '')}; mean {spec.metric} over its seeds [{level} t-interval]:"]
+    for r in rows:
+        lines.append(f"  trial {r['trial']}: {r['mean']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}] "
+                     f"over {r['n']} seeds")
+    return lines
+
+
 def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, workers: int) -> str:
     """The closing lines of ``ablate sweep``: counts, the best recipe as a command, where to look.
 
@@ -135,10 +154,18 @@ def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, w
         lines.append(f"Seeds:   {per_arm}" + ("" if spec.adaptive is None else
                                                f"; stopped: {stop or 'not decided yet (rerun to resume)'}"))
     best = best_trial(trials, spec.direction)
+    best_text = None if best is None else f"Best {spec.metric} {best.value:.4f} (trial {best.number})"
+    if spec.confirm is not None:
+        lines += _confirm_lines(study, spec, trials)
+        rows = confirmed(trials, spec.direction)
+        if rows and ATTR_CONFIRMED in study.user_attrs:  # the best mean over seeds is the best recipe
+            best = next(t for t in trials if t.number == rows[0]["trial"])
+            best_text = (f"Best {spec.metric}: mean {rows[0]['mean']:.4f} over {rows[0]['n']} seeds "
+                         f"(trial {best.number})")
     if best is None:
         lines.append(f"No complete trial yet: no best {spec.metric}.")
     else:
-        lines.append(f"Best {spec.metric} {best.value:.4f} (trial {best.number}); to train it again:")
+        lines.append(f"{best_text}; to train it again:")
         lines.append(f"  {best_command(spec, best)}")
     uri = spec.tracking_uri
     default = absolute_uri("sqlite:///mlflow.db", Path.cwd())

@@ -92,6 +92,9 @@ class StudySpec:
     comparisons: list[dict[str, str]] = field(default_factory=list)
     factors: dict[str, dict[str, bool]] = field(default_factory=dict)
     resolve: dict[str, Any] = field(default_factory=lambda: {"margin": None, "confidence": 0.95})
+    # A search's confirmation {top, seeds} (None: none). Not part of the recipe: a finished search
+    # can be confirmed later (or by more trials or seeds) with the same command plus confirm=...
+    confirm: dict[str, int] | None = None
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -312,9 +315,42 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
         heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
         resolve=dict(raw.get("resolve") or {"margin": None, "confidence": 0.95}),
-        max_failures=_max_failures(raw), **design)
+        max_failures=_max_failures(raw), confirm=_confirm(raw), **design)
     _check(spec)
     return spec
+
+
+def _confirm(raw: dict[str, Any]) -> dict[str, int] | None:
+    """A search's ``confirm: {top, seeds}``, checked; None without one.
+
+    Raises:
+        ConfigError: on an ablation (its seeds are its ``seeds:``), without ``n_trials`` (confirmation
+            starts once they finished), with a searched ``seed`` (confirmation varies it), or a
+            ``top`` / ``seeds`` that is not a whole number from 1 (``top`` at most ``n_trials``).
+    """
+    confirm = raw.get("confirm")
+    if confirm is None:
+        return None
+    allowed = "{top: 3, seeds: 5} on a search (params:), or null"
+    if not isinstance(confirm, Mapping) or set(confirm) != {"top", "seeds"}:
+        raise ConfigError("confirm", confirm, allowed)
+    if raw.get("design"):
+        raise ConfigError("confirm", dict(confirm), f"null with design {raw['design']} (an ablation repeats "
+                          "its arms over seeds: set seeds instead); confirm is for a search (params:)")
+    n_trials = raw.get("n_trials")
+    for key in ("top", "seeds"):
+        value = confirm[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"confirm.{key}", value, "a whole number >= 1")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool):
+        raise ConfigError("confirm", dict(confirm), "null without n_trials: confirmation starts once the "
+                          "search's n_trials finished")
+    if confirm["top"] > n_trials:
+        raise ConfigError("confirm.top", confirm["top"], f"a whole number from 1 to n_trials ({n_trials})")
+    if "seed" in _flat(raw.get("params") or {}):
+        raise ConfigError("confirm", dict(confirm), "null with a searched seed (params.seed): confirmation "
+                          "trains the best trials again on other seeds")
+    return {"top": int(confirm["top"]), "seeds": int(confirm["seeds"])}
 
 
 def _max_failures(raw: dict[str, Any]) -> Any:
