@@ -193,8 +193,10 @@ class StudyConfig:
     # the arms of comparisons still unresolved, until each has a verdict or max is reached.
     seeds: Any = 5
     resolve: ResolveConfig = field(default_factory=ResolveConfig)
-    # A search only: {top: 3, seeds: 5} trains its 3 best trials on 5 more seeds each, after n_trials.
-    confirm: ConfirmConfig | None = None
+    # A search only: {top: 3, seeds: 5} trains its 3 best trials on 5 more seeds each, after n_trials
+    # (the fields of ConfirmConfig, checked by the spec; untyped here: OmegaConf cannot merge a
+    # command line's confirm={...} into an optional structured node that is null).
+    confirm: Any = None
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {

@@ -29,7 +29,14 @@ from ablate.errors import AblateError, ConfigError
 from ablate.records import ATTR_SPEC, DIRECTIONS
 from ablate.secrets import redact_text, redact_values
 from ablate.space import AblationSpace, SearchSpace, fixed_overrides, parse_space
-from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, check_name, register_study_configs
+from ablate.sweep.schema import (
+    PRUNERS,
+    SAMPLERS,
+    ConfirmConfig,
+    StudyConfig,
+    check_name,
+    register_study_configs,
+)
 from ablate.sweep.storage import best_trial, open_storage, redact
 
 __all__ = [
@@ -328,12 +335,17 @@ def _confirm(raw: dict[str, Any]) -> dict[str, int] | None:
             starts once they finished), with a searched ``seed`` (confirmation varies it), or a
             ``top`` / ``seeds`` that is not a whole number from 1 (``top`` at most ``n_trials``).
     """
-    confirm = raw.get("confirm")
-    if confirm is None:
+    given = raw.get("confirm")
+    if given is None:
         return None
-    allowed = "{top: 3, seeds: 5} on a search (params:), or null"
-    if not isinstance(confirm, Mapping) or set(confirm) != {"top", "seeds"}:
-        raise ConfigError("confirm", confirm, allowed)
+    fields = [f.name for f in dataclasses.fields(ConfirmConfig)]
+    if not isinstance(given, Mapping):
+        raise ConfigError("confirm", given, "{top: 3, seeds: 5} on a search (params:), or null")
+    unknown = sorted(set(map(str, given)) - set(fields))
+    if unknown:
+        raise ConfigError(f"confirm.{unknown[0]}", given[unknown[0]],
+                          f"a field of confirm ({', '.join(fields)})")
+    confirm = {**dataclasses.asdict(ConfirmConfig()), **given}
     if raw.get("design"):
         raise ConfigError("confirm", dict(confirm), f"null with design {raw['design']} (an ablation repeats "
                           "its arms over seeds: set seeds instead); confirm is for a search (params:)")
