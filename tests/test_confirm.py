@@ -6,6 +6,7 @@ training); the end-to-end tests (``slow``) run ``ablate sweep`` and ``ablate rep
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -30,9 +31,10 @@ from ablate.analysis import confirmed_means
 from ablate.cli import main
 from ablate.errors import ConfigError
 from ablate.sweep import StudySpec, compose_study
-from ablate.sweep.confirm import confirmed, next_confirmations
+from ablate.sweep.confirm import next_confirmations
 from ablate.sweep.plan import plan_text
-from ablate.sweep.storage import best_trial, confirm_of, is_repeat, is_surplus, retry_params
+from ablate.sweep.spec import resolve_reference
+from ablate.sweep.storage import best_trial, confirm_of, confirmed, is_repeat, is_surplus, retry_params
 from ablate.sweep.worker import suggest
 
 ABLATE = [sys.executable, "-m", "ablate"]
@@ -129,7 +131,7 @@ def test_the_top_trials_are_queued_once_on_new_seeds_and_the_best_is_the_best_me
     assert best_trial(study.trials, "maximize").number == 1  # a confirmation run is never the best trial
     reason = next_confirmations(study, spec, base_seed=0)
     assert reason == "trials 1, 0, 6 on 2 more seeds each"
-    assert study.user_attrs[R.ATTR_CONFIRMED] == {"top": 3, "seeds": 2, "reason": reason}
+    assert study.user_attrs[R.ATTR_CONFIRMED] == {"top": 3, "seeds": 2, "search": 6, "reason": reason}
     rows = confirmed(study.trials, "maximize")
     assert [r["trial"] for r in rows] == [0, 1, 6] and [r["n"] for r in rows] == [3, 3, 3]
     values = [0.90, 0.93, 0.94]
@@ -137,6 +139,19 @@ def test_the_top_trials_are_queued_once_on_new_seeds_and_the_best_is_the_best_me
     assert rows[0]["mean"] == pytest.approx(np.mean(values))
     mean = np.mean(values)
     assert (rows[0]["ci_low"], rows[0]["ci_high"]) == pytest.approx((mean - half, mean + half))
+    # an ablation's reference best_of:s is the confirmed best, not the lucky trial 1
+    assert resolve_reference("best_of:s", cwd=tmp_path) == {**spec.fixed, **by_number[0].params}
+
+    # the same study resumed with a larger n_trials: the search goes on, then its new best is confirmed
+    more = dataclasses.replace(spec, n_trials=8)
+    assert next_confirmations(study, spec, base_seed=0) == reason  # unchanged: still done
+    _tell_search(study, more, [("complete", 0.99)])
+    assert next_confirmations(study, more, base_seed=0) is None  # 7 of 8: the search goes on
+    assert not [t for t in study.trials if t.state == TrialState.WAITING]
+    _tell_search(study, more, [("complete", 0.50)])
+    assert next_confirmations(study, more, base_seed=0) is None
+    assert sorted((confirm_of(t), retry_params(t)["seed"]) for t in study.trials
+                  if t.state == TrialState.WAITING) == [(13, 1), (13, 2)]  # trial 13 (0.99), now in the top 3
 
 
 def test_seeds_follow_the_search_seed_and_a_failed_confirmation_is_not_queued_again(tmp_path):

@@ -9,7 +9,8 @@ so a retry of a killed one keeps them. The workers run them like any queued tria
 child run, tagged :data:`~ablate.records.TAG_CONFIRM_OF`), outside ``n_trials`` and never pruned.
 When none is queued or running, the supervisor records on the study that the confirmation is done
 (:data:`~ablate.records.ATTR_CONFIRMED`) and the workers stop. Everything is read from the study,
-so a supervisor started again (the same command) queues exactly the pairs still missing.
+so a supervisor started again (the same command) queues exactly the pairs still missing. Each
+confirmed trial's mean over its seeds is :func:`ablate.sweep.storage.confirmed`.
 
 What the sampler sees: a confirmation trial holds the candidate's parameters as its own (so the
 intersection search space of a multivariate TPE, CMA-ES or GP sampler stays the whole space; a
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
@@ -33,11 +33,7 @@ from ablate import records as R
 from ablate.sweep.spec import StudySpec
 from ablate.sweep.storage import confirm_of, is_finished, ranked_trials, retry_params
 
-__all__ = ["CONFIDENCE", "confirmation_values", "confirmed", "next_confirmations", "search_budget",
-           "search_done"]
-
-CONFIDENCE = 0.95
-"""The level of a confirmed candidate's t-interval of its mean."""
+__all__ = ["confirmation_done", "confirmation_seeds", "next_confirmations", "search_budget", "search_done"]
 
 _LIVE = (TrialState.RUNNING, TrialState.WAITING)
 
@@ -67,8 +63,21 @@ def confirmation_seeds(base_seed: int, seeds: int) -> list[int]:
     return [base_seed + i for i in range(1, seeds + 1)]
 
 
-def _done_mark(confirm: Mapping[str, int]) -> dict[str, int]:
-    return {"top": int(confirm["top"]), "seeds": int(confirm["seeds"])}
+def _done_mark(confirm: Mapping[str, int], trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """What a finished confirmation is recorded for: its top and seeds, and the search trials it saw
+    finished (a later sweep with a larger ``n_trials`` makes it stale: its new best get confirmed)."""
+    search = sum(1 for t in trials if is_finished(t) and confirm_of(t) is None)
+    return {"top": int(confirm["top"]), "seeds": int(confirm["seeds"]), "search": search}
+
+
+def confirmation_done(study: Study, confirm: Mapping[str, int], trials: Sequence[FrozenTrial]) -> str | None:
+    """What was confirmed, when the study records this ``confirm`` done over these trials; else None."""
+    mark = study.user_attrs.get(R.ATTR_CONFIRMED)
+    if not isinstance(mark, Mapping):
+        return None
+    if {k: mark.get(k) for k in ("top", "seeds", "search")} != _done_mark(confirm, trials):
+        return None
+    return str(mark.get("reason", "confirmed"))
 
 
 def next_confirmations(study: Study, spec: StudySpec, base_seed: int) -> str | None:
@@ -83,10 +92,10 @@ def next_confirmations(study: Study, spec: StudySpec, base_seed: int) -> str | N
     """
     confirm = spec.confirm
     assert confirm is not None
-    mark = study.user_attrs.get(R.ATTR_CONFIRMED)
-    if isinstance(mark, Mapping) and {k: mark.get(k) for k in ("top", "seeds")} == _done_mark(confirm):
-        return str(mark.get("reason", "confirmed"))
     trials = study.get_trials(deepcopy=False)
+    done = confirmation_done(study, confirm, trials)
+    if done is not None:
+        return done
     if not search_done(study, spec, trials):
         return None
     candidates = ranked_trials(trials, spec.direction)[:confirm["top"]]
@@ -110,39 +119,5 @@ def next_confirmations(study: Study, spec: StudySpec, base_seed: int) -> str | N
         return None
     reason = (f"trials {', '.join(str(c.number) for c in candidates)} on {confirm['seeds']} more seeds each"
               if candidates else "no complete trial to confirm")
-    study.set_user_attr(R.ATTR_CONFIRMED, {**_done_mark(confirm), "reason": reason})
+    study.set_user_attr(R.ATTR_CONFIRMED, {**_done_mark(confirm, trials), "reason": reason})
     return reason
-
-
-def confirmation_values(trials: Sequence[FrozenTrial], direction: str) -> dict[int, list[float]]:
-    """Each confirmed trial's values: its own, then its confirmation runs' (complete, not diverged)."""
-    values: dict[int, list[float]] = {}
-    ok = {t.number for t in ranked_trials(trials, direction)}
-    for t in trials:
-        of = confirm_of(t)
-        if of is None or of not in ok:
-            continue
-        good = (t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
-                and t.user_attrs.get(R.ATTR_OUTCOME) != R.DIVERGED)
-        values.setdefault(of, [])
-        if good:
-            values[of].append(float(t.value))  # type: ignore[arg-type]
-    by_number = {t.number: t for t in trials}
-    return {of: [float(by_number[of].value), *v] for of, v in values.items()}  # type: ignore[arg-type]
-
-
-def confirmed(trials: Sequence[FrozenTrial], direction: str) -> list[dict[str, Any]]:
-    """The confirmed trials, best mean first: ``trial``, ``n`` (seeds with a value, its own
-    included), ``mean``, ``ci_low``, ``ci_high`` (the t-interval at :data:`CONFIDENCE`)."""
-    import pandas as pd  # the analysis stack: only for a search with confirm
-
-    from ablate.analysis import confirmed_means
-
-    rows = [{"trial": of, "value": v} for of, values in confirmation_values(trials, direction).items()
-            for v in values]
-    if not rows:
-        return []
-    table = confirmed_means(pd.DataFrame(rows), "value", group="trial", ci=CONFIDENCE,
-                            maximize=direction == "maximize")
-    return [{"trial": int(r.trial), "n": int(r.n), "mean": float(r.mean), "ci_low": float(r.ci_low),
-             "ci_high": float(r.ci_high)} for r in table.itertuples(index=False)]

@@ -15,12 +15,12 @@ from typing import IO, Any
 from optuna.study import Study
 from optuna.trial import FrozenTrial
 
-from ablate.records import ATTR_CONFIRMED, ATTR_SEEDS_STOP, ATTR_SESSION_START, ATTR_WORKER
+from ablate.records import ATTR_SEEDS_STOP, ATTR_SESSION_START, ATTR_WORKER
 from ablate.secrets import redact, redact_text
-from ablate.sweep.confirm import CONFIDENCE, confirmed
+from ablate.sweep.confirm import confirmation_done
 from ablate.sweep.rounds import seeds_per_arm
 from ablate.sweep.spec import StudySpec
-from ablate.sweep.storage import best_trial, count_states
+from ablate.sweep.storage import CONFIDENCE, best_trial, confirmed, count_states
 
 __all__ = ["Progress", "absolute_uri", "best_command", "clock", "summary"]
 
@@ -121,13 +121,13 @@ def best_command(spec: StudySpec, best: FrozenTrial) -> str:
 def _confirm_lines(study: Study, spec: StudySpec, trials: list[FrozenTrial]) -> list[str]:
     """A search with confirm: each confirmed trial's mean over its seeds and interval, best first."""
     assert spec.confirm is not None
-    done = study.user_attrs.get(ATTR_CONFIRMED)
+    done = confirmation_done(study, spec.confirm, trials)
     rows = confirmed(trials, spec.direction)
     if not rows or done is None:
         return [(f"Confirm: top {spec.confirm['top']} x {spec.confirm['seeds']} seeds not done yet "
                  "(rerun the same command to resume)")]
     level = f"{CONFIDENCE * 100:g} %"
-    lines = [f"Confirm: {done.get('reason', '')}; mean {spec.metric} over its seeds [{level} t-interval]:"]
+    lines = [f"Confirm: {done}; mean {spec.metric} over its seeds [{level} t-interval]:"]
     for r in rows:
         lines.append(f"  trial {r['trial']}: {r['mean']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}] "
                      f"over {r['n']} seeds")
@@ -158,7 +158,7 @@ def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, w
     if spec.confirm is not None:
         lines += _confirm_lines(study, spec, trials)
         rows = confirmed(trials, spec.direction)
-        if rows and ATTR_CONFIRMED in study.user_attrs:  # the best mean over seeds is the best recipe
+        if rows and confirmation_done(study, spec.confirm, trials):  # the best mean over seeds is the best
             best = next(t for t in trials if t.number == rows[0]["trial"])
             best_text = (f"Best {spec.metric}: mean {rows[0]['mean']:.4f} over {rows[0]['n']} seeds "
                          f"(trial {best.number})")

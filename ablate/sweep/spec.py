@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.ablation import build_design
 from ablate.config import hydra_at, translate_compose_error
 from ablate.errors import AblateError, ConfigError
-from ablate.records import ATTR_SPEC, DIRECTIONS
+from ablate.records import ATTR_CONFIRMED, ATTR_SPEC, DIRECTIONS
 from ablate.secrets import redact_text, redact_values
 from ablate.space import AblationSpace, SearchSpace, fixed_overrides, parse_space
 from ablate.sweep.schema import (
@@ -37,7 +37,7 @@ from ablate.sweep.schema import (
     check_name,
     register_study_configs,
 )
-from ablate.sweep.storage import best_trial, open_storage, redact
+from ablate.sweep.storage import best_trial, confirmed, open_storage, redact
 
 __all__ = [
     "SWEEPS_DIR",
@@ -416,8 +416,9 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     """An ablation's reference recipe as ``{config path: value}``.
 
     ``reference`` is a mapping (the full recipe), or ``best_of:<study>``: the fixed overrides and
-    best parameters of another study's best finished trial, read from ``runs/<study>/journal.log``
-    (or ``best_of:<study>@<storage URL or file>``).
+    best parameters of another study's best finished trial (after its ``confirm:``, the confirmed
+    trial with the best mean over its seeds), read from ``runs/<study>/journal.log`` (or
+    ``best_of:<study>@<storage URL or file>``).
 
     Raises:
         ConfigError: neither a mapping nor ``best_of:...``.
@@ -438,7 +439,12 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, heartbeat_interval=None)
     other = load_spec(storage, name, url)
-    best = best_trial(optuna.load_study(study_name=name, storage=storage).trials, other.direction)
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.trials
+    best = best_trial(trials, other.direction)
+    rows = confirmed(trials, other.direction) if ATTR_CONFIRMED in study.user_attrs else []
+    if rows:  # one lucky seed is not the best: the best mean over seeds is
+        best = next(t for t in trials if t.number == rows[0]["trial"])
     if best is None:  # none complete with a finite value (a diverged one is not a best)
         raise AblateError(f"reference: study {name!r} has no finished trial to take the best of")
     return {**other.fixed, **best.params}

@@ -15,6 +15,7 @@ import inspect
 import io
 import itertools
 import json
+import math
 import os
 import socket
 import sys
@@ -46,10 +47,13 @@ from ablate.records import (
 from ablate.secrets import redact, redact_text
 
 __all__ = [
+    "CONFIDENCE",
     "Heartbeat",
     "KilledHook",
     "best_trial",
     "confirm_of",
+    "confirmation_values",
+    "confirmed",
     "count_states",
     "fail_and_retry",
     "holder",
@@ -278,6 +282,44 @@ def best_trial(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | N
     """The best trial of :func:`ranked_trials` (``direction``: maximize or minimize), or None."""
     ranked = ranked_trials(trials, direction)
     return ranked[0] if ranked else None
+
+
+CONFIDENCE = 0.95
+"""The level of a confirmed trial's t-interval of its mean (:func:`confirmed`)."""
+
+
+def confirmation_values(trials: Sequence[FrozenTrial], direction: str) -> dict[int, list[float]]:
+    """Each confirmed trial's values: its own, then its confirmation runs' (complete, not diverged)."""
+    values: dict[int, list[float]] = {}
+    ok = {t.number for t in ranked_trials(trials, direction)}
+    for t in trials:
+        of = confirm_of(t)
+        if of is None or of not in ok:
+            continue
+        good = (t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+                and t.user_attrs.get(ATTR_OUTCOME) != DIVERGED)
+        values.setdefault(of, [])
+        if good:
+            values[of].append(float(t.value))  # type: ignore[arg-type]
+    by_number = {t.number: t for t in trials}
+    return {of: [float(by_number[of].value), *v] for of, v in values.items()}  # type: ignore[arg-type]
+
+
+def confirmed(trials: Sequence[FrozenTrial], direction: str) -> list[dict[str, Any]]:
+    """The confirmed trials, best mean first: ``trial``, ``n`` (seeds with a value, its own
+    included), ``mean``, ``ci_low``, ``ci_high`` (the t-interval at :data:`CONFIDENCE`)."""
+    import pandas as pd  # the analysis stack: only for a search with confirm
+
+    from ablate.analysis import confirmed_means
+
+    rows = [{"trial": of, "value": v} for of, values in confirmation_values(trials, direction).items()
+            for v in values]
+    if not rows:
+        return []
+    table = confirmed_means(pd.DataFrame(rows), "value", group="trial", ci=CONFIDENCE,
+                            maximize=direction == "maximize")
+    return [{"trial": int(r.trial), "n": int(r.n), "mean": float(r.mean), "ci_low": float(r.ci_low),
+             "ci_high": float(r.ci_high)} for r in table.itertuples(index=False)]
 
 
 def spent_failures(trials: Sequence[FrozenTrial], max_failures: int, *, since: int = 0) -> FrozenTrial | None:

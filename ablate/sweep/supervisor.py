@@ -32,7 +32,7 @@ from ablate import records as R
 from ablate.errors import AblateError
 from ablate.space import AblationSpace
 from ablate.sweep.composer import TrialComposer, check_trial_configs
-from ablate.sweep.confirm import confirmed, next_confirmations
+from ablate.sweep.confirm import confirmation_done, next_confirmations
 from ablate.sweep.preflight import check_before_start
 from ablate.sweep.progress import Progress, absolute_uri, summary
 from ablate.sweep.rounds import next_seeds, seeds_per_arm
@@ -41,6 +41,7 @@ from ablate.sweep.spec import StudySpec, compose_study, load_spec
 from ablate.sweep.storage import (
     best_trial,
     confirm_of,
+    confirmed,
     count_states,
     holder,
     is_finished,
@@ -131,7 +132,7 @@ def finish_parent(study: Study, spec: StudySpec, parent_run_id: str, status: str
         extra[R.TAG_SEEDS_PER_ARM] = json.dumps(seeds_per_arm(study, spec))
     if spec.adaptive is not None:
         extra[R.TAG_SEEDS_STOP] = str(study.user_attrs.get(R.ATTR_SEEDS_STOP, "not decided yet (resume it)"))
-    if spec.confirm is not None and R.ATTR_CONFIRMED in study.user_attrs:
+    if spec.confirm is not None and confirmation_done(study, spec.confirm, trials) is not None:
         extra[R.TAG_CONFIRMED] = json.dumps(confirmed(trials, spec.direction))
     finish_study_run(tracking_uri=spec.tracking_uri, parent_run_id=parent_run_id, status=status,
                      counts=counts, metric=spec.metric, extra_tags=extra,

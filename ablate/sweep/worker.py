@@ -30,6 +30,7 @@ from ablate import records as R
 from ablate.data import Dataset
 from ablate.errors import AblateError, ConfigError
 from ablate.sweep.composer import Composed, TrialComposer
+from ablate.sweep.confirm import confirmation_done
 from ablate.sweep.runs import killed_hook, run_name, trial_tags
 from ablate.sweep.samplers import build_search
 from ablate.sweep.spec import compose_study, load_spec
@@ -227,8 +228,7 @@ class Worker:
             self.idle_since = None
             return "ask"
         assert self.spec.confirm is not None
-        mark = self.study.user_attrs.get(R.ATTR_CONFIRMED)
-        if isinstance(mark, Mapping) and all(mark.get(k) == v for k, v in self.spec.confirm.items()):
+        if confirmation_done(self.study, self.spec.confirm, trials) is not None:
             return "stop"
         return self._between_rounds(trials)
 
