@@ -223,7 +223,10 @@ class Worker:
 
     def _confirming(self, trials: Sequence[FrozenTrial]) -> str:
         """The search is done: ``ask`` for its queued confirmation runs, ``stop`` once the supervisor
-        recorded them all done, else wait for it to queue them (as between rounds of seeds)."""
+        recorded them all done (or the deadline passed), else wait for it to queue them (as between
+        rounds of seeds)."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            return "stop"
         if any(t.state == TrialState.WAITING and confirm_of(t) is not None for t in trials):
             self.idle_since = None
             return "ask"
