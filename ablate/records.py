@@ -17,6 +17,8 @@ from typing import Final
 __all__ = [
     "ARTIFACT_CONFIG",
     "ARTIFACT_STUDY",
+    "ATTR_CONFIRMED",
+    "ATTR_CONFIRM_OF",
     "ATTR_DEVICE",
     "ATTR_EPOCHS_RUN",
     "ATTR_ERROR",
@@ -25,6 +27,7 @@ __all__ = [
     "ATTR_PARENT",
     "ATTR_RETRY_OF",
     "ATTR_RUN",
+    "ATTR_SEARCH_EXHAUSTED",
     "ATTR_SEEDS_STOP",
     "ATTR_SESSION_START",
     "ATTR_SPEC",
@@ -51,6 +54,8 @@ __all__ = [
     "TAG_BEST_RUN",
     "TAG_BEST_TRIAL",
     "TAG_COMMIT",
+    "TAG_CONFIRMED",
+    "TAG_CONFIRM_OF",
     "TAG_DATASET",
     "TAG_DESIGN",
     "TAG_DEVICE",
@@ -98,6 +103,7 @@ TAG_DEVICE: Final = "device"
 TAG_ARM: Final = "ablate.arm"  # an ablation's arm (also the report's grouping)
 TAG_DESIGN: Final = "ablate.design"  # leave_one_out | ... on trials; also "search" on a parent run
 TAG_PRUNED_AT: Final = "pruned_at_epoch"
+TAG_CONFIRM_OF: Final = "ablate.confirm_of"  # a confirmation run: the search trial it trains again
 # A study's parent run:
 TAG_KIND: Final = "ablate.kind"  # KIND_STUDY marks a parent run
 TAG_STORAGE: Final = "optuna.storage"  # the Optuna storage, password redacted
@@ -106,12 +112,14 @@ TAG_BEST_RUN: Final = "best_run_id"
 BEST_PARAM_PREFIX: Final = "best."  # best.<param> = value of the best trial
 TAG_SEEDS_PER_ARM: Final = "seeds_per_arm"  # JSON {arm: seeds with a finished run}
 TAG_SEEDS_STOP: Final = "seeds_stop"  # adaptive seeds: why the study stopped adding seeds
+TAG_CONFIRMED: Final = "confirmed"  # confirm: JSON [{trial, n, mean, ci_low, ci_high}], best first
 KIND_STUDY: Final = "study"
 
 TAGS: Final = (TAG_DATASET, TAG_TRICKS, TAG_STATUS, TAG_STOP_REASON, TAG_ERROR, TAG_VERSIONS,
                TAG_HARDWARE, TAG_PYTHON, TAG_COMMIT, TAG_PARENT, TAG_STUDY, TAG_TRIAL_NUMBER,
                TAG_OPTUNA_STATE, TAG_WORKER, TAG_DEVICE, TAG_ARM, TAG_DESIGN, TAG_PRUNED_AT, TAG_KIND,
-               TAG_STORAGE, TAG_BEST_TRIAL, TAG_BEST_RUN, TAG_SEEDS_PER_ARM, TAG_SEEDS_STOP)
+               TAG_STORAGE, TAG_BEST_TRIAL, TAG_BEST_RUN, TAG_SEEDS_PER_ARM, TAG_SEEDS_STOP,
+               TAG_CONFIRM_OF, TAG_CONFIRMED)
 """Every tag name above (tests/test_layout.py refuses these literals outside this module)."""
 
 # --- MLflow params and artifacts -----------------------------------------------------------------
@@ -196,6 +204,13 @@ def run_state(mlflow_status: str, tags: Mapping[str, str]) -> str:
 
 # --- Optuna study and trial user attributes ---------------------------------------------------------
 ATTR_SEEDS_STOP: Final = "ablate.seeds_stop"  # on an adaptive study: why it added no more seeds
+# On a search with confirm: {"top", "seeds", "reason"} once every confirmation run of that confirm finished
+ATTR_CONFIRMED: Final = "ablate.confirmed"
+# On a search whose sampler ran out of points (grid, brute force): its search is over
+ATTR_SEARCH_EXHAUSTED: Final = "ablate.search_exhausted"
+# A confirmation trial's queued value (Study.enqueue_trial, with "seed"), so a retry keeps it; also a
+# user attribute of the trial: the number of the search trial whose parameters it trains again
+ATTR_CONFIRM_OF: Final = "ablate.confirm_of"
 ATTR_SPEC: Final = "ablate.spec"  # on the study: StudySpec.to_json(), so every worker runs the same recipe
 ATTR_PARENT: Final = "ablate.mlflow_parent_run_id"  # on the study: its MLflow parent run
 ATTR_SESSION_START: Final = "ablate.session_start"  # on the study: trials when this `ablate sweep` started

@@ -49,7 +49,8 @@ verdicts      a verdict per contrast (helps, hurts, no effect by TOST within a m
               with the seeds it needs): verdicts, default_margin
 adaptive      adaptive seeds: the rule after each round (next_round, Round) and verdicts valid under
               optional stopping (sequential_verdicts, look_levels, looks)
-search        hyperparameter searches: expected_best, typed_params, param_importance (Optuna, lazily)
+search        hyperparameter searches: expected_best, typed_params, param_importance (Optuna, lazily),
+              confirmed_means (the best trials' means over more seeds, with t-intervals)
 _checks       the argument and frame checks the others share
 ============  ====================================================================================
 """
@@ -62,7 +63,7 @@ from ablate.analysis.curves import convergence, epochs_to_target
 from ablate.analysis.factorial import factorial_effects
 from ablate.analysis.intervals import bootstrap_ci, t_interval, t_test
 from ablate.analysis.paired import Comparison, compare, holm, holm_intervals
-from ablate.analysis.search import expected_best, param_importance, typed_params
+from ablate.analysis.search import confirmed_means, expected_best, param_importance, typed_params
 from ablate.analysis.verdicts import default_margin, verdicts
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "bootstrap_ci",
     "check_single",
     "compare",
+    "confirmed_means",
     "convergence",
     "cost",
     "default_margin",

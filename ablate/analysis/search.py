@@ -1,4 +1,5 @@
-"""Hyperparameter searches: expected best score of n trials, and which parameters matter.
+"""Hyperparameter searches: expected best score of n trials, which parameters matter, and the
+confirmed best (the best trials' means over more seeds).
 
 The only analysis module that imports Optuna, and only inside the functions that need it (it costs
 ~1 s at start-up): :func:`typed_params` reads a search's sampled values back as Optuna values,
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.analysis._checks import numeric, one_line, require_frame
-from ablate.analysis.intervals import CHUNK_ELEMENTS
+from ablate.analysis.intervals import CHUNK_ELEMENTS, t_interval
 from ablate.errors import AblateError
 from ablate.records import PARAM_SAMPLED
 
@@ -79,6 +80,42 @@ def expected_best(values: Any, *, n_max: int | None = None, maximize: bool = Tru
         out[start - 1:start - 1 + n.shape[0]] = v[-1] - np.exp(n * log_cdf[live]) @ gaps[live]
         start += n.shape[0]
     return out if maximize else -out
+
+
+def confirmed_means(runs: pd.DataFrame, column: str, *, group: str, ci: float = 0.95,
+                    maximize: bool = True) -> pd.DataFrame:
+    """Each confirmed configuration's mean over its seeds, with the t-interval of that mean.
+
+    A search's best trial is one seed: retrained on more seeds (``confirm:``), each configuration's
+    runs are a sample of its seed-to-seed spread, and ``mean ± t_{n-1, 1-alpha/2} · sd / sqrt(n)``
+    (:func:`~ablate.analysis.intervals.t_interval`, exact under normal noise at any n >= 2) says how
+    well that mean is known. NaN values (diverged runs) are left out of ``n``.
+
+    Args:
+        runs: One row per run, with the ``group`` column (the configuration: the search trial it
+            confirms) and the ``column`` value.
+        column: The value (``best_val_acc``).
+        group: The column naming each run's configuration.
+        ci: The interval's level.
+        maximize: Best is the highest mean (else the lowest).
+
+    Returns:
+        Columns ``group``, ``n``, ``mean``, ``std``, ``ci_low``, ``ci_high``, best mean first (a
+        group without a value last); bounds NaN below 2 values.
+    """
+    require_frame(runs, "runs", [group, column])
+    if not 0.0 < ci < 1.0:
+        raise AblateError(f"ci: {ci!r} is not allowed; expected a level in (0, 1) such as 0.95")
+    values = numeric(runs, column, "runs")
+    keys = list(dict.fromkeys(runs[group].tolist()))
+    samples = [values[(runs[group] == k).to_numpy()].dropna().to_numpy(dtype=np.float64) for k in keys]
+    low, high = t_interval(samples, 1.0 - ci)
+    out = pd.DataFrame({group: keys, "n": [len(x) for x in samples],
+                        "mean": [float(x.mean()) if len(x) else math.nan for x in samples],
+                        "std": [float(x.std(ddof=1)) if len(x) > 1 else math.nan for x in samples],
+                        "ci_low": low, "ci_high": high})
+    return out.sort_values("mean", ascending=not maximize, na_position="last", kind="stable") \
+              .reset_index(drop=True)
 
 
 def _importances(study: Any, evaluator: Any) -> dict[str, float]:

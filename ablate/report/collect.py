@@ -290,8 +290,12 @@ def _kept(selection: _Selection, tracking_uri: str) -> list[Any]:
 
 
 def _trial_arms(runs: pd.DataFrame) -> list[str]:
-    """A search's arms: every trial is its own recipe, ``trial <number>``."""
+    """A search's arms: every trial is its own recipe, ``trial <number>``; a confirmation run (another
+    seed of a trial's recipe) belongs to the trial it confirms."""
     numbers = pd.to_numeric(runs.get(f"tags.{records.TAG_TRIAL_NUMBER}"), errors="coerce")
+    confirm_tag = f"tags.{records.TAG_CONFIRM_OF}"
+    if confirm_tag in runs:
+        numbers = pd.to_numeric(runs[confirm_tag], errors="coerce").fillna(numbers)
     return ["trial " + (str(int(n)) if not math.isnan(n) else rn)
             for n, rn in zip(numbers, runs["run_name"], strict=True)]
 

@@ -15,8 +15,8 @@ leave_one_out      the arm most comparisons share      —                      
 add_one_in         the arm most comparisons share      —                           —
 cumulative         the last step (the full recipe)     change at each step         Cumulative
 factorial          the arm most comparisons share      main effects, interactions  Factorial
-search             the best trial                      expected best, importances  Search (replaces
-                                                                                   the ablation ones)
+search             the best trial (after confirm: the  expected best, importances, Search (replaces
+                   best mean over its seeds)           confirmed means             the ablation ones)
 runs               the best arm                        —                           —
 =================  ==================================  ==========================  ===================
 """
@@ -106,7 +106,11 @@ def _describe_ablation(result: Analysis, meta: Mapping[str, Any]) -> str:
 def _describe_search(result: Analysis, meta: Mapping[str, Any]) -> str:
     if result.comparisons is not None:
         return _describe_ablation(result, meta)
-    return f"{result.kind.name} ({len(result.summary)} trials)"
+    confirmed = (result.search or {}).get("confirmed")
+    if confirmed is None:
+        return f"{result.kind.name} ({len(result.summary)} trials)"
+    return (f"{result.kind.name} ({len(result.summary)} trials; the best {len(confirmed)} confirmed on more "
+            f"seeds, {int(confirmed['n'].max())} at most)")
 
 
 def _describe_runs(result: Analysis, meta: Mapping[str, Any]) -> str:
@@ -230,9 +234,34 @@ def _trial_order(runs: pd.DataFrame) -> pd.Series:
     return order_key
 
 
+def confirmation_runs(runs: pd.DataFrame) -> pd.Series:
+    """True for a search's confirmation runs (another seed of a trial's recipe, ``confirm:``)."""
+    tag = f"tags.{records.TAG_CONFIRM_OF}"
+    if tag not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs[tag].notna()
+
+
+def _confirmed(inputs: Inputs, result: Analysis) -> pd.DataFrame | None:
+    """Each confirmed trial's mean over its seeds (its own run and its confirmation runs) with the
+    t-interval of that mean, best first; the best becomes the report's reference (its best)."""
+    runs = inputs.runs
+    confirming = confirmation_runs(runs)
+    if not confirming.any():
+        return None
+    candidates = set(runs.loc[confirming, "arm"])
+    table = A.confirmed_means(runs[runs["arm"].isin(candidates)], inputs.column, group="arm", ci=CI,
+                              maximize=result.maximize)
+    if table["mean"].notna().any():
+        result.reference = str(table["arm"].iloc[0])
+    return table
+
+
 def _search_step(inputs: Inputs, result: Analysis) -> None:
-    """Expected best of n trials, the best so far in trial order, and hyperparameter importances."""
-    runs, column, maximize, notes = inputs.runs, inputs.column, result.maximize, result.notes
+    """Expected best of n trials, the best so far in trial order, and hyperparameter importances
+    (over the search's own trials, one seed each); after ``confirm:``, the confirmed means."""
+    column, maximize, notes = inputs.column, result.maximize, result.notes
+    runs = inputs.runs[~confirmation_runs(inputs.runs)]
     ordered = runs.assign(_o=_trial_order(runs).to_numpy())
     ordered = ordered.sort_values("_o", kind="stable", na_position="last")
     values = pd.to_numeric(ordered[column], errors="coerce").to_numpy(dtype=np.float64)
@@ -252,6 +281,9 @@ def _search_step(inputs: Inputs, result: Analysis) -> None:
             notes["importance"] = str(exc)
     else:
         notes["importance"] = "no search distributions recorded for this study"
+    confirmed = _confirmed(inputs, result)
+    if confirmed is not None:
+        out["confirmed"] = confirmed
     result.extras["search"] = out
 
 
@@ -276,11 +308,54 @@ def _best_trials(result: Analysis, runs: pd.DataFrame) -> Table:
     return Table(cols, rows, ["r", "l", "r", "r", *(["l"] * len(params)), "l"])
 
 
+def _confirmed_table(result: Analysis, runs: pd.DataFrame, confirmed: pd.DataFrame) -> Table:
+    """One row per confirmed trial, best mean first: seeds, mean, its interval, spread, parameters."""
+    search = result.search or {}
+    fmt = result.fmt
+    params = search.get("params") or []
+    typed = search.get("typed")
+    own = runs[~confirmation_runs(runs)]
+    cols = ["rank", "trial", "seeds", f"mean {fmt.label}{fmt.unit()}", "95 % CI", "std", "its search run",
+            *params]
+    rows = []
+    for rank, r in enumerate(confirmed.itertuples(index=False), 1):
+        first = own.index[own["arm"] == r.arm]
+        value = pd.to_numeric(own.loc[first, fmt.name], errors="coerce").iloc[0] if len(first) else math.nan
+        cells = [str(rank), str(r.arm), str(int(r.n)), fmt.level(r.mean),
+                 fmt_ci(fmt, r.ci_low, r.ci_high, diff=False), fmt.diff(r.std, 2, sign=False),
+                 fmt.level(value)]
+        for p in params:
+            v = typed.loc[first[0], p] if typed is not None and len(first) and p in typed else None
+            cells.append(g(v) if isinstance(v, (float, np.floating)) else ("—" if v is None else str(v)))
+        rows.append(cells)
+    return Table(cols, rows, ["r", "l", "r", "r", "r", "r", "r", *(["l"] * len(params))])
+
+
+def _confirmed_blocks(result: Analysis, runs: pd.DataFrame) -> list[Any]:
+    """The confirmed best in one sentence, then every confirmed trial's row."""
+    confirmed = (result.search or {}).get("confirmed")
+    if confirmed is None:
+        return []
+    fmt = result.fmt
+    best = confirmed.iloc[0]
+    extra = int(confirmation_runs(runs).sum())
+    lead = (f"Best: {best['arm']}, mean {fmt.label} {fmt.level(best['mean'])}{fmt.unit(space=True)} "
+            f"{fmt_ci(fmt, best['ci_low'], best['ci_high'], diff=False)} (95 % t-interval) over "
+            f"{int(best['n'])} seeds. The search's {len(confirmed)} best trials were each trained again on "
+            f"more seeds ({extra} confirmation runs), so the best is the best mean over seeds, not one "
+            "lucky seed:")
+    return [Paragraph(lead), _confirmed_table(result, runs, confirmed)]
+
+
 def _search_section(page: Page) -> list[Section]:
-    result, runs = page.result, page.runs
+    result = page.result
+    runs = page.runs[~confirmation_runs(page.runs)]
     section = Section("Search")
+    section.blocks += _confirmed_blocks(result, page.runs)
     section.blocks.append(Paragraph(f"The {min(BEST_TRIALS, len(runs))} best of {len(runs)} finished "
-                                    f"trials by {result.fmt.label}:", note=True))
+                                    f"trials by {result.fmt.label}" + (" (one seed each)" if len(runs) <
+                                                                       len(page.runs) else "") + ":",
+                                    note=True))
     section.blocks.append(_best_trials(result, runs))
     section.blocks += page.figure("importance")
     if "importance" in result.notes:
@@ -291,7 +366,7 @@ def _search_section(page: Page) -> list[Section]:
 
 def _search_frames(result: Analysis) -> dict[str, Any]:
     search = result.search or {}
-    return {"importance": search["importance"]} if "importance" in search else {}
+    return {k: search[k] for k in ("importance", "confirmed") if k in search}
 
 
 # --- the registry ---------------------------------------------------------------------------------

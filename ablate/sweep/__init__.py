@@ -3,7 +3,7 @@
 =========================  =========================================================================
 module                     its one job
 =========================  =========================================================================
-``schema``                 the study file's dataclasses (study, sampler, pruner, launcher)
+``schema``                 the study file's dataclasses (study, sampler, pruner, launcher, confirm)
 ``spec``                   compose ``sweeps/<name>.yaml`` + overrides into a validated ``StudySpec``
 ``storage``                open a storage; trial states and counts; heartbeats; stale-trial retry
 ``samplers``               samplers and pruners from plain keyword arguments
@@ -11,6 +11,9 @@ module                     its one job
 ``runs``                   a trial's MLflow run: its tags, and what a killed trial's run gets
 ``worker``                 ask -> compose -> fit -> tell, as a class of named steps; joining a study
 ``supervisor``             create or resume a study, start / watch / restart workers, the parent run
+``rounds``                 adaptive seeds: the next round of an ablation, queued between rounds
+``confirm``                a search's best trials queued again on more seeds, and their means
+``plan``                   ``ablate plan``: what a sweep would run and cost
 ``progress``               the live display and the closing summary
 ``launchers``              SLURM jobs (submitit) seen as worker processes
 =========================  =========================================================================

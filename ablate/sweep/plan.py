@@ -5,7 +5,7 @@ then, when the study's storage already holds it (a pilot, or a sweep stopped par
 finished trials are read. The plan says:
 
 * the design: arms and seeds (fixed, or an adaptive ``{start, step, max}`` schedule) or the
-  search's trials, and the workers;
+  search's trials (and its confirmation runs, ``confirm: {top, seeds}``), and the workers;
 * the training time: each arm's median seconds per trial over its finished trials (a search: the
   median over all), times the trials still to run, over the workers; with no earlier trials, how to
   get a figure (a pilot of 2 seeds);
@@ -26,11 +26,12 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from ablate import records as R
 from ablate.errors import AblateError
 from ablate.secrets import redact
 from ablate.sweep.rounds import pair_values
 from ablate.sweep.spec import StudySpec, compose_study, differ_text, load_spec, recipe_differences
-from ablate.sweep.storage import is_finished, open_storage
+from ablate.sweep.storage import confirm_of, is_finished, open_storage, retry_params
 from ablate.sweep.supervisor import worker_devices
 
 __all__ = ["plan_text", "run_plan"]
@@ -102,6 +103,10 @@ class _Units:
 def _design_lines(spec: StudySpec, workers: int) -> list[str]:
     if not spec.design:
         budget = f"{spec.n_trials} trials" if spec.n_trials else "trials until the timeout"
+        if spec.confirm is not None:
+            top, more = spec.confirm["top"], spec.confirm["seeds"]
+            budget += (f", then the best {top} confirmed on {more} more seeds each ({top * more} runs, "
+                       f"{(spec.n_trials or 0) + top * more} in all)")
         return [(f"Study {spec.name}: search, {budget}, sampler {spec.sampler['name']}, pruner "
                 f"{spec.pruner['name']}, {workers} worker{'s' if workers != 1 else ''}")]
     arms = len(spec.arms)
@@ -120,8 +125,13 @@ def _design_lines(spec: StudySpec, workers: int) -> list[str]:
 def _to_run(spec: StudySpec, trials: Sequence[FrozenTrial]) -> dict[str, int]:
     """Trials still to run per arm (``""`` for a search) at the design's first budget."""
     if not spec.design:
-        done = sum(map(is_finished, trials))
-        return {"": max(0, (spec.n_trials or 0) - done)}
+        done = sum(is_finished(t) for t in trials if confirm_of(t) is None)
+        left = max(0, (spec.n_trials or 0) - done)
+        if spec.confirm is not None:  # a confirmation run that ended (failed ones are not redone)
+            ended = {(confirm_of(t), retry_params(t).get("seed")) for t in trials if confirm_of(t) is not None
+                     and (is_finished(t) or t.user_attrs.get(R.ATTR_OUTCOME) == R.FAILED)}
+            left += max(0, spec.confirm["top"] * spec.confirm["seeds"] - len(ended))
+        return {"": left}
     per_arm = spec.adaptive["start"] if spec.adaptive is not None else len(spec.seeds)
     held = {key for key, t in pair_values(trials).items() if is_finished(t)}
     return {arm: sum((arm, seed) not in held for seed in range(per_arm)) for arm in spec.arms}

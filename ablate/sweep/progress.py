@@ -18,9 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ablate.records import ATTR_SEEDS_STOP, ATTR_SESSION_START, ATTR_WORKER
 from ablate.secrets import redact, redact_text
+from ablate.sweep.confirm import confirmation_done
 from ablate.sweep.rounds import seeds_per_arm
 from ablate.sweep.spec import StudySpec
-from ablate.sweep.storage import best_trial, count_states
+from ablate.sweep.storage import CONFIDENCE, best_trial, confirmed, count_states
 
 __all__ = ["Progress", "absolute_uri", "best_command", "clock", "eta", "live_workers", "summary"]
 
@@ -57,6 +58,8 @@ class Progress:
         c = count_states(trials)
         elapsed = self.elapsed()
         n = self.spec.n_trials
+        if n and self.spec.confirm is not None:  # the search's trials, then its confirmation runs
+            n += self.spec.confirm["top"] * self.spec.confirm["seeds"]
         live = live_workers(trials, self.workers)
         # A worker's newly asked trial is RUNNING before it carries the worker's name, while its last
         # trial still counts as training: for that moment one worker holds two. Never show more
@@ -154,6 +157,22 @@ def best_command(spec: StudySpec, best: FrozenTrial) -> str:
     return " ".join(["ablate train", *spec.space.overrides(best.params)])
 
 
+def _confirm_lines(study: Study, spec: StudySpec, trials: list[FrozenTrial]) -> list[str]:
+    """A search with confirm: each confirmed trial's mean over its seeds and interval, best first."""
+    assert spec.confirm is not None
+    done = confirmation_done(study, spec.confirm, trials)
+    rows = confirmed(trials, spec.direction)
+    if not rows or done is None:
+        return [(f"Confirm: top {spec.confirm['top']} x {spec.confirm['seeds']} seeds not done yet "
+                 "(rerun the same command to resume)")]
+    level = f"{CONFIDENCE * 100:g} %"
+    lines = [f"Confirm: {done}; mean {spec.metric} over its seeds [{level} t-interval]:"]
+    for r in rows:
+        lines.append(f"  trial {r['trial']}: {r['mean']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}] "
+                     f"over {r['n']} seeds")
+    return lines
+
+
 def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, workers: int) -> str:
     """The closing lines of ``ablate sweep``: counts, the best recipe as a command, where to look.
 
@@ -174,10 +193,18 @@ def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, w
         lines.append(f"Seeds:   {per_arm}" + ("" if spec.adaptive is None else
                                                f"; stopped: {stop or 'not decided yet (rerun to resume)'}"))
     best = best_trial(trials, spec.direction)
+    best_text = None if best is None else f"Best {spec.metric} {best.value:.4f} (trial {best.number})"
+    if spec.confirm is not None:
+        lines += _confirm_lines(study, spec, trials)
+        rows = confirmed(trials, spec.direction)
+        if rows and confirmation_done(study, spec.confirm, trials):  # the best mean over seeds is the best
+            best = next(t for t in trials if t.number == rows[0]["trial"])
+            best_text = (f"Best {spec.metric}: mean {rows[0]['mean']:.4f} over {rows[0]['n']} seeds "
+                         f"(trial {best.number})")
     if best is None:
         lines.append(f"No complete trial yet: no best {spec.metric}.")
     else:
-        lines.append(f"Best {spec.metric} {best.value:.4f} (trial {best.number}); to train it again:")
+        lines.append(f"{best_text}; to train it again:")
         lines.append(f"  {best_command(spec, best)}")
     uri = spec.tracking_uri
     default = absolute_uri("sqlite:///mlflow.db", Path.cwd())

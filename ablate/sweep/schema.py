@@ -16,8 +16,8 @@ from omegaconf import MISSING
 from ablate.config import store_schemas
 from ablate.errors import ConfigError
 
-__all__ = ["NAME_ALLOWED", "PRUNERS", "SAMPLERS", "LauncherConfig", "PrunerConfig", "ResolveConfig",
-           "SamplerConfig", "StudyConfig", "check_name", "register_study_configs"]
+__all__ = ["NAME_ALLOWED", "PRUNERS", "SAMPLERS", "ConfirmConfig", "LauncherConfig", "PrunerConfig",
+           "ResolveConfig", "SamplerConfig", "StudyConfig", "check_name", "register_study_configs"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 NAME_ALLOWED = "a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,99} without '..' (letters, digits, . _ -)"
@@ -147,6 +147,19 @@ class ResolveConfig:
 
 
 @dataclass
+class ConfirmConfig:
+    """A search's confirmation: its best trials trained again on more seeds (the Tuning Playbook's advice).
+
+    After the search's ``n_trials``, the ``top`` best trials (complete ones, never pruned, failed or
+    diverged) are each trained on ``seeds`` more seeds, the trial's own seed + 1, + 2, ...; the
+    report's best is then the candidate with the best mean over its seeds, with its t-interval.
+    """
+
+    top: int = 3  # best trials to confirm
+    seeds: int = 5  # more seeds per confirmed trial (its own run is one more)
+
+
+@dataclass
 class StudyConfig:
     name: str | None = None  # default: the study file's name
     metric: str = "val_acc"  # reported every epoch (pruning) and optimised (its best epoch)
@@ -180,6 +193,10 @@ class StudyConfig:
     # the arms of comparisons still unresolved, until each has a verdict or max is reached.
     seeds: Any = 5
     resolve: ResolveConfig = field(default_factory=ResolveConfig)
+    # A search only: {top: 3, seeds: 5} trains its 3 best trials on 5 more seeds each, after n_trials
+    # (the fields of ConfirmConfig, checked by the spec; untyped here: OmegaConf cannot merge a
+    # command line's confirm={...} into an optional structured node that is null).
+    confirm: Any = None
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {

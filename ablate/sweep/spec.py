@@ -26,11 +26,18 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.ablation import build_design
 from ablate.config import hydra_at, shipped_folder, translate_compose_error
 from ablate.errors import AblateError, ConfigError
-from ablate.records import ATTR_SPEC, DIRECTIONS
+from ablate.records import ATTR_CONFIRMED, ATTR_SPEC, DIRECTIONS
 from ablate.secrets import redact_text, redact_values
 from ablate.space import AblationSpace, SearchSpace, fixed_overrides, parse_space
-from ablate.sweep.schema import PRUNERS, SAMPLERS, StudyConfig, check_name, register_study_configs
-from ablate.sweep.storage import best_trial, open_storage, redact
+from ablate.sweep.schema import (
+    PRUNERS,
+    SAMPLERS,
+    ConfirmConfig,
+    StudyConfig,
+    check_name,
+    register_study_configs,
+)
+from ablate.sweep.storage import best_trial, confirmed, open_storage, redact
 
 __all__ = [
     "SWEEPS_DIR",
@@ -94,6 +101,9 @@ class StudySpec:
     comparisons: list[dict[str, str]] = field(default_factory=list)
     factors: dict[str, dict[str, bool]] = field(default_factory=dict)
     resolve: dict[str, Any] = field(default_factory=lambda: {"margin": None, "confidence": 0.95})
+    # A search's confirmation {top, seeds} (None: none). Not part of the recipe: a finished search
+    # can be confirmed later (or by more trials or seeds) with the same command plus confirm=...
+    confirm: dict[str, int] | None = None
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -339,9 +349,47 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
         heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
         resolve=dict(raw.get("resolve") or {"margin": None, "confidence": 0.95}),
-        max_failures=_max_failures(raw), **design)
+        max_failures=_max_failures(raw), confirm=_confirm(raw), **design)
     _check(spec)
     return spec
+
+
+def _confirm(raw: dict[str, Any]) -> dict[str, int] | None:
+    """A search's ``confirm: {top, seeds}``, checked; None without one.
+
+    Raises:
+        ConfigError: on an ablation (its seeds are its ``seeds:``), without ``n_trials`` (confirmation
+            starts once they finished), with a searched ``seed`` (confirmation varies it), or a
+            ``top`` / ``seeds`` that is not a whole number from 1 (``top`` at most ``n_trials``).
+    """
+    given = raw.get("confirm")
+    if given is None:
+        return None
+    fields = [f.name for f in dataclasses.fields(ConfirmConfig)]
+    if not isinstance(given, Mapping):
+        raise ConfigError("confirm", given, "{top: 3, seeds: 5} on a search (params:), or null")
+    unknown = sorted(set(map(str, given)) - set(fields))
+    if unknown:
+        raise ConfigError(f"confirm.{unknown[0]}", given[unknown[0]],
+                          f"a field of confirm ({', '.join(fields)})")
+    confirm = {**dataclasses.asdict(ConfirmConfig()), **given}
+    if raw.get("design"):
+        raise ConfigError("confirm", dict(confirm), f"null with design {raw['design']} (an ablation repeats "
+                          "its arms over seeds: set seeds instead); confirm is for a search (params:)")
+    n_trials = raw.get("n_trials")
+    for key in ("top", "seeds"):
+        value = confirm[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"confirm.{key}", value, "a whole number >= 1")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool):
+        raise ConfigError("confirm", dict(confirm), "null without n_trials: confirmation starts once the "
+                          "search's n_trials finished")
+    if confirm["top"] > n_trials:
+        raise ConfigError("confirm.top", confirm["top"], f"a whole number from 1 to n_trials ({n_trials})")
+    if "seed" in _flat(raw.get("params") or {}):
+        raise ConfigError("confirm", dict(confirm), "null with a searched seed (params.seed): confirmation "
+                          "trains the best trials again on other seeds")
+    return {"top": int(confirm["top"]), "seeds": int(confirm["seeds"])}
 
 
 def _max_failures(raw: dict[str, Any]) -> Any:
@@ -395,8 +443,9 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     """An ablation's reference recipe as ``{config path: value}``.
 
     ``reference`` is a mapping (the full recipe), or ``best_of:<study>``: the fixed overrides and
-    best parameters of another study's best finished trial, read from ``runs/<study>/journal.log``
-    (or ``best_of:<study>@<storage URL or file>``).
+    best parameters of another study's best finished trial (after its ``confirm:``, the confirmed
+    trial with the best mean over its seeds), read from ``runs/<study>/journal.log`` (or
+    ``best_of:<study>@<storage URL or file>``).
 
     Raises:
         ConfigError: neither a mapping nor ``best_of:...``.
@@ -417,7 +466,12 @@ def resolve_reference(reference: Any, *, cwd: str | Path) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, heartbeat_interval=None)
     other = load_spec(storage, name, url)
-    best = best_trial(optuna.load_study(study_name=name, storage=storage).trials, other.direction)
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.trials
+    best = best_trial(trials, other.direction)
+    rows = confirmed(trials, other.direction) if ATTR_CONFIRMED in study.user_attrs else []
+    if rows:  # one lucky seed is not the best: the best mean over seeds is
+        best = next(t for t in trials if t.number == rows[0]["trial"])
     if best is None:  # none complete with a finite value (a diverged one is not a best)
         raise AblateError(f"reference: study {name!r} has no finished trial to take the best of")
     return {**other.fixed, **best.params}

@@ -15,6 +15,7 @@ import inspect
 import io
 import itertools
 import json
+import math
 import os
 import socket
 import sys
@@ -33,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ablate.errors import AblateError
 from ablate.records import (
+    ATTR_CONFIRM_OF,
     ATTR_ERROR,
     ATTR_HEARTBEAT,
     ATTR_OUTCOME,
@@ -45,9 +47,13 @@ from ablate.records import (
 from ablate.secrets import redact, redact_text
 
 __all__ = [
+    "CONFIDENCE",
     "Heartbeat",
     "KilledHook",
     "best_trial",
+    "confirm_of",
+    "confirmation_values",
+    "confirmed",
     "count_states",
     "fail_and_retry",
     "holder",
@@ -57,6 +63,7 @@ __all__ = [
     "open_storage",
     "others_hold_the_rest",
     "out_of_failures",
+    "ranked_trials",
     "redact",
     "redact_text",
     "repair_journal",
@@ -250,19 +257,69 @@ def count_states(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     return counts
 
 
-def best_trial(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | None:
-    """The best complete trial with a finite value (``direction``: maximize or minimize).
+def confirm_of(trial: FrozenTrial) -> int | None:
+    """The search trial whose parameters ``trial`` trains again on another seed (a confirmation
+    trial, queued with :data:`~ablate.records.ATTR_CONFIRM_OF`), else None."""
+    value = trial.system_attrs.get("fixed_params", {}).get(ATTR_CONFIRM_OF)
+    return None if value is None else int(value)
 
-    A diverged trial is never it: Optuna holds it COMPLETE with its last finite value (outcome
-    ``diverged``), which may beat every trial that trained well.
+
+def ranked_trials(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
+    """The search's complete trials with a finite value, best first (ties: the earlier trial).
+
+    Never a pruned, failed or diverged trial (a diverged one is held COMPLETE by Optuna with its last
+    finite value, which may beat every trial that trained well), nor a confirmation trial (one seed
+    of another trial's recipe).
     """
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
             and t.value == t.value and abs(t.value) != float("inf")
-            and t.user_attrs.get(ATTR_OUTCOME) != DIVERGED]
-    if not done:
-        return None
-    pick = max if direction == "maximize" else min
-    return pick(done, key=lambda t: float(t.value))  # type: ignore[arg-type]
+            and t.user_attrs.get(ATTR_OUTCOME) != DIVERGED and confirm_of(t) is None]
+    sign = -1.0 if direction == "maximize" else 1.0
+    return sorted(done, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
+
+
+def best_trial(trials: Sequence[FrozenTrial], direction: str) -> FrozenTrial | None:
+    """The best trial of :func:`ranked_trials` (``direction``: maximize or minimize), or None."""
+    ranked = ranked_trials(trials, direction)
+    return ranked[0] if ranked else None
+
+
+CONFIDENCE = 0.95
+"""The level of a confirmed trial's t-interval of its mean (:func:`confirmed`)."""
+
+
+def confirmation_values(trials: Sequence[FrozenTrial], direction: str) -> dict[int, list[float]]:
+    """Each confirmed trial's values: its own, then its confirmation runs' (complete, not diverged)."""
+    values: dict[int, list[float]] = {}
+    ok = {t.number for t in ranked_trials(trials, direction)}
+    for t in trials:
+        of = confirm_of(t)
+        if of is None or of not in ok:
+            continue
+        good = (t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+                and t.user_attrs.get(ATTR_OUTCOME) != DIVERGED)
+        values.setdefault(of, [])
+        if good:
+            values[of].append(float(t.value))  # type: ignore[arg-type]
+    by_number = {t.number: t for t in trials}
+    return {of: [float(by_number[of].value), *v] for of, v in values.items()}  # type: ignore[arg-type]
+
+
+def confirmed(trials: Sequence[FrozenTrial], direction: str) -> list[dict[str, Any]]:
+    """The confirmed trials, best mean first: ``trial``, ``n`` (seeds with a value, its own
+    included), ``mean``, ``ci_low``, ``ci_high`` (the t-interval at :data:`CONFIDENCE`)."""
+    import pandas as pd  # the analysis stack: only for a search with confirm
+
+    from ablate.analysis import confirmed_means
+
+    rows = [{"trial": of, "value": v} for of, values in confirmation_values(trials, direction).items()
+            for v in values]
+    if not rows:
+        return []
+    table = confirmed_means(pd.DataFrame(rows), "value", group="trial", ci=CONFIDENCE,
+                            maximize=direction == "maximize")
+    return [{"trial": int(r.trial), "n": int(r.n), "mean": float(r.mean), "ci_low": float(r.ci_low),
+             "ci_high": float(r.ci_high)} for r in table.itertuples(index=False)]
 
 
 def spent_failures(trials: Sequence[FrozenTrial], max_failures: int, *, since: int = 0) -> FrozenTrial | None:
@@ -291,29 +348,43 @@ def is_surplus(trials: Sequence[FrozenTrial], number: int, n_trials: int) -> boo
     """True when ``n_trials`` trials numbered below ``number`` are finished, running or queued.
 
     Workers ask concurrently, so near the end more trials can be asked than are needed; the
-    lowest-numbered ones run and the others are closed unrun (outcome ``surplus``).
+    lowest-numbered ones run and the others are closed unrun (outcome ``surplus``). Confirmation
+    trials (:func:`confirm_of`) are outside ``n_trials``: they are not counted.
     """
     live = (TrialState.RUNNING, TrialState.WAITING)
-    ahead = sum(1 for t in trials if t.number < number and (is_finished(t) or t.state in live))
+    ahead = sum(1 for t in trials if t.number < number and (is_finished(t) or t.state in live)
+                and confirm_of(t) is None)
     return ahead >= n_trials
 
 
-def is_repeat(trials: Sequence[FrozenTrial], number: int, params: Mapping[str, Any]) -> bool:
-    """True when a lower-numbered trial holds the same ablation pair (``arm`` and ``seed``) and is
-    queued, running or finished: ``number`` is a second copy and must not run.
+def _pair(params: Mapping[str, Any]) -> tuple[str, int] | None:
+    """What a queued trial trains once: an ablation's (arm, seed), a confirmation's (trial, seed)."""
+    if "seed" not in params:
+        return None
+    if "arm" in params:
+        return str(params["arm"]), int(params["seed"])
+    if ATTR_CONFIRM_OF in params:
+        return f"confirm {int(params[ATTR_CONFIRM_OF])}", int(params["seed"])
+    return None
 
-    Two copies of a pair can be queued when a round of adaptive seeds is computed while a worker is
-    between failing an interrupted trial and queueing its retry; the lowest-numbered copy runs.
+
+def is_repeat(trials: Sequence[FrozenTrial], number: int, params: Mapping[str, Any]) -> bool:
+    """True when a lower-numbered trial holds the same pair (an ablation's ``arm`` and ``seed``, a
+    confirmation's trial and seed) and is queued, running or finished: ``number`` is a second copy
+    and must not run.
+
+    Two copies of a pair can be queued when a round of adaptive seeds (or the confirmation runs) is
+    queued while a worker is between failing an interrupted trial and queueing its retry; the
+    lowest-numbered copy runs.
     """
-    if "arm" not in params or "seed" not in params:
+    pair = _pair(params)
+    if pair is None:
         return False
-    pair = (str(params["arm"]), int(params["seed"]))
     live = (TrialState.RUNNING, TrialState.WAITING)
     for t in trials:
         if t.number >= number or not (is_finished(t) or t.state in live):
             continue
-        held = retry_params(t)
-        if "arm" in held and "seed" in held and (str(held["arm"]), int(held["seed"])) == pair:
+        if _pair(retry_params(t)) == pair:
             return True
     return False
 

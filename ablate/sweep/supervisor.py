@@ -32,6 +32,7 @@ from ablate import records as R
 from ablate.errors import AblateError
 from ablate.space import AblationSpace
 from ablate.sweep.composer import TrialComposer, check_trial_configs
+from ablate.sweep.confirm import confirmation_done, next_confirmations
 from ablate.sweep.preflight import check_before_start
 from ablate.sweep.progress import Progress, absolute_uri, summary
 from ablate.sweep.rounds import next_seeds, seeds_per_arm
@@ -39,8 +40,11 @@ from ablate.sweep.runs import fail_stale_trial, killed_hook
 from ablate.sweep.spec import StudySpec, compose_study, differ_text, load_spec, recipe_differences
 from ablate.sweep.storage import (
     best_trial,
+    confirm_of,
+    confirmed,
     count_states,
     holder,
+    is_finished,
     open_storage,
     out_of_failures,
     redact,
@@ -119,7 +123,8 @@ def worker_threads(workers: int, cpus: int | None = None) -> int:
 
 def finish_parent(study: Study, spec: StudySpec, parent_run_id: str, status: str) -> dict[str, int]:
     """Record counts by state, the best value and params on the study's MLflow parent run; for an
-    ablation its seeds per arm, and why adaptive seeds stopped."""
+    ablation its seeds per arm, and why adaptive seeds stopped; for a confirmed search each
+    confirmed trial's mean, interval and seeds."""
     trials = study.get_trials(deepcopy=False)
     counts = count_states(trials)
     best = best_trial(trials, spec.direction)
@@ -128,6 +133,8 @@ def finish_parent(study: Study, spec: StudySpec, parent_run_id: str, status: str
         extra[R.TAG_SEEDS_PER_ARM] = json.dumps(seeds_per_arm(study, spec))
     if spec.adaptive is not None:
         extra[R.TAG_SEEDS_STOP] = str(study.user_attrs.get(R.ATTR_SEEDS_STOP, "not decided yet (resume it)"))
+    if spec.confirm is not None and confirmation_done(study, spec.confirm, trials) is not None:
+        extra[R.TAG_CONFIRMED] = json.dumps(confirmed(trials, spec.direction))
     finish_study_run(tracking_uri=spec.tracking_uri, parent_run_id=parent_run_id, status=status,
                      counts=counts, metric=spec.metric, extra_tags=extra,
                      best=None if best is None else (best.number, float(best.value or 0.0),
@@ -174,6 +181,8 @@ class Supervisor:
         self.pids: dict[int, int] = {}  # local worker processes' pids -> slot index (their log)
         self.failure: AblateError | None = None  # set when the failure budget stopped the sweep
         self.seeds_stop: str | None = None  # adaptive seeds: why the rule stopped adding seeds
+        self.confirmed: str | None = None  # confirm: what was confirmed, once done
+        self.base_seed = 0  # confirm: the search trials' seed (the composed config's)
 
     def warm_up(self) -> None:
         """Start the local workers in standby: they import, then wait for :meth:`run`."""
@@ -293,6 +302,9 @@ class Supervisor:
         if self.spec.adaptive is not None:  # the rule decides when the study is done
             self.seeds_stop = self.seeds_stop or next_seeds(self.study, self.spec)
             return self.seeds_stop is None
+        if self.spec.confirm is not None:  # the search, then its confirmation runs
+            self.confirmed = self.confirmed or next_confirmations(self.study, self.spec, self.base_seed)
+            return self.confirmed is None
         if self.spec.n_trials is None:
             return True
         return count_states(self.study.get_trials(deepcopy=False))["finished"] < self.spec.n_trials
@@ -326,6 +338,8 @@ class Supervisor:
         """Run the workers until the study is done; ``composer`` (checked) gives them its configs."""
         self.study, self.spec = study, spec
         self.deadline = time.time() + spec.timeout if spec.timeout else None
+        if spec.confirm is not None:
+            self.base_seed = int((composer or check_trial_configs(spec)).composed[0].seed)
         self.fail_stale()  # a previous session's workers may have been killed mid-trial
         self.fail_unclaimed()  # ... or between asking for a trial and recording themselves on it
         if not self._remaining():
@@ -393,6 +407,8 @@ class Supervisor:
                 slot.done = True
         if self.spec.adaptive is not None and self.seeds_stop is None:  # a round done: queue the next
             self.seeds_stop = next_seeds(self.study, self.spec)
+        if self.spec.confirm is not None and self.confirmed is None:  # the search done: confirm it
+            self.confirmed = next_confirmations(self.study, self.spec, self.base_seed)
         self.progress.update(self.study)
         return True
 
@@ -446,6 +462,8 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
     trials = f"{spec.n_trials or 'unlimited'} trials" if spec.adaptive is None else (
         f"{len(spec.arms)} arms x {spec.adaptive['start']}-{spec.adaptive['max']} seeds (adaptive, "
         f"step {spec.adaptive['step']})")
+    if spec.confirm is not None:
+        trials += f", then the top {spec.confirm['top']} on {spec.confirm['seeds']} more seeds each"
     print(f"Study {spec.name}: {trials}, {n} worker{'s' if n != 1 else ''}, "
           f"sampler {spec.sampler['name']}, pruner {spec.pruner['name']}; storage {redact(spec.storage)}",
           flush=True)
@@ -455,7 +473,7 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
         finish_parent(study, spec, parent, "KILLED")
         print(f"interrupted; rerun the same command to resume study {spec.name}", file=sys.stderr)
         raise
-    counts = finish_parent(study, spec, parent, "FINISHED" if supervisor.failure is None else "FAILED")
+    finish_parent(study, spec, parent, "FINISHED" if supervisor.failure is None else "FAILED")
     print(summary(study, spec, parent, supervisor.progress.elapsed(), n), flush=True)
     if supervisor.failure is not None:  # the failure budget is spent: exit code 2, one line
         raise supervisor.failure
@@ -465,7 +483,11 @@ def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
                               f"{os.path.relpath(spec.out_dir)}/worker-*.log, rerun to resume")
         return 0
     exhaustive = spec.sampler["name"] in ("grid", "bruteforce")
-    if spec.n_trials and counts["finished"] < spec.n_trials and not spec.timeout and not exhaustive:
-        raise AblateError(f"workers: study {spec.name} stopped at {counts['finished']}/{spec.n_trials} "
+    finished = sum(1 for t in study.get_trials(deepcopy=False) if is_finished(t) and confirm_of(t) is None)
+    if spec.n_trials and finished < spec.n_trials and not spec.timeout and not exhaustive:
+        raise AblateError(f"workers: study {spec.name} stopped at {finished}/{spec.n_trials} "
                           f"finished trials; see {os.path.relpath(spec.out_dir)}/worker-*.log")
+    if spec.confirm is not None and supervisor.confirmed is None and not spec.timeout:
+        raise AblateError(f"workers: study {spec.name} stopped before its confirmation runs finished; see "
+                          f"{os.path.relpath(spec.out_dir)}/worker-*.log, rerun to resume")
     return 0

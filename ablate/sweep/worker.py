@@ -29,11 +29,13 @@ from ablate import records as R
 from ablate.data import Dataset
 from ablate.errors import AblateError, ConfigError
 from ablate.sweep.composer import Composed, TrialComposer
+from ablate.sweep.confirm import confirmation_done
 from ablate.sweep.runs import killed_hook, run_name, trial_tags
 from ablate.sweep.samplers import Stream, build_search
 from ablate.sweep.spec import compose_study, differ_text, load_spec, recipe_differences
 from ablate.sweep.storage import (
     Heartbeat,
+    confirm_of,
     fail_and_retry,
     is_finished,
     is_repeat,
@@ -81,6 +83,14 @@ class _Trial:
     trial: Trial
     storage_id: int
     params: dict[str, Any] = field(default_factory=dict)
+    # A confirmation trial's queued values beside its parameters: seed and ATTR_CONFIRM_OF
+    queued: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def confirm_of(self) -> int | None:
+        """The search trial this one trains again on another seed (None: a trial of the search)."""
+        of = self.queued.get(R.ATTR_CONFIRM_OF)
+        return None if of is None else int(of)
 
 
 class Worker:
@@ -174,9 +184,9 @@ class Worker:
                 if step == "wait":
                     continue
                 held = self._ask()
-                if held == "surplus":
+                if held == "surplus" and self.spec.confirm is None:
                     break
-                if held == "repeat":
+                if held == "surplus" or held == "repeat":  # with confirm, its runs may follow the search
                     continue
                 ran += self._run_trial(held)
         finally:
@@ -189,18 +199,29 @@ class Worker:
         """``ask``, ``wait`` (a moment passed, look again) or ``stop``."""
         spec, n_trials = self.spec, self.n_trials
         trials = self.study.get_trials(deepcopy=False)
-        if n_trials is not None and sum(map(is_finished, trials)) + len(self.telling) >= n_trials:
+        search = trials if spec.confirm is None else [t for t in trials if confirm_of(t) is None]
+        if n_trials is not None and sum(map(is_finished, search)) + len(self.telling) >= n_trials:
             if self.telling:  # the queued tells may yet fail: wait for them, then look again
                 WRITER.drain()
                 return "wait"
-            return "stop"
+            return "stop" if spec.confirm is None else self._confirming(trials)
+        if (spec.confirm is not None and n_trials is not None
+                and sum(is_finished(t) or t.state == TrialState.RUNNING for t in search) >= n_trials
+                and not any(t.state == TrialState.WAITING for t in search)):
+            return self._confirming(trials)  # others finish the search: asking would make surplus trials
         if self.deadline is not None and time.time() >= self.deadline:
             return "stop"
         last = spent_failures(trials, spec.max_failures, since=self.failures_from)
         if last is not None:  # every trial fails (no data, a bug): stop asking, say why
             raise out_of_failures(spec.name, last, spec.max_failures, "this worker's output above")
-        if self.sampler.exhausted or (self.ppid != 1 and os.getppid() != self.ppid):  # exhausted, or orphaned
+        if self.ppid != 1 and os.getppid() != self.ppid:  # orphaned
             return "stop"
+        if self.sampler.exhausted:
+            if spec.confirm is None:
+                return "stop"
+            if R.ATTR_SEARCH_EXHAUSTED not in self.study.user_attrs:
+                self.study.set_user_attr(R.ATTR_SEARCH_EXHAUSTED, True)  # the search is over: confirm it
+            return self._confirming(trials)
         if self.heart is not None:
             self.heart.hold(None)
             self.heart.fail_stale(self.study)
@@ -214,6 +235,20 @@ class Worker:
             return self._between_rounds(trials)
         self.idle_since = None
         return "ask"
+
+    def _confirming(self, trials: Sequence[FrozenTrial]) -> str:
+        """The search is done: ``ask`` for its queued confirmation runs, ``stop`` once the supervisor
+        recorded them all done (or the deadline passed), else wait for it to queue them (as between
+        rounds of seeds)."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            return "stop"
+        if any(t.state == TrialState.WAITING and confirm_of(t) is not None for t in trials):
+            self.idle_since = None
+            return "ask"
+        assert self.spec.confirm is not None
+        if confirmation_done(self.study, self.spec.confirm, trials) is not None:
+            return "stop"
+        return self._between_rounds(trials)
 
     def _between_rounds(self, trials: Sequence[FrozenTrial]) -> str:
         """Adaptive seeds: wait while the round ends and the supervisor queues the next one.
@@ -245,7 +280,11 @@ class Worker:
         if self.heart is not None:
             self.heart.hold(storage_id)
         n_trials = self.n_trials
-        if n_trials is not None and is_surplus(self.study.get_trials(deepcopy=False), trial.number, n_trials):
+        queued = self.storage.get_trial(storage_id).system_attrs.get("fixed_params", {})
+        confirm = ({"seed": queued["seed"], R.ATTR_CONFIRM_OF: queued[R.ATTR_CONFIRM_OF]}
+                   if R.ATTR_CONFIRM_OF in queued else {})
+        if (not confirm and n_trials is not None
+                and is_surplus(self.study.get_trials(deepcopy=False), trial.number, n_trials)):
             trial.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)
             self.study.tell(trial, state=TrialState.FAIL)
             return "surplus"
@@ -257,17 +296,21 @@ class Worker:
                 trial.set_user_attr(R.ATTR_RETRY_OF, retry_of)
         if self.device:
             trial.set_user_attr(R.ATTR_DEVICE, self.device)
+        if confirm:
+            trial.set_user_attr(R.ATTR_CONFIRM_OF, confirm[R.ATTR_CONFIRM_OF])
         params = {key: suggest(trial, key, dist) for key, dist in self.spec.space.distributions.items()}
-        if self.spec.design and is_repeat(self.study.get_trials(deepcopy=False), trial.number, params):
+        if (self.spec.design or confirm) and is_repeat(self.study.get_trials(deepcopy=False), trial.number,
+                                                       {**params, **confirm}):
             trial.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)  # its pair is held by an earlier trial
             self.study.tell(trial, state=TrialState.FAIL)
             return "repeat"
-        return _Trial(trial, storage_id, params)
+        return _Trial(trial, storage_id, params, confirm)
 
     def _compose(self, held: _Trial) -> DictConfig | None:
         """The trial's config; None (the trial failed, told) when it cannot be made."""
         try:
-            return self.composer(held.params, run_name(self.spec.name, held.trial.number))
+            seed = {"seed": held.queued["seed"]} if held.confirm_of is not None else {}
+            return self.composer({**held.params, **seed}, run_name(self.spec.name, held.trial.number))
         except AblateError as exc:
             self._tell_failed(held.trial, exc)
             return None
@@ -291,24 +334,27 @@ class Worker:
         spec, trial = self.spec, held.trial
         tags = trial_tags(study=spec.name, number=trial.number, worker=self.me,
                           device=self.device or str(cfg.trainer.device), arm=held.params.get("arm"),
-                          design=spec.design)
+                          design=spec.design, confirm_of=held.confirm_of)
         try:
             with track_run(cfg, tags=tags, parent_run_id=self.parent_run_id, background=True,
                            on_created=functools.partial(trial.set_user_attr, R.ATTR_RUN)) as tracker:
                 data = self._data(cfg)
                 pruned_at: list[int] = []
-                result = fit(cfg, functools.partial(self._on_epoch, tracker, trial, pruned_at), data=data)
+                # a confirmation run trains to the end: its value is one seed of the candidate's mean
+                prunable = held.confirm_of is None
+                result = fit(cfg, functools.partial(self._on_epoch, tracker, trial, pruned_at, prunable),
+                             data=data)
                 self._finish(held, tracker, result, self._outcome(result, pruned_at))
         except KeyboardInterrupt:
             with signals_deferred():  # a half-written journal entry would stall everyone
-                fail_and_retry(self.study, trial.number, held.params)
+                fail_and_retry(self.study, trial.number, {**held.params, **held.queued})
             raise
         except Exception as exc:  # noqa: BLE001 - a bug or a CUDA error: record it, keep the sweep going
             self._tell_failed(trial, exc)
             return 0
         return 1
 
-    def _on_epoch(self, tracker: RunTracker, trial: Trial, pruned_at: list[int], epoch: int,
+    def _on_epoch(self, tracker: RunTracker, trial: Trial, pruned_at: list[int], prunable: bool, epoch: int,
                   metrics: Mapping[str, float]) -> bool:
         """Record the epoch, report the study's metric to Optuna; True (stop) when pruned."""
         tracker(epoch, metrics)
@@ -316,7 +362,7 @@ class Worker:
         if math.isfinite(value):
             with signals_deferred():  # a half-written journal entry would stall everyone
                 trial.report(value, epoch)
-                prune = trial.should_prune()
+                prune = prunable and trial.should_prune()
             if prune:
                 pruned_at.append(epoch)
                 return True
