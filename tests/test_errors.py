@@ -289,6 +289,16 @@ CASES: dict[str, Case] = {
     "ui-postgres-unreachable": _c("ui", "--port", "{free_port}", f"tracking.uri={PG}", names="tracking.uri",
                                   fast=True),
     "ui-unknown-option": _c("ui", "--bogus", names="--bogus"),
+    # ablate studies
+    "studies-show-absent": _c("studies", "show", "nope", names="nope"),
+    "studies-show-no-name": _c("studies", "show", names="study"),
+    "studies-bad-action": _c("studies", "rename", "x", names="rename"),
+    "studies-name-is-a-path": _c("studies", "show", "../evil", names="study"),
+    "studies-delete-absent": _c("studies", "delete", "nope", "--yes", names="nope"),
+    "studies-storage-unreachable": _c("studies", "--storage", PG, names="storage", fast=True),
+    "studies-storage-missing": _c("studies", "--storage", "nowhere/journal.log", names="storage"),
+    "studies-delete-without-yes": _c("studies", "delete", "other", "--storage", "journal.log", names="--yes",
+                                     setup=_other_study_journal),
     # the command itself
     "unknown-command": _c("bogus", names="bogus"),
 }
