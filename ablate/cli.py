@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -16,7 +17,8 @@ import pickle
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ablate.errors import AblateError
 from ablate.secrets import redact  # no torch, Optuna or MLflow: cheap to import
@@ -48,12 +50,14 @@ commands:
                          read from MLflow (a study, or `ablate train -m` runs by experiment or tag)
   ui [--port N] [tracking.uri=...]
                          serve the MLflow UI on 127.0.0.1 against the same store
+  studies [show|delete <study>] [--storage URL] [--yes]
+                         the stored studies: kind, progress, best value, last activity, storage;
+                         a study's recipe; delete one (its storage and MLflow runs) with --yes
+  completion bash|zsh    the shell completion script: eval "$(ablate completion bash)"
 """
 
-# Hydra flags that take a value; everything else that does not start with '-' is an override.
-_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
-                     "-cn", "--config-dir", "-cd", "--experimental-rerun"}
-_HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--version"}
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+_GRAMMAR = "choice(...), range(...), interval(...), tag(...)"
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -92,33 +96,134 @@ def _check_port_free(port: int) -> None:
                               "server using it? Pass --port N") from None
 
 
-def _split_overrides(args: Sequence[str]) -> tuple[list[str], bool]:
-    overrides, multirun, skip = [], False, False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in ("-m", "--multirun"):
-            multirun = True
-        elif arg in _FLAGS_WITH_VALUE:
-            skip = True
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return overrides, multirun
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ablate")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
-def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """Every combination a multirun will launch (a single one otherwise)."""
-    if not multirun:
-        return [overrides]
+# --- Hydra's flags, understood anywhere among the overrides ---------------------------------------------
+
+
+def _config_dir_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-dir", "-cd", action="append", default=[], metavar="DIR",
+                        help="a folder of your own config groups (DIR/model/mynet.yaml is model=mynet) "
+                        "and study files (DIR/<study>.yaml), searched after ./conf and ./sweeps; "
+                        "hydra.searchpath=[file://DIR] does the same")
+
+
+def _print_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--cfg", "-c", nargs="?", const="job", metavar="job|hydra|all",
+                        help=f"print the composed {what} instead of running (job; hydra and all print "
+                        "Hydra's own settings too, train only)")
+    parser.add_argument("--package", "-p", metavar="KEY", help="with --cfg, print only this part (optimizer)")
+    parser.add_argument("--resolve", action="store_true", help="with --cfg, resolve interpolations")
+
+
+def _overrides_arg(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=text)
+
+
+def _searchpath(overrides: list[str], given: Sequence[str]) -> list[str]:
+    """Take ``hydra.searchpath=[file://DIR,...]`` out of ``overrides``: with ``--config-dir`` folders,
+    they are set where every composition (and a sweep's workers) looks (``ABLATE_CONFIG_DIRS``).
+
+    Returns:
+        The other overrides.
+
+    Raises:
+        AblateError: a folder that does not exist, or a search path entry that is not a file:// one.
+    """
+    from ablate.config import CONFIG_DIRS_ENV
+
+    dirs, rest = list(given), []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if key.lstrip("+") != "hydra.searchpath" or not sep:
+            rest.append(override)
+            continue
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        try:
+            entries = OverridesParser.create().parse_override(f"x={value}").value()
+        except Exception:  # noqa: BLE001 - Hydra's grammar error: said below in one line
+            entries = None
+        if not isinstance(entries, list):
+            raise AblateError(f"hydra.searchpath: {value!r} is not allowed; expected a list like "
+                              "[file:///path/to/conf]")
+        for entry in entries:
+            if not str(entry).startswith("file://"):
+                raise AblateError(f"hydra.searchpath: {entry!r} is not allowed; expected file://<folder> "
+                                  "(or use --config-dir <folder>)")
+            dirs.append(str(entry).removeprefix("file://"))
+    for folder in dirs:
+        if not Path(folder).is_dir():
+            raise AblateError(f"--config-dir: {folder!r} is not a folder")
+    if dirs:
+        known = [d for d in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if d]
+        os.environ[CONFIG_DIRS_ENV] = os.pathsep.join(
+            dict.fromkeys([*known, *(str(Path(d).resolve()) for d in dirs)]))
+    return rest
+
+
+def _optional_values(ns: argparse.Namespace, allowed: dict[str, Sequence[str]]) -> None:
+    """``--cfg`` and ``--info`` take an optional value: one that is an override (``--cfg
+    optimizer=adam``) is given back to the overrides; any other must be one of ``allowed``."""
+    for flag, choices in allowed.items():
+        value = getattr(ns, flag)
+        if value is None or value in choices:
+            continue
+        if "=" not in value:
+            raise AblateError(f"--{flag}: {value!r} is not allowed; expected one of: {', '.join(choices)}")
+        ns.overrides = [value, *ns.overrides]
+        setattr(ns, flag, choices[0])
+
+
+def _parse(overrides: Sequence[str]) -> list[Any]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from ablate.config import translate_compose_error
 
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        return OverridesParser.create().parse_overrides(list(overrides))
     except Exception as exc:
         err = translate_compose_error(exc)
         raise (err or AblateError(" ".join(str(exc).split()))) from exc
+
+
+def check_train_overrides(overrides: Sequence[str], multirun: bool) -> list[Any]:
+    """Refuse a search space under ``ablate train`` (``interval(...)`` and ``tag(...)``: ``ablate sweep``
+    searches them), and a list of values without ``-m``: one line naming the key.
+
+    ``choice(...)``, ``range(...)`` and ``a,b`` are lists Hydra's ``-m`` runs one by one, as ablate's.
+    """
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, ValueType
+
+    parsed = _parse(overrides)
+    for text, o in zip(overrides, parsed, strict=True):
+        if not o.is_sweep_override():
+            continue
+        key, value = o.get_key_element(), text.partition("=")[2]
+        sweep = o._value
+        shuffled = isinstance(sweep, ChoiceSweep) and sweep.shuffle
+        if isinstance(sweep, IntervalSweep) or sweep.tags or shuffled:
+            raise AblateError(f"{key}: {value!r} is a search space, which ablate train does not search; "
+                              f"search it with ablate sweep <study> params.{key}='{value}'")
+        if not multirun:
+            kind = "list" if o.value_type == ValueType.SIMPLE_CHOICE_SWEEP else "sweep"
+            raise AblateError(f"{key}: {value!r} is a {kind} of values; add -m to train each one, or "
+                              f"search it with ablate sweep <study> params.{key}='{value}'")
+    return parsed
+
+
+def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Every combination a multirun will launch (a single one otherwise)."""
+    parsed = check_train_overrides(overrides, multirun)
+    if not multirun:
+        return [overrides]
     choices = []
     for o in parsed:
         key = o.get_key_element()
@@ -127,12 +232,11 @@ def _expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [list(c) for c in itertools.product(*choices)]
 
 
-def _validate_all(args: Sequence[str]) -> None:
+def _validate_all(overrides: list[str], multirun: bool) -> None:
     """Compose every run a (multi)run will launch: a typo, a device this machine lacks or a store that
     cannot be written fails before the first run starts."""
     from ablate.config import compose
 
-    overrides, multirun = _split_overrides(args)
     combos = _expand(overrides, multirun)
     devices, uris = set(), set()
     for combo in combos[:256]:
@@ -150,27 +254,29 @@ def _validate_all(args: Sequence[str]) -> None:
         check_store(uri)
 
 
-def _train_help(args: list[str]) -> int:
+# --- ablate train ------------------------------------------------------------------------------------
+
+
+def _train_help(overrides: list[str]) -> int:
     """The trick menu (every group's options, from conf/) and the config the overrides compose."""
     from omegaconf import OmegaConf
 
-    from ablate.config import CONF_DIR, compose, user_conf_dir
+    from ablate.config import CONF_DIR, compose, user_conf_dirs
     from ablate.menu import CLIP_TARGETS, NORMS
 
-    overrides, _ = _split_overrides(args)
-    try:
-        cfg = compose(overrides)
-    except AblateError as exc:
-        return _fail(str(exc))
-    print("usage: ablate train [-m] [--cfg job] [key=value ...]\n")
+    cfg = compose(overrides)
+    print("usage: ablate train [-m] [--cfg job [-p KEY]] [--info] [-cd DIR] [key=value ...]\n")
     print("Train one recipe and record it in MLflow. Pick one option per trick family (group=option),")
-    print("set any field (optimizer.lr=0.01); with -m, comma lists run every combination.\n")
+    print("set any field (optimizer.lr=0.01); with -m, comma lists (or choice(...), range(...)) run every")
+    print("combination. Hydra's flags work anywhere among the overrides: --cfg job prints the composed")
+    print("config, -p KEY one part of it, --info what Hydra searched, -cd DIR adds your own groups,")
+    print("--hydra-help Hydra's own help, -sc install=bash the shell completion.\n")
     print("== Trick families (group: options) ==")
-    local = user_conf_dir()
+    local = user_conf_dirs()
     for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
         options = sorted(f.stem for f in group.glob("*.yaml"))
-        own = sorted(f.stem for f in (local / group.name).glob("*.yaml")) if local is not None else []
-        yours = f"; yours (./conf): {', '.join(own)}" if own else ""
+        own = sorted(f.stem for d in local for f in (d / group.name).glob("*.yaml"))
+        yours = f"; yours ({', '.join(str(d) for d in local)}): {', '.join(own)}" if own else ""
         print(f"  {group.name}: {', '.join(options)}{yours}")
     # Plain fields (no config group), listed from the menu.
     print(f"  norm: {', '.join(NORMS)}")
@@ -181,20 +287,47 @@ def _train_help(args: list[str]) -> int:
     return 0
 
 
-def _train(args: list[str]) -> int:
+def _add_train(sub: Any) -> None:
+    train = sub.add_parser("train", add_help=False, help="train one recipe (Hydra overrides)",
+                           description="Train one recipe and record it in MLflow.")
+    train.add_argument("--help", "-h", action="store_true", help="the trick menu and the composed config")
+    train.add_argument("--hydra-help", action="store_true", help="Hydra's own help")
+    train.add_argument("--multirun", "-m", action="store_true", help="run every combination of comma lists")
+    _print_flags(train, "config")
+    train.add_argument("--info", "-i", nargs="?", const="all", metavar="|".join(INFO_CHOICES),
+                       help="print Hydra's information (search path, defaults) instead of running")
+    train.add_argument("--run", "-r", action="store_true", help="run one job (the default)")
+    train.add_argument("--shell-completion", "-sc", action="store_true",
+                       help="with install=bash or install=zsh: print the shell completion script")
+    _config_dir_flag(train)
+    for flag, short in (("--config-name", "-cn"), ("--config-path", "-cp")):  # refused, with a reason
+        train.add_argument(flag, short, help=argparse.SUPPRESS)
+    _overrides_arg(train, "Hydra overrides: optimizer=adam norm=batch optimizer.lr=0.01")
+    train.set_defaults(run=_train)
+
+
+def _train(ns: argparse.Namespace) -> int:
+    _optional_values(ns, {"cfg": ("job", "hydra", "all"), "info": INFO_CHOICES})
+    for flag, value in (("-cn/--config-name", ns.config_name), ("-cp/--config-path", ns.config_path)):
+        if value is not None:
+            raise AblateError(f"{flag}: {value!r} is not allowed; ablate composes its own primary config: "
+                              "add your own groups with --config-dir DIR")
+    overrides: list[str] = ns.overrides
+    if ns.shell_completion:
+        return _completion_install(overrides)
+    overrides = _searchpath(overrides, ns.config_dir)
+    if ns.help:
+        check_train_overrides(overrides, ns.multirun)
+        return _train_help(overrides)
+    if ns.info is None and not ns.hydra_help:
+        _validate_all(overrides, ns.multirun)
+
     import hydra
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import DictConfig
 
     from ablate.config import CONF_DIR, register_configs, search_overrides
 
-    if "--help" in args or "-h" in args:
-        return _train_help(args)
-    if not _HELP_FLAGS.intersection(args):
-        try:
-            _validate_all(args)
-        except AblateError as exc:
-            return _fail(str(exc))
     register_configs()
     GlobalHydra.instance().clear()  # compose() above leaves Hydra initialised; hydra.main initialises its own
 
@@ -207,12 +340,15 @@ def _train(args: list[str]) -> int:
         except AblateError as exc:
             raise SystemExit(_fail(str(exc))) from None
 
+    # Hydra's own parser takes its overrides in one block: ours first, then the flags, in its order.
+    flags = ["--hydra-help"] if ns.hydra_help else []
+    flags += ["-m"] if ns.multirun else []
+    flags += ["--cfg", ns.cfg] if ns.cfg else []
+    flags += ["--package", ns.package] if ns.package else []
+    flags += ["--resolve"] if ns.resolve else []
+    flags += ["--info", ns.info] if ns.info else []
     saved = sys.argv
-    try:
-        searched = search_overrides()  # ./conf, the user's own options
-    except AblateError as exc:
-        return _fail(str(exc))
-    sys.argv = ["ablate train", *args, *searched, "hydra.job.name=train"]
+    sys.argv = ["ablate train", *overrides, *search_overrides(), "hydra.job.name=train", *flags]
     try:
         job()
     finally:
@@ -220,20 +356,98 @@ def _train(args: list[str]) -> int:
     return 0
 
 
-def _ui(args: list[str]) -> int:
+# --- ablate studies ----------------------------------------------------------------------------------
 
+
+def _add_studies(sub: Any) -> None:
+    studies = sub.add_parser("studies", help="list, show or delete the stored studies",
+                             description="The studies stored under runs/<study>/journal.log (or in "
+                             "--storage): kind, progress, best value, last activity and storage. "
+                             "show <study> prints its recipe; delete <study> --yes removes its storage "
+                             "and marks its MLflow runs deleted (without --yes: what would be deleted, "
+                             "exit 2, nothing deleted).")
+    studies.add_argument("action", nargs="?", default="list", metavar="show|delete", help="list (default)")
+    studies.add_argument("study", nargs="?", help="the study (show, delete)")
+    studies.add_argument("--storage", help="an Optuna storage (journal file or URL; default: "
+                         "runs/*/journal.log of the working folder, or $ABLATE_STORAGE)")
+    studies.add_argument("--yes", "-y", action="store_true", help="delete: really delete")
+    studies.set_defaults(run=_studies)
+
+
+def _studies(ns: argparse.Namespace) -> int:
+    from ablate.sweep.studies import delete_study, find_studies, show_study, studies_table
+
+    storage = ns.storage or os.environ.get("ABLATE_STORAGE")
+    if ns.action == "list":
+        if ns.study is not None:
+            raise AblateError(f"action: {ns.study!r} is not allowed after list; expected: ablate studies "
+                              "[show|delete <study>]")
+        print(studies_table(find_studies(storage)), end="")
+        return 0
+    if ns.action not in ("show", "delete"):
+        raise AblateError(f"action: {ns.action!r} is not allowed; expected one of: list, show, delete")
+    if ns.study is None:
+        raise AblateError(f"study: missing; ablate studies {ns.action} <study>")
+    if ns.action == "show":
+        print(show_study(ns.study, storage), end="")
+        return 0
+    print(delete_study(ns.study, storage, yes=ns.yes))
+    return 0
+
+
+# --- ablate completion -------------------------------------------------------------------------------
+
+
+def _add_completion(sub: Any) -> None:
+    from ablate.completion import SHELLS
+
+    completion = sub.add_parser("completion", help="print the shell completion script",
+                                description='Print the shell completion script; load it with '
+                                'eval "$(ablate completion bash)" (or zsh), e.g. in ~/.bashrc.')
+    completion.add_argument("shell", choices=(*SHELLS, "query"), help="bash or zsh")
+    completion.add_argument("line", nargs="*", help=argparse.SUPPRESS)  # query: the line to complete
+    completion.set_defaults(run=_completion)
+
+
+def _completion(ns: argparse.Namespace) -> int:
+    from ablate.completion import main as query
+    from ablate.completion import script
+
+    if ns.shell == "query":
+        return query(ns.line)
+    print(script(ns.shell), end="")
+    return 0
+
+
+def _completion_install(overrides: list[str]) -> int:
+    """Hydra's ``-sc install=bash``: the same script as ``ablate completion bash``."""
+    from ablate.completion import SHELLS, script
+
+    for override in overrides:
+        action, _, shell = override.partition("=")
+        if action == "install" and shell in SHELLS:
+            print(script(shell), end="")
+            return 0
+        if action == "uninstall" and shell in SHELLS:
+            print("complete -r ablate 2>/dev/null || true")
+            return 0
+    raise AblateError(f"--shell-completion: {' '.join(overrides) or 'nothing'!r} is not allowed; expected "
+                      "install=bash or install=zsh (or uninstall=...)")
+
+
+def _add_ui(sub: Any) -> None:
+    ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1", description="Serve the MLflow UI on "
+                        "127.0.0.1 against the store ablate train writes to.")
+    ui.add_argument("--port", type=_port, default=5000)
+    _overrides_arg(ui, "e.g. tracking.uri=sqlite:///other.db")
+    ui.set_defaults(run=_ui)
+
+
+def _ui(ns: argparse.Namespace) -> int:
     from ablate.config import compose
     from ablate.tracking.store import check_store
 
-    parser = _Parser(prog="ablate ui", description="Serve the MLflow UI on "
-                     "127.0.0.1 against the store ablate train writes to.")
-    parser.add_argument("--port", type=_port, default=5000)
-    parser.add_argument("overrides", nargs="*", help="e.g. tracking.uri=sqlite:///other.db")
-    ns = parser.parse_args(args)
-    try:
-        cfg = compose(ns.overrides)
-    except AblateError as exc:
-        return _fail(str(exc))
+    cfg = compose(ns.overrides)
     uri = cfg.tracking.uri
     _check_port_free(ns.port)
     check_store(uri, read=True)  # MLflow would create an empty store, and serve it
@@ -249,43 +463,124 @@ def _ui(args: list[str]) -> int:
     return 0  # not reached
 
 
-def _sweep(args: list[str]) -> int:
-    if not args or args[0].startswith("-"):
-        from ablate.sweep import available_studies
+def _add_study_command(sub: Any, name: str, summary: str, description: str) -> None:
+    command = sub.add_parser(name, add_help=False, help=summary, description=description)
+    command.add_argument("study", nargs="?", help="a study file's name (sweeps/<study>.yaml)")
+    command.add_argument("--help", "-h", action="store_true",
+                         help="with a study: its settings and what can be overridden")
+    _print_flags(command, "study spec")
+    command.add_argument("--info", "-i", nargs="?", const="searchpath", metavar="searchpath",
+                         help="print the folders searched for studies and config groups")
+    _config_dir_flag(command)
+    _overrides_arg(command, "study fields (n_trials=40 pruner=hyperband), params.K='interval(a,b)', "
+                   "or a trial field fixed for every trial (trainer.epochs=5)")
+    command.set_defaults(run=functools.partial(_study_command, name))
 
-        print("usage: ablate sweep <study> [key=value ...]\nstudies: " + ", ".join(available_studies()))
-        return 0 if args and args[0] in ("-h", "--help") else 2
+
+def _study_command(command: str, ns: argparse.Namespace) -> int:
+    from ablate.config import CONF_DIR, user_conf_dirs
+    from ablate.sweep.spec import available_studies, study_search_path
+
+    _optional_values(ns, {"cfg": ("job", "all"), "info": ("searchpath", "all")})
+    if ns.study is not None and "=" in ns.study:  # `ablate sweep --cfg n_trials=3 x`: not a study name
+        raise AblateError(f"study: {ns.study!r} is not allowed; give the study's name first: "
+                          f"ablate {command} <study> [key=value ...]")
+    overrides = _searchpath(ns.overrides, ns.config_dir)
+    if ns.info:
+        print("studies: " + ", ".join(str(f) for f in study_search_path()))
+        print("config groups: " + ", ".join(str(f) for f in [CONF_DIR, *user_conf_dirs()]))
+        return 0
+    if ns.study is None:
+        print(f"usage: ablate {command} <study> [--help] [--cfg] [-cd DIR] [key=value ...]\n"
+              "studies: " + ", ".join(available_studies()))
+        return 0 if ns.help else 2
+    from ablate.sweep.spec import compose_study
+
+    spec = compose_study(ns.study, overrides)
+    if ns.help:
+        print(_study_help(command, spec), end="")
+        return 0
+    if ns.cfg:
+        print(_spec_yaml(spec, ns.package), end="")
+        return 0
+    if command == "plan":
+        from ablate.sweep.plan import run_plan
+
+        return run_plan(ns.study, overrides)
     from ablate.sweep import run_sweep
 
-    return run_sweep(args[0], args[1:])
+    return run_sweep(ns.study, overrides)
 
 
-def _plan(args: list[str]) -> int:
-    if not args or args[0].startswith("-"):
-        from ablate.sweep import available_studies
-
-        print("usage: ablate plan <study> [key=value ...]\nstudies: " + ", ".join(available_studies()))
-        return 0 if args and args[0] in ("-h", "--help") else 2
-    from ablate.sweep.plan import run_plan
-
-    return run_plan(args[0], args[1:])
+def _spec_document(spec: Any) -> dict[str, Any]:
+    """The spec as stored (passwords left out), as plain data."""
+    doc: dict[str, Any] = json.loads(spec.to_json())
+    return doc
 
 
-def _worker(args: list[str]) -> int:
+def _spec_yaml(spec: Any, package: str | None = None) -> str:
+    import yaml
 
-    parser = _Parser(prog="ablate worker", description="Pull and run trials of a "
-                     "study until it has its n_trials finished trials.")
-    parser.add_argument("study")
-    parser.add_argument("--storage", default=None, help="the study's Optuna storage (file or URL); "
+    doc: Any = _spec_document(spec)
+    if package:
+        for part in package.split("."):
+            if not isinstance(doc, dict) or part not in doc:
+                raise AblateError(f"--package: {package!r} is not allowed; expected a key of the study spec "
+                                  f"({', '.join(sorted(_spec_document(spec)))})")
+            doc = doc[part]
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def _study_help(command: str, spec: Any) -> str:
+    from ablate.sweep.schema import PRUNERS, SAMPLERS
+
+    doc = _spec_document(spec)
+    doc.pop("distributions", None)
+    lines = [f"usage: ablate {command} {spec.name} [--cfg [-p KEY]] [-cd DIR] [key=value ...]", ""]
+    lines.append(f"Study {spec.name}: " + (f"ablation design {spec.design}, {len(spec.arms)} arms"
+                                           if spec.design else f"search over {len(spec.params)} parameters"))
+    lines += ["", "== Settings (override any: key=value) =="]
+    for key in ("n_trials", "workers", "timeout", "metric", "direction", "storage", "out_dir", "experiment",
+                "tracking_uri", "devices", "trials_per_device", "max_failures", "heartbeat_interval",
+                "grace_period", "seeds"):
+        if key in doc:
+            lines.append(f"  {key}: {json.dumps(doc[key])}")
+    lines.append(f"  sampler: {doc['sampler'].get('name')}  (sampler=one of {', '.join(SAMPLERS)}; "
+                 "sampler.seed=N ...)")
+    lines.append(f"  pruner: {doc['pruner'].get('name')}  (pruner=one of {', '.join(PRUNERS)})")
+    if spec.params:
+        grammar = "choice, range, interval, tag(log, ...)"
+        lines += ["", f"== Searched parameters (params.KEY='grammar': {grammar}) =="]
+        lines += [f"  params.{k}: {v}" for k, v in spec.params.items()]
+    if spec.arms:
+        lines += ["", "== Arms =="]
+        lines += [f"  {k}: {' '.join(v) or '(reference)'}" for k, v in spec.arms.items()]
+    lines += ["", "== Fixed for every trial (fixed.KEY=value, or any trial field: trainer.epochs=5) =="]
+    lines += [f"  {k}: {v}" for k, v in spec.fixed.items()] or ["  (none)"]
+    lines += ["", "--cfg prints the whole composed spec; ablate plan <study> what it would run and cost."]
+    return "\n".join(lines) + "\n"
+
+
+def _add_worker(sub: Any) -> None:
+    worker = sub.add_parser("worker", help="join a running study from another shell or machine",
+                            description="Pull and run trials of a study until it has its n_trials "
+                            "finished trials.")
+    worker.add_argument("study")
+    worker.add_argument("--storage", default=None, help="the study's Optuna storage (file or URL); "
                         "default: $ABLATE_STORAGE, which keeps a password out of the command line")
-    parser.add_argument("--index", type=int, default=0, help="the worker's index in its sweep (set by "
+    worker.add_argument("--index", type=int, default=0, help="the worker's index in its sweep (set by "
                         "ablate sweep; a joining worker's sampler is seeded apart from every other)")
-    parser.add_argument("--deadline", type=float, default=None, help="unix time; no trial starts after")
-    parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # by ablate sweep
-    parser.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)  # ... started early
-    parser.add_argument("overrides", nargs="*", help="the study's overrides, checked against its stored "
-                        "recipe; devices=[1] pins this worker to a GPU")
-    ns = parser.parse_intermixed_args(args)
+    worker.add_argument("--deadline", type=float, default=None, help="unix time; no trial starts after")
+    worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)  # by ablate sweep
+    worker.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)  # ... started early
+    _config_dir_flag(worker)
+    _overrides_arg(worker, "the study's overrides, checked against its stored recipe; devices=[1] pins "
+                   "this worker to a GPU")
+    worker.set_defaults(run=_worker)
+
+
+def _worker(ns: argparse.Namespace) -> int:
+    ns.overrides = _searchpath(ns.overrides, ns.config_dir)
     from ablate.errors import ConfigError
     from ablate.sweep.schema import check_name
     from ablate.sweep.worker import check_join, run_worker
@@ -352,26 +647,29 @@ def _standby() -> tuple[float | None, Composed | None] | None:
 _received: list[int] = []
 
 
-def _report(args: list[str]) -> int:
+def _add_report(sub: Any) -> None:
+    report = sub.add_parser("report", help="write a study's ablation report (Markdown, HTML)",
+                            description="Write the ablation report of a study (or of runs selected by "
+                            "--experiment / --tag) from MLflow.")
+    report.add_argument("study", nargs="?", help="the study name (omit with --experiment or --tag)")
+    report.add_argument("--format", default="md,html", help="md, html or md,html (default)")
+    report.add_argument("--out", default="reports", help="folder receiving <name>/report.* (default reports)")
+    report.add_argument("--experiment", help="select `ablate train -m` runs of this MLflow experiment")
+    report.add_argument("--tag", help="select runs with this tag, KEY=VALUE")
+    report.add_argument("--target", type=float, help="val_acc level for 'epochs to reach' (default: auto)")
+    _overrides_arg(report, "tracking.uri=... (default sqlite:///mlflow.db)")
+    report.set_defaults(run=_report)
 
+
+def _report(ns: argparse.Namespace) -> int:
     from ablate.config import compose
 
-    parser = _Parser(prog="ablate report", description="Write the ablation report of "
-                     "a study (or of runs selected by --experiment / --tag) from MLflow.")
-    parser.add_argument("study", nargs="?", help="the study name (omit with --experiment or --tag)")
-    parser.add_argument("--format", default="md,html", help="md, html or md,html (default)")
-    parser.add_argument("--out", default="reports", help="folder receiving <name>/report.* (default reports)")
-    parser.add_argument("--experiment", help="select `ablate train -m` runs of this MLflow experiment")
-    parser.add_argument("--tag", help="select runs with this tag, KEY=VALUE")
-    parser.add_argument("--target", type=float, help="val_acc level for 'epochs to reach' (default: auto)")
-    parser.add_argument("overrides", nargs="*", help="tracking.uri=... (default sqlite:///mlflow.db)")
-    ns, extra = parser.parse_known_args(args)
-    study, overrides = ns.study, list(ns.overrides) + extra
+    study, overrides = ns.study, list(ns.overrides)
     if study is not None and "=" in study:  # `ablate report tracking.uri=...` with --experiment
         overrides.insert(0, study)
         study = None
     if study is None and not (ns.experiment or ns.tag):
-        parser.error("study: missing; give a study, or --experiment / --tag to select runs")
+        raise AblateError("study: missing; give a study, or --experiment / --tag to select runs")
     from ablate.report import write_report
     from ablate.report.format import check_target, parse_formats
     from ablate.report.schema import parse_tag_filter
@@ -399,37 +697,71 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """``ablate``'s parser: one subparser per command, each with its own ``--help``."""
+    parser = _Parser(prog="ablate", usage="ablate <command> [options] [overrides]",
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description=USAGE.split("\n", 2)[2], add_help=False)
+    parser.add_argument("--help", "-h", action="help",
+                        help="this help; ablate <command> --help for a command's")
+    parser.add_argument("--version", "-V", action="version", version=f"ablate {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=_Parser, prog="ablate")
+    _add_train(sub)
+    _add_study_command(sub, "sweep", "run a study with parallel workers",
+                       "Run a study from sweeps/ (the --config-dir folders and ./sweeps first) with parallel "
+                       "workers, pruning, resume and MLflow parent/child runs.")
+    _add_study_command(sub, "plan", "what a sweep would run and cost; nothing created",
+                       "What a sweep would run and cost, nothing created.")
+    _add_worker(sub)
+    _add_report(sub)
+    _add_ui(sub)
+    _add_studies(sub)
+    _add_completion(sub)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ablate`` console script."""
+    from ablate.config.composition import CONFIG_DIRS_ENV
+
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args or args[0] == "help":
         print(USAGE, end="")
         return 0
-    command, rest = args[0], args[1:]
-    if command != "ui":
+    parser = build_parser()
+    from ablate.completion import COMMANDS as commands
+    if not args[0].startswith("-") and args[0] not in commands:
+        return _fail(f"unknown command {args[0]!r}; expected one of: {', '.join(commands)}")
+    if args[0] != "ui":
         # MLflow's INFO lines ("Creating initial MLflow database tables...") are its business, not
         # the user's; its warnings stay. A user's own MLFLOW_LOGGING_LEVEL wins.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # SIGTERM ends runs the way Ctrl-C does: recorded KILLED, never left RUNNING.
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    saved_dirs = os.environ.get(CONFIG_DIRS_ENV)
     try:
-        if command == "train":
-            return _train(rest)
-        if command == "ui":
-            return _ui(rest)
-        if command == "sweep":
-            return _sweep(rest)
-        if command == "worker":
-            return _worker(rest)
-        if command == "plan":
-            return _plan(rest)
-        if command == "report":
-            return _report(rest)
+        try:
+            ns, extra = parser.parse_known_args(args)
+        except SystemExit as done:  # --help, --version
+            return int(done.code or 0)
+        # Overrides after a flag (`optimizer=adam --cfg job seed=1`) are overrides too.
+        unknown = [e for e in extra if e.startswith("-")]
+        if unknown:
+            raise AblateError(f"unrecognized arguments: {' '.join(unknown)}")
+        if extra:
+            if not hasattr(ns, "overrides"):
+                raise AblateError(f"unrecognized arguments: {' '.join(extra)}")
+            ns.overrides = [*ns.overrides, *extra]
+        return int(ns.run(ns))
     except AblateError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", 128 + (_received[-1] if _received else signal.SIGINT))
-    return _fail(f"unknown command {command!r}; expected one of: train, sweep, plan, worker, report, ui")
+    finally:
+        if saved_dirs is None:
+            os.environ.pop(CONFIG_DIRS_ENV, None)
+        else:
+            os.environ[CONFIG_DIRS_ENV] = saved_dirs
 
 
 def run() -> None:

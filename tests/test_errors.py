@@ -165,6 +165,30 @@ CASES: dict[str, Case] = {
                                     setup=_file("f"), fast=True),
     "train-read-only-folder": _c("train", "trainer.epochs=1", names="tracking.uri", read_only=True,
                                  fast=True),
+    # a search space under ablate train points to ablate sweep; a list needs -m
+    "train-multirun-interval": _c("train", "-m", "optimizer.lr=interval(0.001,0.1)", names="ablate sweep"),
+    "train-interval": _c("train", "optimizer.lr=interval(0.001,0.1)", names="optimizer.lr"),
+    "train-multirun-tag-log": _c("train", "-m", "optimizer.lr=tag(log,interval(0.001,0.1))",
+                                 names="ablate sweep"),
+    "train-multirun-shuffle": _c("train", "-m", "seed=shuffle(1,2)", names="seed"),
+    "train-choice-without-m": _c("train", "optimizer=choice(sgd,adam)", names="-m"),
+    "train-range-without-m": _c("train", "seed=range(0,3)", names="seed"),
+    "train-list-without-m": _c("train", "seed=1,2", names="seed"),
+    # Hydra's flags
+    "train-info-bad": _c("train", "--info", "nope", names="--info"),
+    "train-cfg-bad": _c("train", "--cfg", "nope", names="--cfg"),
+    "train-config-dir-missing": _c("train", "-cd", "nowhere", "--cfg", "job", names="nowhere"),
+    "train-searchpath-pkg": _c("train", "hydra.searchpath=[pkg://x]", names="hydra.searchpath"),
+    "train-searchpath-not-a-list": _c("train", "hydra.searchpath=file://x", names="hydra.searchpath"),
+    "train-config-dir-shadows": _c("train", "-cd", "mine", names="optimizer=adam",
+                                   setup=lambda cwd: ((cwd / "mine" / "optimizer").mkdir(parents=True),
+                                                      (cwd / "mine" / "optimizer" / "adam.yaml").write_text(
+                                                          "name: adam\n"))),
+    "train-shell-completion-bad": _c("train", "-sc", "install=fish", names="--shell-completion"),
+    "train-config-name-refused": _c("train", "-cn", "other", names="-cn"),
+    "completion-bad-shell": _c("completion", "fish", names="fish"),
+    "sweep-cfg-bad-package": _c("sweep", "x", "--cfg", "-p", "nope", names="--package", setup=_study()),
+    "sweep-override-before-study": _c("sweep", "n_trials=3", "x", names="study", setup=_study()),
     # ablate sweep
     "sweep-bad-yaml": _c("sweep", "x", names="x.yaml", setup=_study(STUDY + "n_trials: [2\n  bad: : x\n")),
     "sweep-bad-yaml-tab": _c("sweep", "x", names="x.yaml", setup=_study(STUDY + "\tworkers: 2\n")),
@@ -265,6 +289,16 @@ CASES: dict[str, Case] = {
     "ui-postgres-unreachable": _c("ui", "--port", "{free_port}", f"tracking.uri={PG}", names="tracking.uri",
                                   fast=True),
     "ui-unknown-option": _c("ui", "--bogus", names="--bogus"),
+    # ablate studies
+    "studies-show-absent": _c("studies", "show", "nope", names="nope"),
+    "studies-show-no-name": _c("studies", "show", names="study"),
+    "studies-bad-action": _c("studies", "rename", "x", names="rename"),
+    "studies-name-is-a-path": _c("studies", "show", "../evil", names="study"),
+    "studies-delete-absent": _c("studies", "delete", "nope", "--yes", names="nope"),
+    "studies-storage-unreachable": _c("studies", "--storage", PG, names="storage", fast=True),
+    "studies-storage-missing": _c("studies", "--storage", "nowhere/journal.log", names="storage"),
+    "studies-delete-without-yes": _c("studies", "delete", "other", "--storage", "journal.log", names="--yes",
+                                     setup=_other_study_journal),
     # the command itself
     "unknown-command": _c("bogus", names="bogus"),
 }

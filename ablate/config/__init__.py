@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from ablate.config.composition import (
     CONF_DIR,
+    CONFIG_DIRS_ENV,
     check_model,
     compose,
+    config_dirs,
     hydra_at,
     is_group,
     register_configs,
@@ -34,6 +36,7 @@ from ablate.config.composition import (
     store_schemas,
     trick_summary,
     user_conf_dir,
+    user_conf_dirs,
 )
 from ablate.config.rules import RULES, Rule, flatten, translate_compose_error, validate
 from ablate.config.schema import Config
@@ -41,12 +44,14 @@ from ablate.menu import AVERAGINGS
 
 __all__ = [
     "AVERAGINGS",
+    "CONFIG_DIRS_ENV",
     "CONF_DIR",
     "RULES",
     "Config",
     "Rule",
     "check_model",
     "compose",
+    "config_dirs",
     "flatten",
     "hydra_at",
     "is_group",
@@ -57,5 +62,6 @@ __all__ = [
     "translate_compose_error",
     "trick_summary",
     "user_conf_dir",
+    "user_conf_dirs",
     "validate",
 ]

@@ -1,14 +1,16 @@
 """Composition of ``conf/`` with Hydra's compose API: schema registration, Hydra's global state,
 ``compose`` itself and the one-line recipe summary of a composed config.
 
-Search path: the shipped ``conf/``, then ``./conf`` of the working folder, whose groups add options
-of the user's own (``conf/model/mynet.yaml`` is ``model=mynet``). A user option cannot replace a
+Search path: the shipped ``conf/``, then ``./conf`` of the working folder, then the folders given
+with ``--config-dir`` / ``hydra.searchpath`` (:data:`CONFIG_DIRS_ENV`); their groups add options of
+the user's own (``conf/model/mynet.yaml`` is ``model=mynet``). A user option cannot replace a
 shipped one of the same name (Hydra's first match would silently win): compose refuses it.
 Registered and entry-point models and datasets (:mod:`ablate.registry`) are options too.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,8 +21,9 @@ from ablate.config.schema import GROUP_SCHEMAS, Config, DataConfig
 from ablate.errors import AblateError
 from ablate.menu import MODELS
 
-__all__ = ["CONF_DIR", "compose", "hydra_at", "is_group", "register_configs", "search_overrides",
-           "shipped_folder", "store_schemas", "trick_summary", "user_conf_dir"]
+__all__ = ["CONFIG_DIRS_ENV", "CONF_DIR", "compose", "config_dirs", "hydra_at", "is_group",
+           "register_configs", "search_overrides", "shipped_folder", "store_schemas", "trick_summary",
+           "user_conf_dir", "user_conf_dirs"]
 
 
 def shipped_folder(name: str) -> Path:
@@ -70,21 +73,41 @@ def user_conf_dir(cwd: str | Path | None = None) -> Path | None:
     return local if local.is_dir() and local != CONF_DIR else None
 
 
+CONFIG_DIRS_ENV = "ABLATE_CONFIG_DIRS"
+"""Folders of the user's own config groups and studies (``--config-dir``), os.pathsep-separated;
+an environment variable, so that the workers a sweep starts search them too."""
+
+
+def config_dirs() -> list[Path]:
+    """The folders given with ``--config-dir`` / ``hydra.searchpath`` (:data:`CONFIG_DIRS_ENV`)."""
+    text = os.environ.get(CONFIG_DIRS_ENV, "")
+    return [Path(p) for p in text.split(os.pathsep) if p]
+
+
+def user_conf_dirs(cwd: str | Path | None = None) -> list[Path]:
+    """Every folder of the user's own options: ``./conf`` (when there is one), then :func:`config_dirs`."""
+    local = user_conf_dir(cwd)
+    dirs = ([local] if local is not None else []) + [d.resolve() for d in config_dirs()]
+    return [d for d in dict.fromkeys(dirs) if d != CONF_DIR]
+
+
 def search_overrides(cwd: str | Path | None = None) -> list[str]:
-    """The Hydra override that adds ``./conf`` to the search path (none without one).
+    """The Hydra override that adds ``./conf`` and the ``--config-dir`` folders to the search path
+    (none without any).
 
     Raises:
-        AblateError: a file in ``./conf`` has the name of a shipped option of its group.
+        AblateError: a file in one of them has the name of a shipped option of its group.
     """
-    local = user_conf_dir(cwd)
-    if local is None:
+    dirs = user_conf_dirs(cwd)
+    for local in dirs:
+        for path in sorted(local.glob("*/*.yaml")):
+            shipped = CONF_DIR / path.parent.name / path.name
+            if shipped.is_file():
+                raise AblateError(f"{path}: {path.parent.name}={path.stem} is a shipped option; give "
+                                  "your own a name of its own")
+    if not dirs:
         return []
-    for path in sorted(local.glob("*/*.yaml")):
-        shipped = CONF_DIR / path.parent.name / path.name
-        if shipped.is_file():
-            raise AblateError(f"{path}: {path.parent.name}={path.stem} is a shipped option; give "
-                              "your own a name of its own")
-    return [f"hydra.searchpath=[{_quoted('file://' + str(local))}]"]
+    return ["hydra.searchpath=[" + ",".join(_quoted("file://" + str(d)) for d in dirs) + "]"]
 
 
 def _quoted(text: str) -> str:
@@ -113,8 +136,7 @@ def is_group(key: str) -> bool:
     """True when ``key`` names a config group (``optimizer``), not a field (``optimizer.lr``)."""
     if "." in key:
         return False
-    local = user_conf_dir()
-    return (CONF_DIR / key).is_dir() or (local is not None and (local / key).is_dir())
+    return (CONF_DIR / key).is_dir() or any((d / key).is_dir() for d in user_conf_dirs())
 
 
 def compose(overrides: Sequence[str] = (), *, config_name: str = "config") -> DictConfig:

@@ -24,7 +24,7 @@ from hydra import compose as hydra_compose
 from omegaconf import DictConfig, OmegaConf
 
 from ablate.ablation import build_design
-from ablate.config import hydra_at, shipped_folder, translate_compose_error
+from ablate.config import config_dirs, hydra_at, shipped_folder, translate_compose_error
 from ablate.errors import AblateError, ConfigError
 from ablate.records import ATTR_CONFIRMED, ATTR_SPEC, DIRECTIONS
 from ablate.secrets import redact_text, redact_values
@@ -200,9 +200,11 @@ def differ_text(fields: Sequence[str]) -> str:
 
 
 def study_search_path(cwd: str | Path | None = None) -> list[Path]:
-    """Folders searched for study files, first match wins: ``./sweeps`` then the shipped one."""
+    """Folders searched for study files, first match wins: the ``--config-dir`` folders, ``./sweeps``,
+    then the shipped one."""
     local = Path(cwd or os.getcwd()).resolve() / "sweeps"
-    return [p for p in dict.fromkeys([local, SWEEPS_DIR]) if p.is_dir()]
+    given = [d.resolve() for d in config_dirs()]
+    return [p for p in dict.fromkeys([*given, local, SWEEPS_DIR]) if p.is_dir()]
 
 
 def available_studies(cwd: str | Path | None = None) -> list[str]:

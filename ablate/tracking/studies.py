@@ -11,7 +11,7 @@ from ablate import records as R
 from ablate.tracking.store import get_or_create_experiment, git_commit
 from ablate.tracking.writer import signals_deferred
 
-__all__ = ["end_killed_runs", "finish_study_run", "open_study_run"]
+__all__ = ["delete_study_runs", "end_killed_runs", "finish_study_run", "open_study_run"]
 
 
 def open_study_run(*, tracking_uri: str, experiment: str, name: str, storage: str, design: str | None,
@@ -115,3 +115,25 @@ def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_numbe
             client.set_terminated(run_id, "KILLED")
         except Exception:  # noqa: BLE001, S110 - the run may never have been created
             pass
+
+
+def delete_study_runs(*, tracking_uri: str, parent_run_id: str) -> int:
+    """Mark a study's parent run and every child run deleted (``ablate studies delete``).
+
+    Returns:
+        How many runs were marked deleted (0 when the parent run is no longer in the store).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        experiment = client.get_run(parent_run_id).info.experiment_id
+    except MlflowException:
+        return 0
+    children = client.search_runs([experiment], filter_string=f"tags.`{R.TAG_PARENT}` = '{parent_run_id}'",
+                                  max_results=50000)
+    ids = [r.info.run_id for r in children] + [parent_run_id]
+    for run_id in ids:
+        client.delete_run(run_id)
+    return len(ids)
