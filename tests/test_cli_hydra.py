@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import require_service
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
@@ -185,8 +186,8 @@ def test_bash_completion_script_is_valid_and_completes(tmp_path, how):
                                                                                        "hyperband_eta5"]
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
 def test_zsh_completion_script_is_valid(tmp_path):
+    require_service(shutil.which("zsh") is not None, "zsh is not installed: apt-get install zsh (.ci/run does)")
     script = tmp_path / "ablate.zsh"
     script.write_text(ok(ablate(tmp_path, "completion", "zsh")))
     subprocess.run(["zsh", "-n", str(script)], check=True)
