@@ -187,7 +187,8 @@ def test_bash_completion_script_is_valid_and_completes(tmp_path, how):
 
 
 def test_zsh_completion_script_is_valid(tmp_path):
-    require_service(shutil.which("zsh") is not None, "zsh is not installed: apt-get install zsh (.ci/run does)")
+    require_service(shutil.which("zsh") is not None,
+                    "zsh is not installed: apt-get install zsh (.ci/run does)")
     script = tmp_path / "ablate.zsh"
     script.write_text(ok(ablate(tmp_path, "completion", "zsh")))
     subprocess.run(["zsh", "-n", str(script)], check=True)
