@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_sweep.py pruning   [--n-trials 40] [--pruners none,median,hyperband]
     .venv/bin/python benchmarks/bench_sweep.py async     [--n-trials 48] [--repeats 3] [--short 1 --long 30]
     .venv/bin/python benchmarks/bench_sweep.py overhead  [--study tricks_digits] [--n-trials 12]
+    .venv/bin/python benchmarks/bench_sweep.py short     [--n-trials 16] [--epochs 100] [--repeats 3]
 
 Every run uses the real `ablate sweep` path (worker processes, a journal storage, a SQLite MLflow
 store) in a fresh temporary folder, and compares variants measured in the same invocation.
@@ -17,6 +18,9 @@ store) in a fresh temporary folder, and compares variants measured in the same i
 - overhead: one worker; sweep wall time divided by the sum of the trials' fit() time (imports,
   composition, MLflow and Optuna bookkeeping are the overhead). Bar: <= 1.10. Also against a
   hand-written baseline: the same trial configs trained back to back by fit() in one process.
+- short: a short study as users start one (16 trials of about 1.4 s, 2 workers, one torch thread
+  each): wall time against the ideal, the same configs' fit() time back to back in one process
+  (one thread) divided by the 2 workers. Bar: <= 1.3x.
 """
 
 from __future__ import annotations
@@ -191,7 +195,8 @@ def _uneven_run(
     return len(done) / span * 3600, [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
 
 
-def _standalone_fit_time(cwd: Path, study_name: str, trials: list, overrides: list[str]) -> float:
+def _standalone_fit_time(cwd: Path, study_name: str, trials: list, overrides: list[str],
+                         threads: int | None = None) -> float:
     """The hand-written baseline: the sweep's trials, trained back to back by ``fit`` in this process.
 
     The same configs (composed as the worker composes them, with its thread count), no Optuna, no
@@ -204,7 +209,7 @@ def _standalone_fit_time(cwd: Path, study_name: str, trials: list, overrides: li
     os.chdir(cwd)
     try:
         spec = compose_study(study_name, overrides, cwd=cwd)
-        composer = TrialComposer(spec.space, {"trainer.threads": worker_threads(1)})
+        composer = TrialComposer(spec.space, {"trainer.threads": threads or worker_threads(1)})
         cache, total = {}, 0.0
         for t in trials:
             cfg = composer(t.params, f"baseline-{t.number}")
@@ -265,9 +270,39 @@ def overhead(args: argparse.Namespace) -> None:
           f"Optuna/MLflow: {alone:.1f} s; wall / baseline = {wall / alone:.2f}")
 
 
+def short(args: argparse.Namespace) -> None:
+    epochs = args.epochs or 100
+    print(f"short: study {args.study}, {args.n_trials} trials of {epochs} epochs, 2 workers (1 thread each), "
+          f"no pruning, {args.repeats} repeats")
+    overrides = [f"n_trials={args.n_trials}", "workers=2", "pruner=none", f"trainer.epochs={epochs}",
+                 "trainer.threads=1"]
+    ratios = []
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            cwd = Path(tmp)
+            _prepare_data(cwd, args.study, overrides)
+            started = time.time()
+            wall = _sweep(cwd, args.study, *overrides)
+            trials = sorted(_load(cwd, args.study).trials, key=lambda t: t.number)
+            alone = _standalone_fit_time(cwd, args.study, trials, overrides, threads=1)
+        first = min(t.datetime_start.timestamp() for t in trials)
+        last = max(t.datetime_complete.timestamp() for t in trials)
+        train = sum(float(t.user_attrs.get(ATTR_TRAIN_TIME, 0.0)) for t in trials)
+        ideal = alone / 2
+        ratios.append(wall / ideal)
+        print(f"  repeat {repeat}: wall {wall:.1f} s, ideal {ideal:.1f} s (fit() back to back {alone:.1f} s, "
+              f"{alone / len(trials):.2f} s a trial) -> wall / ideal {wall / ideal:.2f}; start-up "
+              f"{first - started:.1f} s to the first ask, trials {last - first:.1f} s (training in the "
+              f"sweep {train:.1f} s, {train / alone:.2f}x fit() alone), wind-down "
+              f"{started + wall - last:.1f} s")
+    ratios.sort()
+    print(f"wall / ideal: median {ratios[len(ratios) // 2]:.2f} over {len(ratios)} repeats "
+          f"({', '.join(f'{r:.2f}' for r in ratios)}); bar <= 1.30")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["pruning", "async", "overhead"])
+    p.add_argument("what", choices=["pruning", "async", "overhead", "short"])
     p.add_argument("--study", default="tricks_digits")
     p.add_argument("--n-trials", type=int, default=0)
     p.add_argument("--epochs", type=int, default=0, help="overhead: trainer.epochs of every trial")
@@ -280,9 +315,11 @@ def main() -> None:
     p.add_argument("--long", type=int, default=30, help="async: epochs of a long trial")
     args = p.parse_args()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial MLflow database tables"
-    args.n_trials = args.n_trials or {"pruning": 40, "async": 48, "overhead": 12}[args.what]
+    args.n_trials = args.n_trials or {"pruning": 40, "async": 48, "overhead": 12, "short": 16}[args.what]
+    if args.what == "short" and args.study == "tricks_digits":
+        args.study = "optimizers_digits"
     print(f"python {platform.python_version()} | {os.cpu_count()} cpus | {time.strftime('%Y-%m-%d')}")
-    {"pruning": pruning, "async": asynchronous, "overhead": overhead}[args.what](args)
+    {"pruning": pruning, "async": asynchronous, "overhead": overhead, "short": short}[args.what](args)
 
 
 if __name__ == "__main__":
