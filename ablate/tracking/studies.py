@@ -105,13 +105,16 @@ def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_numbe
         pass
     for run_id in runs:
         try:
-            status = client.get_run(run_id).info.status
+            info = client.get_run(run_id).info
+            status = info.status
             if status not in ("RUNNING", "FINISHED"):
                 continue
             if status == "FINISHED":
                 client.set_tag(run_id, R.TAG_ERROR, f"its worker died before trial {trial_number} was told "
                                "to Optuna; the trial was queued again")
             client.set_tag(run_id, R.TAG_STATUS, R.KILLED)
+            if info.run_name:  # its name shows it, as every killed run's does
+                client.update_run(run_id, name=R.marked_run_name(info.run_name, R.KILLED))
             client.set_terminated(run_id, "KILLED")
         except Exception:  # noqa: BLE001, S110 - the run may never have been created
             pass
