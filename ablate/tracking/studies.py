@@ -3,6 +3,7 @@ runs of a trial whose worker died, ended KILLED."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -11,7 +12,7 @@ from ablate import records as R
 from ablate.tracking.store import get_or_create_experiment, git_commit
 from ablate.tracking.writer import signals_deferred
 
-__all__ = ["end_killed_runs", "finish_study_run", "open_study_run"]
+__all__ = ["attach_report", "end_killed_runs", "finish_study_run", "open_study_run"]
 
 
 def open_study_run(*, tracking_uri: str, experiment: str, name: str, storage: str, design: str | None,
@@ -75,6 +76,18 @@ def finish_study_run(*, tracking_uri: str, parent_run_id: str, status: str, coun
     with signals_deferred():  # not left RUNNING by a Ctrl-C between the two writes
         client.log_batch(parent_run_id, metrics=metrics, tags=tags)
         client.set_terminated(parent_run_id, status)
+
+
+def attach_report(*, tracking_uri: str, parent_run_id: str, folder: str | os.PathLike[str]) -> None:
+    """Log a written report (``report.md``, ``report.html``, the figures) as artifacts of the study's
+    parent run, at the root of its artifacts beside ``study.json``: MLflow's UI lists and previews them.
+
+    A newer report replaces the files of the same name; the parent run's status is not changed.
+    """
+    from mlflow.tracking import MlflowClient
+
+    with signals_deferred():
+        MlflowClient(tracking_uri=tracking_uri).log_artifacts(parent_run_id, os.fspath(folder))
 
 
 def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_number: int,
