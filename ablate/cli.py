@@ -48,8 +48,9 @@ commands:
   report <study> [--format md,html] [--out reports] [--experiment E] [--tag K=V] [tracking.uri=...]
                          what each trick contributes: tables, CIs and figures as Markdown and HTML,
                          read from MLflow (a study, or `ablate train -m` runs by experiment or tag)
-  ui [--port N] [tracking.uri=...]
-                         serve the MLflow UI on 127.0.0.1 against the same store
+  ui [--port N] [--create] [tracking.uri=...]
+                         serve the MLflow UI on 127.0.0.1 against the same store (refused where
+                         there is none, unless --create)
   studies [show|delete <study>] [--storage URL] [--yes]
                          the stored studies: kind, progress, best value, last activity, storage;
                          a study's recipe; delete one (its storage and MLflow runs) with --yes
@@ -439,6 +440,8 @@ def _add_ui(sub: Any) -> None:
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1", description="Serve the MLflow UI on "
                         "127.0.0.1 against the store ablate train writes to.")
     ui.add_argument("--port", type=_port, default=5000)
+    ui.add_argument("--create", action="store_true", help="create an empty store when there is none "
+                    "(without it, a folder with no store is refused: MLflow would serve an empty one)")
     _overrides_arg(ui, "e.g. tracking.uri=sqlite:///other.db")
     ui.set_defaults(run=_ui)
 
@@ -450,8 +453,22 @@ def _ui(ns: argparse.Namespace) -> int:
     cfg = compose(ns.overrides)
     uri = cfg.tracking.uri
     _check_port_free(ns.port)
-    check_store(uri, read=True)  # MLflow would create an empty store, and serve it
+    if ns.create:
+        check_store(uri)  # writable: MLflow creates the store as it starts
+    else:
+        try:
+            check_store(uri, read=True)  # MLflow would create an empty store, and serve it
+        except AblateError as exc:
+            raise AblateError(f"{exc}; or pass --create for an empty one") from None
+    from ablate.tracking import relocate_artifacts
+
+    relocate_artifacts(uri)  # a moved project folder: previews read the artifacts beside the store
+    # MLflow 3.17's UI opens every experiment on its GenAI overview until "Model training" is chosen
+    # at its top left: a setting of the browser (local storage), not of the store, which the
+    # experiments' kind (records.TAG_EXPERIMENT_KIND) does not override. Say so once.
     print(f"MLflow UI for {redact(uri)} at http://127.0.0.1:{ns.port}", flush=True)
+    print('choose "Model training" at its top left once: experiments then open on their runs table',
+          flush=True)
     store = ["--backend-store-uri", uri]
     if redact(uri) != uri:  # a password: in the environment, not in argv where ps would show it
         os.environ["MLFLOW_BACKEND_STORE_URI"], store = uri, []

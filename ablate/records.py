@@ -37,11 +37,13 @@ __all__ = [
     "COMPLETED",
     "DIRECTIONS",
     "DIVERGED",
+    "EXPERIMENT_KIND_TRAINING",
     "FAILED",
     "FINISHED",
     "KEPT_STATES",
     "KILLED",
     "KIND_STUDY",
+    "MARKED_STATES",
     "MLFLOW_STATUSES",
     "OUTCOMES",
     "PARAM_SAMPLED",
@@ -60,6 +62,7 @@ __all__ = [
     "TAG_DESIGN",
     "TAG_DEVICE",
     "TAG_ERROR",
+    "TAG_EXPERIMENT_KIND",
     "TAG_HARDWARE",
     "TAG_KIND",
     "TAG_OPTUNA_STATE",
@@ -79,6 +82,7 @@ __all__ = [
     "best_metric",
     "best_value",
     "count_metric",
+    "marked_run_name",
     "run_state",
 ]
 
@@ -114,12 +118,15 @@ TAG_SEEDS_PER_ARM: Final = "seeds_per_arm"  # JSON {arm: seeds with a finished r
 TAG_SEEDS_STOP: Final = "seeds_stop"  # adaptive seeds: why the study stopped adding seeds
 TAG_CONFIRMED: Final = "confirmed"  # confirm: JSON [{trial, n, mean, ci_low, ci_high}], best first
 KIND_STUDY: Final = "study"
+# An MLflow experiment:
+TAG_EXPERIMENT_KIND: Final = "mlflow.experimentKind"  # MLflow 3's; without it the UI opens on GenAI traces
+EXPERIMENT_KIND_TRAINING: Final = "custom_model_development"  # the UI's "model training": the runs table
 
 TAGS: Final = (TAG_DATASET, TAG_TRICKS, TAG_STATUS, TAG_STOP_REASON, TAG_ERROR, TAG_VERSIONS,
                TAG_HARDWARE, TAG_PYTHON, TAG_COMMIT, TAG_PARENT, TAG_STUDY, TAG_TRIAL_NUMBER,
                TAG_OPTUNA_STATE, TAG_WORKER, TAG_DEVICE, TAG_ARM, TAG_DESIGN, TAG_PRUNED_AT, TAG_KIND,
                TAG_STORAGE, TAG_BEST_TRIAL, TAG_BEST_RUN, TAG_SEEDS_PER_ARM, TAG_SEEDS_STOP,
-               TAG_CONFIRM_OF, TAG_CONFIRMED)
+               TAG_CONFIRM_OF, TAG_CONFIRMED, TAG_EXPERIMENT_KIND)
 """Every tag name above (tests/test_layout.py refuses these literals outside this module)."""
 
 # --- MLflow params and artifacts -----------------------------------------------------------------
@@ -200,6 +207,20 @@ def run_state(mlflow_status: str, tags: Mapping[str, str]) -> str:
     if status == "scheduled":
         return RUNNING
     return status  # failed | killed | running
+
+
+MARKED_STATES: Final = (PRUNED, DIVERGED, FAILED, KILLED)
+"""Run states a run's name shows: MLflow's own status (an icon beside the name) tells FINISHED,
+FAILED and KILLED apart, but a pruned or diverged trial ends FINISHED like a completed one, and
+tags are hidden columns in the runs table's default view. The name is its first column."""
+
+
+def marked_run_name(name: str, state: str) -> str:
+    """``tricks_digits-t0007 (pruned)``: a run's name with its state when :data:`MARKED_STATES` has it."""
+    state = state.lower()
+    if state not in MARKED_STATES or name.endswith(f" ({state})"):
+        return name
+    return f"{name} ({state})"
 
 
 # --- Optuna study and trial user attributes ---------------------------------------------------------

@@ -542,3 +542,38 @@ def test_ui_serves_the_store_on_loopback_only(job_ui):
     assert cmdline[cmdline.index("--host") + 1] == "127.0.0.1"
     assert cmdline[cmdline.index("--backend-store-uri") + 1] == f"sqlite:///{db}"
     assert _stop_group(proc) == signal.SIGTERM, "the UI's server processes outlived SIGTERM"
+
+
+def test_ui_refuses_a_folder_without_a_store_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["ui", "--port", str(_free_port())])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("ablate: error: tracking.uri: no MLflow store at ") and "--create" in err
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def _answers(port: int, proc: subprocess.Popen, seconds: float = 90) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    return False
+
+
+@pytest.mark.slow
+def test_ui_create_serves_a_new_empty_store(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with (tmp_path / "ui.log").open("w") as out:
+        proc = subprocess.Popen([*ABLATE, "ui", "--create", "--port", str(port)], cwd=tmp_path, env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        assert _answers(port, proc), (tmp_path / "ui.log").read_text()[-3000:]
+        assert (tmp_path / "mlflow.db").is_file()
+    finally:
+        _stop_group(proc)

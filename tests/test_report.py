@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from html.parser import HTMLParser
 from pathlib import Path
@@ -614,3 +615,121 @@ def test_intervals_that_only_give_a_sign_read_and_draw():
                        [np.inf, -OPEN_ZERO, 1.0, np.nan],
                        verdicts=["helps", "hurts", "no effect", "unresolved"], xlabel="effect (pts)")
     assert png.startswith(b"\x89PNG")
+
+
+# --- the report on the study's MLflow parent run ------------------------------------------------------
+
+
+def _parent(uri: str, study: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    (parent,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.`{records.TAG_KIND}` = '{records.KIND_STUDY}' "
+                      f"and tags.`{records.TAG_STUDY}` = '{study}'")
+    return parent
+
+
+def test_the_report_is_logged_on_the_study_parent_run(store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    md, _ = write_report("abl", out=tmp_path / "reports", tracking_uri=store)
+    written = {p.name for p in md.parent.iterdir()}
+    assert {"report.md", "report.html"} < written and any(n.endswith(".png") for n in written)
+    parent = _parent(store, "abl").info.run_id
+    names = {a.path for a in MlflowClient(tracking_uri=store).list_artifacts(parent)}
+    assert names == written | {records.ARTIFACT_STUDY}
+
+
+def _chrome(chromium: str, chromedriver: str, profile: Path, width: int = 1280) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", f"--window-size={width},1000"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(chromedriver), options=options)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _require_chromium() -> tuple[str, str]:
+    import shutil
+
+    from conftest import require_service
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    require_service(bool(chromium and chromedriver),
+                    "no headless Chromium: apt-get install chromium chromium-driver (.ci/run does)")
+    pytest.importorskip("selenium", reason="selenium is in the dev extras")
+    assert chromium and chromedriver
+    return chromium, chromedriver
+
+
+@pytest.mark.slow
+def test_mlflow_ui_opens_the_runs_table_and_lists_the_report(store, tmp_path):
+    """In a real browser against ``ablate ui``: the study's experiment opens on its runs table (not
+    MLflow 3's GenAI overview) and the parent run's artifacts list report.html."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = _require_chromium()
+    write_report("abl", out=tmp_path / "reports", tracking_uri=store)
+    parent = _parent(store, "abl")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with (tmp_path / "ui.log").open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", "--port", str(port),
+                                   f"tracking.uri={store}"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = None
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"{base}health"):
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "ui.log").read_text()
+            time.sleep(0.5)
+        driver = _chrome(chromium, chromedriver, tmp_path / "profile")
+
+        def body(d: Any) -> str:
+            return str(d.execute_script("return document.body.innerText"))
+
+        experiment = parent.info.experiment_id
+        assert '"Model training"' in (tmp_path / "ui.log").read_text()  # what ablate ui says to choose
+        driver.get(base)
+        WebDriverWait(driver, 90, poll_frequency=1).until(
+            lambda d: d.find_elements(By.XPATH, "//*[normalize-space(text())='Model training']"),
+        ).pop().click()
+        driver.get(f"{base}#/experiments")  # the user clicks the study's experiment
+        WebDriverWait(driver, 90, poll_frequency=1).until(
+            lambda d: d.find_elements(By.LINK_TEXT, "abl")).pop().click()
+        WebDriverWait(driver, 90, poll_frequency=1).until(lambda d: "Run Name" in body(d))
+        assert f"/experiments/{experiment}/runs" in driver.current_url, driver.current_url
+        driver.get(f"{base}#/experiments/{experiment}/runs/{parent.info.run_id}/artifacts")
+        WebDriverWait(driver, 90, poll_frequency=1).until(lambda d: "report.html" in body(d))
+        assert "study.json" in body(driver) and "report.md" in body(driver)
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)

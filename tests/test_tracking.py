@@ -197,9 +197,10 @@ class _RacingClient:
 
     def get_experiment_by_name(self, name):
         self.lookups += 1
-        return None if self.lookups == 1 else type("Exp", (), {"experiment_id": "7"})()
+        return None if self.lookups == 1 else type("Exp", (), {"experiment_id": "7", "tags": {
+            "mlflow.experimentKind": "custom_model_development"}})()
 
-    def create_experiment(self, name, artifact_location=None):
+    def create_experiment(self, name, artifact_location=None, tags=None):
         raise RuntimeError("RESOURCE_ALREADY_EXISTS")
 
 
@@ -287,3 +288,64 @@ def test_an_interrupted_background_run_waits_for_its_writes_then_ends_killed(sto
     run = client.get_run(tracker.run_id)
     assert run.info.status == "KILLED" and run.data.tags["status"] == "killed"
     assert [m.value for m in client.get_metric_history(tracker.run_id, "val_acc")] == [0.5]
+
+
+# --- what the MLflow UI shows -------------------------------------------------------------------------
+
+
+def test_experiments_are_training_experiments(store, client):
+    """MLflow 3 opens an experiment without ``mlflow.experimentKind`` on its GenAI overview; a
+    training experiment opens on the runs table. An experiment made before is marked when reused."""
+    from ablate import records as R
+
+    uri = f"sqlite:///{store}"
+    made = get_or_create_experiment(client, "kind-new", uri)
+    assert client.get_experiment(made).tags[R.TAG_EXPERIMENT_KIND] == R.EXPERIMENT_KIND_TRAINING
+    older = client.create_experiment("kind-old", artifact_location=artifact_location(uri))
+    assert R.TAG_EXPERIMENT_KIND not in client.get_experiment(older).tags
+    assert get_or_create_experiment(client, "kind-old", uri) == older
+    assert client.get_experiment(older).tags[R.TAG_EXPERIMENT_KIND] == R.EXPERIMENT_KIND_TRAINING
+
+
+@pytest.mark.parametrize("outcome", ["pruned", "diverged", "completed"])
+def test_the_run_name_shows_a_pruned_or_diverged_outcome(store, client, outcome):
+    """MLflow's statuses are FINISHED / FAILED / KILLED: a pruned or diverged trial ends FINISHED
+    like a completed one, so its name (the runs table's first column) carries its outcome."""
+    cfg = _cfg(store, "names", "tracking.run_name=s-t0001")
+    with track_run(cfg) as tracker:
+        tracker.finish(FINAL, outcome, tags={"status": outcome})
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == ("s-t0001" if outcome == "completed" else f"s-t0001 ({outcome})")
+
+
+@pytest.mark.parametrize(("error", "status"), [(ValueError, "failed"), (KeyboardInterrupt, "killed")])
+def test_the_run_name_shows_a_failed_or_killed_outcome(store, client, error, status):
+    cfg = _cfg(store, "names", "tracking.run_name=s-t0002")
+    with pytest.raises(error), track_run(cfg) as tracker:
+        raise error("boom")
+    assert client.get_run(tracker.run_id).info.run_name == f"s-t0002 ({status})"
+
+
+def test_a_moved_store_still_reads_its_artifacts(tmp_path):
+    """MLflow stores an experiment's artifact location as an absolute path (it resolves a relative one
+    against the working folder when the experiment is created): a project folder moved elsewhere
+    leaves every run pointing at the old place, until ablate relocates the store's locations."""
+    before = tmp_path / "before"
+    before.mkdir()
+    uri = f"sqlite:///{before / 'mlflow.db'}"
+    old = MlflowClient(tracking_uri=uri)
+    run_id = old.create_run(get_or_create_experiment(old, "moved", uri)).info.run_id
+    old.log_text(run_id, "hello", "note.txt")
+    after = tmp_path / "after"
+    before.rename(after)
+
+    moved = f"sqlite:///{after / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=moved)
+    assert client.get_run(run_id).info.artifact_uri.startswith((before / "mlartifacts").as_uri())
+    tracking.relocate_artifacts(moved)
+    assert client.get_run(run_id).info.artifact_uri.startswith((after / "mlartifacts").as_uri())
+    assert client.get_experiment_by_name("moved").artifact_location == (after / "mlartifacts").as_uri()
+    assert (Path(client.download_artifacts(run_id, "note.txt", str(tmp_path))).read_text() == "hello")
+    tracking.relocate_artifacts(moved)  # nothing left to move: a no-op
+    assert client.get_run(run_id).info.artifact_uri.startswith((after / "mlartifacts").as_uri())

@@ -20,6 +20,7 @@ from ablate.report.build import build_report
 from ablate.report.collect import collect
 from ablate.report.format import FORMATS, check_target, parse_formats
 from ablate.report.render import ReportData
+from ablate.tracking import attach_report, relocate_artifacts
 
 __all__ = ["check_out", "write_report"]
 
@@ -66,13 +67,14 @@ def check_out(out: str | os.PathLike[str]) -> None:
 
 def write_report(study: str | None, *, out: str | os.PathLike[str] = "reports",
                  formats: str | Sequence[str] = FORMATS, tracking_uri: str, experiment: str | None = None,
-                 tag: str | None = None, target: float | None = None) -> list[Path]:
+                 tag: str | None = None, target: float | None = None, attach: bool = True) -> list[Path]:
     """Read a study (or plain runs) from MLflow and write its report.
 
     Writes ``<out>/<name>/report.md`` with its PNGs beside it and/or ``report.html`` (figures
-    inline), where ``name`` is the study, else the experiment, else the tag filter. Everything is
-    built in memory, written to a temporary folder inside ``out`` and moved into place only when
-    complete: a failure leaves no file behind and an earlier report untouched.
+    inline), and logs them on the study's parent run, where ``name`` is the study, else the
+    experiment, else the tag filter. Everything is built in memory, written to a temporary folder
+    inside ``out`` and moved into place only when complete: a failure leaves no file behind and an
+    earlier report untouched.
 
     Args:
         study: Study name; None selects runs by ``experiment`` and/or ``tag``.
@@ -82,6 +84,8 @@ def write_report(study: str | None, *, out: str | os.PathLike[str] = "reports",
         experiment: MLflow experiment to read from.
         tag: ``KEY=VALUE`` tag filter.
         target: Convergence target on val_acc in (0, 1]; None = automatic.
+        attach: Log the written files as artifacts of the study's MLflow parent run (when it has
+            one), where MLflow's UI lists and previews them.
 
     Returns:
         The written report files (``report.md`` and/or ``report.html``), in ``formats`` order.
@@ -93,6 +97,7 @@ def write_report(study: str | None, *, out: str | os.PathLike[str] = "reports",
     chosen = parse_formats(formats)
     target = check_target(target)
     check_out(out)
+    relocate_artifacts(tracking_uri)  # a moved project folder: study.json is read from the artifacts
     collected = collect(study, tracking_uri=tracking_uri, experiment=experiment, tag=tag)
     meta = dict(collected.meta, parent_run_id=collected.parent_run_id)
     report = build_report(collected.runs, collected.history, collected.spec, meta, target=target)
@@ -109,6 +114,8 @@ def write_report(study: str | None, *, out: str | os.PathLike[str] = "reports",
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if attach and study is not None and collected.parent_run_id:
+        attach_report(tracking_uri=tracking_uri, parent_run_id=collected.parent_run_id, folder=final)
     return [final / _NAMES[f] for f in chosen]
 
 

@@ -25,11 +25,17 @@ from ablate.tracking.store import (
            get_or_create_experiment,
            git_commit,
            preload,
+           relocate_artifacts,
 )
-from ablate.tracking.studies import delete_study_runs, end_killed_runs, finish_study_run, open_study_run
+from ablate.tracking.studies import (
+    attach_report,
+    delete_study_runs,
+    end_killed_runs,
+    finish_study_run,
+    open_study_run,
+)
 from ablate.tracking.writer import WRITER, signals_deferred
 
-__all__ = ["WRITER", "RunTracker", "artifact_location", "delete_study_runs", "end_killed_runs", "environment",
-           "finish_study_run",
-           "get_or_create_experiment", "git_commit", "open_study_run", "preload", "signals_deferred",
-           "track_run"]
+__all__ = ["WRITER", "RunTracker", "artifact_location", "attach_report", "delete_study_runs",
+           "end_killed_runs", "environment", "finish_study_run", "get_or_create_experiment", "git_commit",
+           "open_study_run", "preload", "relocate_artifacts", "signals_deferred", "track_run"]

@@ -182,8 +182,9 @@ class RunTracker:
         self.log_metrics(final, step=0, flush=False)  # NaN is kept: a diverged run's test_acc is unknown
         metrics, self._pending = self._pending, []
         all_params = [Param(k, str(v)) for k, v in (params or {}).items()]
-        all_tags = [RunTag(k, str(v)) for k, v in {R.TAG_STOP_REASON: stop_reason, R.TAG_STATUS: R.FINISHED,
-                                                    **(tags or {})}.items()]
+        final_tags = {R.TAG_STOP_REASON: stop_reason, R.TAG_STATUS: R.FINISHED, **(tags or {})}
+        all_tags = [RunTag(k, str(v)) for k, v in final_tags.items()]
+        state = str(final_tags[R.TAG_STATUS])
 
         def write() -> None:
             nonlocal metrics, all_params, all_tags
@@ -193,6 +194,7 @@ class RunTracker:
                 room = min(_MAX_ENTITIES_PER_CALL - len(p) - len(t), _MAX_METRICS_PER_CALL)
                 m, metrics = metrics[:room], metrics[room:]
                 self.client.log_batch(self.rid, metrics=m, params=p, tags=t)
+            self._mark(state)
             self.client.set_terminated(self.rid, "FINISHED")
         self._write(write)
         if then is None:
@@ -206,6 +208,12 @@ class RunTracker:
         else:
             then(None)
 
+    def _mark(self, state: str) -> None:
+        """Show a pruned, diverged, failed or killed outcome in the run's name (``records.MARKED_STATES``)."""
+        if self.run_name and R.marked_run_name(self.run_name, state) != self.run_name:
+            self.run_name = R.marked_run_name(self.run_name, state)
+            self.client.update_run(self.rid, name=self.run_name)
+
     def _end_failed(self, error: BaseException) -> None:
         from mlflow.entities import RunTag
 
@@ -213,6 +221,8 @@ class RunTracker:
         with contextlib.suppress(Exception):
             self.client.log_batch(self.rid, tags=[RunTag(R.TAG_STATUS, R.FAILED),
                                                   RunTag(R.TAG_ERROR, error_text(error, self.uri))])
+        with contextlib.suppress(Exception):
+            self._mark(R.FAILED)
         with contextlib.suppress(Exception):  # nothing more can be done from here
             self.client.set_terminated(self.rid, "FAILED")
 
@@ -230,6 +240,7 @@ class RunTracker:
             tags[R.TAG_ERROR] = error_text(error, self.uri)
         with signals_deferred():
             self.client.log_batch(self.rid, tags=[RunTag(k, v) for k, v in tags.items()])
+            self._mark(status)
             self.client.set_terminated(self.rid, status)
 
 

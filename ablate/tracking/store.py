@@ -3,6 +3,7 @@ commit, library versions and hardware."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -19,7 +20,7 @@ from ablate.errors import AblateError
 from ablate.secrets import redact
 
 __all__ = ["artifact_location", "check_store", "environment", "get_or_create_experiment", "git_commit",
-           "preload"]
+           "preload", "relocate_artifacts"]
 
 PROBE_TIMEOUT = 5.0
 """Seconds a store's server may take to accept a connection before it is called unreachable."""
@@ -78,18 +79,72 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
+def relocate_artifacts(uri: str) -> None:
+    """Point a moved SQLite store's experiments and runs at the ``mlartifacts`` folder beside it.
+
+    MLflow keeps artifact locations as absolute paths: given a relative one, it resolves it against
+    the working folder when the experiment is created (``resolve_uri_if_local``), and a run's
+    location is its experiment's plus its id. A project folder that was moved or copied (with
+    its ``mlflow.db`` and ``mlartifacts/``) thus points at the old place, which is gone: previews in
+    the UI and the report's ``study.json`` fail. An experiment whose location is
+    ``<old>/mlartifacts[/...]``, that folder absent, while ``mlartifacts/`` lies beside the database,
+    is pointed there with its runs. A location that exists, or is not a ``mlartifacts`` folder (a
+    user's own artifact root, a server's), is left alone. Other stores: nothing to do.
+    """
+    db = sqlite_path(uri)
+    here = artifact_location(uri)
+    if db is None or here is None or not db.is_file() or not (db.resolve().parent / "mlartifacts").is_dir():
+        return
+    import sqlite3
+    from urllib.parse import unquote
+
+    moves = []
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        try:
+            rows = con.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+        except sqlite3.Error:
+            return  # not (yet) an MLflow store
+        for experiment_id, location in rows:
+            location = str(location or "")
+            head, sep, _ = (location + "/").partition("/mlartifacts/")
+            old = head + sep.rstrip("/")  # the old mlartifacts folder, without what follows it
+            if not sep or old == here:
+                continue
+            if Path(unquote(urlsplit(old).path) if old.startswith("file:") else old).exists():
+                continue
+            moves.append((experiment_id, old, here))
+        if not moves:
+            return
+        with con:
+            for experiment_id, old, new in moves:
+                con.execute("UPDATE experiments SET artifact_location = ? || substr(artifact_location, ?) "
+                            "WHERE experiment_id = ?", (new, len(old) + 1, experiment_id))
+                con.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                            "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                            (new, len(old) + 1, experiment_id, len(old), old))
+
+
 def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
-    """The id of experiment ``name`` in the store at ``uri``, created if absent (safe against a race)."""
+    """The id of experiment ``name`` in the store at ``uri``, created if absent (safe against a race).
+
+    It is a training experiment (``records.TAG_EXPERIMENT_KIND``), so MLflow's UI opens it on its
+    runs table; an existing one without the tag gets it, and a moved store's artifact locations
+    are brought along (:func:`relocate_artifacts`).
+    """
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return str(experiment.experiment_id)
-    try:
-        return str(client.create_experiment(name, artifact_location=artifact_location(uri)))
-    except Exception:  # another process created it between our look-up and create
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return str(experiment.experiment_id)
+    if experiment is None:
+        try:
+            return str(client.create_experiment(name, artifact_location=artifact_location(uri),
+                                                tags={R.TAG_EXPERIMENT_KIND: R.EXPERIMENT_KIND_TRAINING}))
+        except Exception:  # another process created it between our look-up and create
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    experiment_id = str(experiment.experiment_id)
+    if R.TAG_EXPERIMENT_KIND not in (getattr(experiment, "tags", None) or {}):
+        client.set_experiment_tag(experiment_id, R.TAG_EXPERIMENT_KIND, R.EXPERIMENT_KIND_TRAINING)
+    relocate_artifacts(uri)
+    return experiment_id
 
 
 def preload() -> None:

@@ -3,6 +3,7 @@ runs of a trial whose worker died, ended KILLED."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -11,7 +12,7 @@ from ablate import records as R
 from ablate.tracking.store import get_or_create_experiment, git_commit
 from ablate.tracking.writer import signals_deferred
 
-__all__ = ["delete_study_runs", "end_killed_runs", "finish_study_run", "open_study_run"]
+__all__ = ["attach_report", "delete_study_runs", "end_killed_runs", "finish_study_run", "open_study_run"]
 
 
 def open_study_run(*, tracking_uri: str, experiment: str, name: str, storage: str, design: str | None,
@@ -77,6 +78,18 @@ def finish_study_run(*, tracking_uri: str, parent_run_id: str, status: str, coun
         client.set_terminated(parent_run_id, status)
 
 
+def attach_report(*, tracking_uri: str, parent_run_id: str, folder: str | os.PathLike[str]) -> None:
+    """Log a written report (``report.md``, ``report.html``, the figures) as artifacts of the study's
+    parent run, at the root of its artifacts beside ``study.json``: MLflow's UI lists and previews them.
+
+    A newer report replaces the files of the same name; the parent run's status is not changed.
+    """
+    from mlflow.tracking import MlflowClient
+
+    with signals_deferred():
+        MlflowClient(tracking_uri=tracking_uri).log_artifacts(parent_run_id, os.fspath(folder))
+
+
 def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_number: int,
                     run_ids: Iterable[str] = ()) -> None:
     """End KILLED the MLflow runs of a trial whose worker died before it told Optuna.
@@ -105,13 +118,16 @@ def end_killed_runs(*, tracking_uri: str, parent_run_id: str | None, trial_numbe
         pass
     for run_id in runs:
         try:
-            status = client.get_run(run_id).info.status
+            info = client.get_run(run_id).info
+            status = info.status
             if status not in ("RUNNING", "FINISHED"):
                 continue
             if status == "FINISHED":
                 client.set_tag(run_id, R.TAG_ERROR, f"its worker died before trial {trial_number} was told "
                                "to Optuna; the trial was queued again")
             client.set_tag(run_id, R.TAG_STATUS, R.KILLED)
+            if info.run_name:  # its name shows it, as every killed run's does
+                client.update_run(run_id, name=R.marked_run_name(info.run_name, R.KILLED))
             client.set_terminated(run_id, "KILLED")
         except Exception:  # noqa: BLE001, S110 - the run may never have been created
             pass
