@@ -267,3 +267,24 @@ def test_later_looks_are_looser_and_every_level_is_below_the_fixed_one():
     bonferroni = look_levels(ALPHA, start=3, boundary="bonferroni", **SCHEDULE)
     assert bonferroni.index.tolist() == [3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 30]
     np.testing.assert_allclose(bonferroni.to_numpy(), ALPHA / 15)
+
+
+def test_a_trick_open_at_max_reads_what_a_longer_schedule_would_need_not_over_100():
+    # At the schedule's last look no later look was left to resolve it, so every trick open at max
+    # read "> 100 more seeds per arm", even one a few more rounds would resolve (the demo's report).
+    from scipy import stats
+
+    effect, sd, n = 0.45, 0.9, 12
+    p = 2 * stats.t.sf(effect / (sd / np.sqrt(n)), n - 1)
+    table = pd.DataFrame({"effect": [effect], "sd": [sd], "n_pairs": [n], "p_value": [p]})
+    at_max = sequential_verdicts(table, start=3, step=3, max_seeds=12, margin=0.5)
+    assert at_max["look"].iloc[0] == 3 and at_max["verdict"].iloc[0] == "unresolved"
+    needed = at_max["seeds_needed"].iloc[0]
+    assert np.isfinite(needed) and needed % 3 == 0 and 3 <= needed <= 30
+    # the same estimate as a schedule that goes on: its looks at max + 3, + 6, ... at the last level
+    longer = sequential_verdicts(table, start=3, step=3, max_seeds=12 + int(needed), margin=0.5)
+    assert longer["verdict"].iloc[0] == "unresolved" and np.isfinite(longer["seeds_needed"].iloc[0])
+    # a difference the margin can never settle stays past the cap
+    flat = table.assign(effect=0.5, sd=40.0, p_value=2 * stats.t.sf(0.5 / (40.0 / np.sqrt(n)), n - 1))
+    far = sequential_verdicts(flat, start=3, step=3, max_seeds=12, margin=0.5)
+    assert far["verdict"].iloc[0] == "unresolved" and np.isinf(far["seeds_needed"].iloc[0])

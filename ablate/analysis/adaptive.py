@@ -38,7 +38,9 @@ than 256 paths the union bound ``sum_k 2 (1 - Phi(c g_k)) = a`` (conservative). 
 * ``no effect``: the one-sided repeated bounds at ``alpha / m`` each (boundary from the signed
   ``max_k``) lie inside ``±margin``, Bonferroni over the family as in
   :func:`~ablate.analysis.verdicts`.
-* ``seeds_needed``: as in :func:`~ablate.analysis.verdicts`, at the later looks' levels.
+* ``seeds_needed``: as in :func:`~ablate.analysis.verdicts`, at the later looks' levels. Past the
+  schedule's last look the estimate continues the schedule (its step, the last look's levels), so
+  a trick still open at ``max`` reads what a longer schedule would need rather than "> 100".
 
 With one look (``max == start``) every formula is the fixed-design one of
 :func:`~ablate.analysis.verdicts` and :func:`~ablate.analysis.compare`.
@@ -89,6 +91,7 @@ from scipy import optimize, stats
 
 from ablate.analysis._checks import numeric, require_frame
 from ablate.analysis.paired import OPEN_ZERO, Comparison, compare, holm
+from ablate.analysis.verdicts import SEEDS_CAP
 from ablate.errors import AblateError
 
 __all__ = ["BOUNDARIES", "Round", "look_levels", "looks", "next_round", "sequential_verdicts"]
@@ -296,8 +299,17 @@ def decide(effect: np.ndarray, sd: np.ndarray, n: np.ndarray, p_value: np.ndarra
     better = effect if direction == "maximize" else -effect
     verdict = np.select([rejected & (better > 0), rejected & (better < 0), equivalent],
                         ["helps", "hurts", "no effect"], "unresolved")
-    needed = _seeds_needed(effect, se * np.sqrt(np.maximum(n, 1.0)), n, k, grid, levels_adj,
-                           2.0 * tost, margin)
+    # The estimate looks past the last look too, continuing the schedule at its last level: a
+    # trick open at max then reads what a longer schedule would need (not "> 100" for every one).
+    step = grid[-1] - grid[-2] if grid.size > 1 else max(grid[-1], 1.0)
+    beyond = grid[-1] + step * np.arange(1, math.ceil(SEEDS_CAP / step) + 1)
+
+    def extend(levels: np.ndarray) -> np.ndarray:
+        return np.concatenate([levels, np.repeat(levels[:, -1:], beyond.size, axis=1)], axis=1)
+
+    needed = _seeds_needed(effect, se * np.sqrt(np.maximum(n, 1.0)), n, k, np.concatenate([grid, beyond]),
+                           extend(levels_adj), extend(2.0 * tost), margin)
+    needed = np.where(needed > SEEDS_CAP, np.inf, needed)
     nan = np.full(effect.shape, np.nan)
     return {
         "p_seq": p_seq, "p_holm": p_holm,
