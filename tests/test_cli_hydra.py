@@ -17,6 +17,7 @@ import yaml
 from conftest import require_service
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from tiny_studies import run_ablate, tiny_study
 
 from ablate.config import compose
 
@@ -24,24 +25,10 @@ ABLATE = [sys.executable, "-m", "ablate"]
 COMMANDS = ("train", "sweep", "plan", "worker", "report", "ui", "studies", "completion")
 
 OWN_OPTIMIZER = "defaults:\n  - base_sgd\n  - _self_\nname: sgd\nlr: 0.5\n"
-OWN_STUDY = """\
-defaults:
-  - base_study
-  - sampler: random
-  - pruner: none
-  - _self_
-n_trials: 2
-fixed:
-  trainer.epochs: 1
-params:
-  seed: range(0, 100)
-"""
+OWN_STUDY = tiny_study(workers=None)
 
 
-def ablate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ABLATE_"))}
-    return subprocess.run([*ABLATE, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+ablate = run_ablate
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> str:

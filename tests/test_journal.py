@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -19,12 +18,11 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from tiny_studies import ABLATE, tiny_study
 
 from ablate import records as R
 from ablate.errors import AblateError
 from ablate.sweep import open_storage
-
-ABLATE = [sys.executable, "-m", "ablate"]
 
 
 def _journal(tmp_path: Path, trials: int = 3) -> Path:
@@ -122,19 +120,7 @@ def test_a_corrupt_record_before_the_last_is_refused_naming_the_file_and_line(tm
 
 # --- end to end: a finished sweep torn, then the same command again --------------------------------
 
-_TINY = """\
-defaults:
-  - base_study
-  - sampler: random
-  - pruner: none
-  - _self_
-n_trials: 2
-workers: 1
-fixed:
-  trainer.epochs: 1
-params:
-  seed: range(0, 100)
-"""
+_TINY = tiny_study()
 
 
 def _sweep(cwd: Path) -> subprocess.Popen[str]:

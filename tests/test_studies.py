@@ -3,9 +3,6 @@ one epoch) into a journal and into an RDB (SQLite) storage, with a real SQLite M
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -13,28 +10,12 @@ import pytest
 import yaml
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
+from tiny_studies import run_ablate, tiny_study
 
-ABLATE = [sys.executable, "-m", "ablate"]
-STUDY = """\
-defaults:
-  - base_study
-  - sampler: random
-  - pruner: none
-  - _self_
-n_trials: 2
-workers: 1
-fixed:
-  trainer.epochs: 1
-  model.depth: 1
-params:
-  seed: range(0, 100)
-"""
+STUDY = tiny_study(fixed={"model.depth": 1})
 
 
-def ablate(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ABLATE_"))}
-    return subprocess.run([*ABLATE, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+ablate = run_ablate
 
 
 def _runs(cwd: Path) -> dict[str, str]:
