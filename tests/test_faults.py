@@ -4,8 +4,10 @@ torn journals at random moments, each resumed, on the embedded stores and (where
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,30 @@ def test_faults_on_postgresql_lose_and_duplicate_nothing(tmp_path):
     out = _campaign(tmp_path, "--faults", "2", "--seed", "5", "--storage", url)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip().splitlines()[-1] == "faults injected 2, " + CLEAN.format(n=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("into", [0.3, 0.6])
+def test_a_sweep_killed_while_mlflow_makes_its_store_leaves_none_half_made(tmp_path, into):
+    # MLflow made a missing SQLite store in place, one migration after another (about a second
+    # here): a sweep killed meanwhile left a half-made mlflow.db, and every later command failed
+    # with a traceback ("duplicate column name: step"). Found by the PostgreSQL fault campaign.
+    from tiny_studies import ABLATE, tiny_study
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "t.yaml").write_text(tiny_study())
+    sweep = subprocess.Popen([*ABLATE, "sweep", "t"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sweep.poll() is None:
+        if [*tmp_path.glob("mlflow.db"), *tmp_path.glob(".mlflow.db.creating-*")]:
+            break
+        time.sleep(0.002)
+    time.sleep(into)  # seconds into MLflow's migrations
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    again = subprocess.run([*ABLATE, "sweep", "t"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
+    assert list(tmp_path.glob(".mlflow.db.creating-*")) == []  # the dead sweep's half-made copy is gone

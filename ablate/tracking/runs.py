@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ablate import records as R
 from ablate.config import flatten, trick_summary
 from ablate.secrets import redact, redact_text
-from ablate.tracking.store import environment, get_or_create_experiment, git_commit
+from ablate.tracking.store import create_store, environment, get_or_create_experiment, git_commit
 from ablate.tracking.writer import WRITER, signals_deferred
 
 __all__ = ["RunTracker", "config_record", "error_text", "track_run"]
@@ -62,6 +62,7 @@ class RunTracker:
         self.experiment_id: str | None = None
         self.run_id: str | None = None
         self.run_name: str | None = None
+        create_store(cfg.tracking.uri)  # whole or not at all (see create_store)
         self.client = MlflowClient(tracking_uri=cfg.tracking.uri)
         all_tags = {R.TAG_DATASET: cfg.data.name, R.TAG_TRICKS: trick_summary(cfg), R.TAG_STATUS: R.RUNNING}
         all_tags.update(environment())

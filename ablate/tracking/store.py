@@ -19,8 +19,8 @@ from ablate import records as R
 from ablate.errors import AblateError
 from ablate.secrets import redact
 
-__all__ = ["artifact_location", "check_store", "environment", "get_or_create_experiment", "git_commit",
-           "preload", "relocate_artifacts"]
+__all__ = ["artifact_location", "check_store", "create_store", "environment", "get_or_create_experiment",
+           "git_commit", "preload", "relocate_artifacts"]
 
 PROBE_TIMEOUT = 5.0
 """Seconds a store's server may take to accept a connection before it is called unreachable."""
@@ -145,6 +145,54 @@ def get_or_create_experiment(client: Any, name: str, uri: str) -> str:
         client.set_experiment_tag(experiment_id, R.TAG_EXPERIMENT_KIND, R.EXPERIMENT_KIND_TRAINING)
     relocate_artifacts(uri)
     return experiment_id
+
+
+_CREATING = ".creating-"
+"""Marks the temporary name a new SQLite store is made under: ``.<db name>.creating-<pid>-<random>``."""
+
+
+def create_store(uri: str) -> None:
+    """Make a missing SQLite MLflow store whole, or not at all; other stores are left to MLflow.
+
+    MLflow creates a missing database in place, running its migrations one after another: a process
+    killed meanwhile (Ctrl-C twice, kill -9, a power loss) leaves a half-made database on which
+    every later command fails ("duplicate column name: step"). Here the database is made under a
+    temporary name in the same folder and linked into place once complete; a link never replaces a
+    store another process made meanwhile (theirs is whole too). Temporary databases of processes
+    that died while making one are removed.
+    """
+    db = sqlite_path(uri)
+    if db is None or db.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    folder = db.parent
+    for stale in folder.glob(f".{db.name}{_CREATING}*"):
+        pid = stale.name[len(f".{db.name}{_CREATING}"):].split("-", 1)[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    fd, tmp = tempfile.mkstemp(prefix=f".{db.name}{_CREATING}{os.getpid()}-", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)  # SQLite makes the file; MLflow's migrations fill it
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, db)
+    finally:
+        for path in (tmp, f"{tmp}-journal", f"{tmp}-wal", f"{tmp}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def preload() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ablate import records as R
-from ablate.tracking.store import get_or_create_experiment, git_commit
+from ablate.tracking.store import create_store, get_or_create_experiment, git_commit
 from ablate.tracking.writer import signals_deferred
 
 __all__ = ["attach_report", "delete_study_runs", "end_killed_runs", "finish_study_run", "open_study_run"]
@@ -33,6 +33,7 @@ def open_study_run(*, tracking_uri: str, experiment: str, name: str, storage: st
     """
     from mlflow.tracking import MlflowClient
 
+    create_store(tracking_uri)  # whole or not at all: a kill while MLflow makes it must not break it
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = get_or_create_experiment(client, experiment, tracking_uri)
     if parent_run_id:
