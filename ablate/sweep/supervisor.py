@@ -47,6 +47,7 @@ from ablate.sweep.storage import (
     is_finished,
     open_storage,
     out_of_failures,
+    process_alive,
     redact,
     spent_failures,
     unclaimed,
@@ -318,7 +319,7 @@ class Supervisor:
             h, pid = holder(t)
             if h != host or pid is None:
                 continue  # another machine's worker: RDB heartbeats cover it
-            if (pids is not None and pid in pids) or (pids is None and not _alive(pid)):
+            if (pids is not None and pid in pids) or (pids is None and not process_alive(pid)):
                 failed += fail_stale_trial(self.study, t, on_killed)
         return failed
 
@@ -427,16 +428,6 @@ class Supervisor:
         for slot in self.slots:
             self._reap(slot)
         self.fail_stale(pids={p.pid for p in alive})
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
