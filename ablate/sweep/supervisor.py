@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,9 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
             raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
                               f"recipe ({differ_text(differ)}); use a new name= or remove its storage")
         study = optuna.load_study(study_name=spec.name, storage=storage)
+    with warnings.catch_warnings():  # experimental since Optuna 3.2; optuna-dashboard labels the objective
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric])
     document = spec.to_json()  # the one serialised spec: the study's attribute and the parent's study.json
     study.set_user_attr(R.ATTR_SPEC, document)
     # max_failures counts from this session's first trial: a rerun (the data fixed) starts afresh
