@@ -733,3 +733,29 @@ def test_mlflow_ui_opens_the_runs_table_and_lists_the_report(store, tmp_path):
             driver.quit()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+
+
+def test_the_html_report_fits_a_1280_px_window_without_hiding_columns(store, tmp_path):
+    """At 1280 px the page never scrolls sideways and every table shows its last column: wide tables
+    wrap their cells (the per-arm table's gap, diverged and wall-time columns were behind a scrollbar)."""
+    chromium, chromedriver = _require_chromium()
+    (html,) = write_report("abl", out=tmp_path / "reports", tracking_uri=store, formats="html")
+    driver = _chrome(chromium, chromedriver, tmp_path / "profile", width=1280)
+    try:
+        driver.get(html.as_uri())
+        page = driver.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]")
+        tables = driver.execute_script("""
+            return Array.from(document.querySelectorAll('table')).map(t => {
+                const th = t.rows[0].cells;
+                const last = th[th.length - 1].getBoundingClientRect();
+                return [th[0].textContent + '..' + th[th.length - 1].textContent, th.length,
+                        last.right, t.scrollWidth, t.clientWidth];
+            })""")
+    finally:
+        driver.quit()
+    assert page[0] <= page[1], page
+    assert any(n >= 8 for _, n, *_ in tables)  # the per-arm table is among them
+    for name, _, right, scroll, client in tables:
+        assert right <= page[1], (name, right, page[1])  # within the window...
+        assert scroll <= client + 1, (name, scroll, client)  # ...and not behind the table's scrollbar

@@ -206,14 +206,15 @@ def render_markdown(report: ReportData) -> tuple[str, dict[str, bytes]]:
 
 _CSS = """
 body{font:15px/1.5 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1f2328;background:#fff;margin:0}
-main{max-width:1000px;margin:0 auto;padding:24px 28px 48px}
+main{max-width:1200px;margin:0 auto;padding:24px 28px 48px;box-sizing:border-box}
+p,li,figcaption{max-width:1000px}
 h1{font-size:1.7em;margin:0 0 .6em;border-bottom:1px solid #d1d9e0;padding-bottom:.3em}
 h2{font-size:1.3em;margin:1.6em 0 .5em;border-bottom:1px solid #d1d9e0;padding-bottom:.25em}
 h3{font-size:1.1em;margin:1.3em 0 .4em}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:13px;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #d1d9e0;padding:4px 9px;vertical-align:top;text-align:left}
 th{background:#f6f8fa;font-weight:600}
-td.r,th.r{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.r,th.r{text-align:right;font-variant-numeric:tabular-nums}td.r{white-space:nowrap}
 table.header td:first-child{width:11em;font-weight:600;background:#f6f8fa}
 tr:nth-child(even) td{background:#fbfcfd}
 ul{padding-left:1.4em}li{margin:.25em 0}
