@@ -759,3 +759,23 @@ def test_the_html_report_fits_a_1280_px_window_without_hiding_columns(store, tmp
     for name, _, right, scroll, client in tables:
         assert right <= page[1], (name, right, page[1])  # within the window...
         assert scroll <= client + 1, (name, scroll, client)  # ...and not behind the table's scrollbar
+
+
+def test_the_demo_report_folder_is_untracked_and_the_example_report_is_kept_elsewhere():
+    """``make demo`` writes reports/ablation_digits/: a fresh clone must stay clean after it, so that
+    folder is ignored and the committed example lives where the demo does not write."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    assert git("check-ignore", "-q", "reports/ablation_digits/report.html").returncode == 0
+    assert git("ls-files", "reports").stdout == ""
+    kept = git("ls-files", "docs/example-report").stdout.split()
+    assert {"docs/example-report/report.md", "docs/example-report/report.html"} <= set(kept)
+    assert "docs/example-report/report.md" in (root / "README.md").read_text()
