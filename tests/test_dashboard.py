@@ -87,3 +87,23 @@ def test_ablate_dashboard_refuses_a_busy_port_in_one_line(study_folder):
         out = subprocess.run([*ABLATE, "dashboard", "tiny", "--port", str(port)], cwd=study_folder,
                              capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--port" in out.stderr, out.stderr
+
+
+def test_the_stored_spec_is_one_compact_line_that_reads_back(study_folder):
+    """optuna-dashboard lists study attributes as they are stored: the recipe is one compact line
+    (not a 75-200 line indented document), and every reader still gets the same spec from it."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from ablate import records as R
+    from ablate.sweep import StudySpec
+    from ablate.sweep.spec import compose_study
+
+    storage = JournalStorage(JournalFileBackend(str(study_folder / "runs" / "tiny" / "journal.log")))
+    text = optuna.load_study(study_name="tiny", storage=storage).user_attrs[R.ATTR_SPEC]
+    assert "\n" not in text and text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+    spec = StudySpec.from_json(text)
+    assert spec.name == "tiny" and spec.to_json() == text
+    design = compose_study("ablation_digits", [])
+    assert StudySpec.from_json(design.to_json()).recipe == design.recipe
