@@ -779,3 +779,36 @@ def test_the_demo_report_folder_is_untracked_and_the_example_report_is_kept_else
     kept = git("ls-files", "docs/example-report").stdout.split()
     assert {"docs/example-report/report.md", "docs/example-report/report.html"} <= set(kept)
     assert "docs/example-report/report.md" in (root / "README.md").read_text()
+
+
+@pytest.mark.parametrize("server", ["http://127.0.0.1:5000", "https://mlflow.example.org/"])
+def test_run_ids_link_to_their_mlflow_run_page_when_the_store_is_an_http_server(store, server):
+    from mlflow.tracking import MlflowClient
+
+    collected = collect("abl", tracking_uri=store)
+    client = MlflowClient(tracking_uri=store)
+    links = {rid: f"{server.rstrip('/')}/#/experiments/{client.get_run(rid).info.experiment_id}/runs/{rid}"
+             for rid in collected.runs["run_id"]}
+    linked = build_report(collected.runs, collected.history, collected.spec,
+                          dict(collected.meta, tracking_uri=server), figures=False)
+    page = render_html(linked)
+    md, _ = render_markdown(linked)
+    for rid, url in links.items():
+        assert f'<a href="{html.escape(url)}">{rid}</a>' in page
+        assert f"[{rid}]({url})" in md
+    assert "Content-Security-Policy" in page
+    plain = build_report(collected.runs, collected.history, collected.spec, collected.meta, figures=False)
+    assert "<a " not in render_html(plain)  # a SQLite store has no page to link to
+    assert "](" not in render_markdown(plain)[0]
+
+
+def test_a_link_cell_is_escaped_and_only_http_targets_become_links():
+    table = render.Table(["run"], [[render.Link("<b>x</b>", 'http://h/#/r?a="1"&b=<2>')],
+                                   [render.Link("y", "javascript:alert(1)")],
+                                   [render.Link("z)", "http://h/a b)")]])
+    data = render.ReportData(title="t", header=[], sections=[render.Section("s", blocks=[table])])
+    page = render_html(data)
+    assert '<a href="http://h/#/r?a=&quot;1&quot;&amp;b=&lt;2&gt;">&lt;b&gt;x&lt;/b&gt;</a>' in page
+    assert "javascript:" not in page and "<td>y</td>" in page  # shown as plain text
+    md, _ = render_markdown(data)
+    assert "[z)](http://h/a%20b%29)" in md and "%221%22" in md and "javascript" not in md

@@ -8,6 +8,8 @@ named ``<script>alert(1)</script>`` or an arm holding ``|`` shows as written, ne
   ``=`` or ``1.`` is escaped so it cannot start a heading or a list.
 - HTML: :func:`html.escape` (quotes included) on every string; figures are inline ``data:`` PNGs;
   no script, no external resource, and a Content-Security-Policy that would refuse them anyway.
+- A :class:`Link` cell becomes a link only to an ``http(s)`` address (escaped as above, and in
+  Markdown percent-encoded where it would end the link); any other target shows as plain text.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ablate.report.format import VERDICT_COLOURS, verdict_class
 __all__ = [
     "Bullets",
     "Figure",
+    "Link",
     "Paragraph",
     "ReportData",
     "Rich",
@@ -53,9 +56,28 @@ class Bullets:
     items: list[Rich]
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links to a page (an MLflow run's), as plain text and an address."""
+
+    text: str
+    href: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def safe(self) -> bool:
+        """Only http(s) addresses become links (never ``javascript:`` or ``data:``)."""
+        return self.href.lower().startswith(("http://", "https://"))
+
+
+Cell = Union[str, Link]  # noqa: UP007 (a runtime alias, as Rich)
+
+
 @dataclass
 class Table:
-    """A table of preformatted strings.
+    """A table of preformatted strings (a cell may be a :class:`Link`).
 
     Attributes:
         columns: Header cells.
@@ -68,7 +90,7 @@ class Table:
     """
 
     columns: list[str]
-    rows: list[list[str]]
+    rows: Sequence[Sequence[Cell]]
     align: list[str] | None = None
     collapsed: bool = False
     summary: str = ""
@@ -167,8 +189,15 @@ def _md_table(table: Table) -> list[str]:
     rule = ["---:" if a == "r" else ":---" for a in align]
     lines = ["| " + " | ".join(md_inline(c) or " " for c in table.columns) + " |",
              "| " + " | ".join(rule) + " |"]
-    lines.extend("| " + " | ".join(md_inline(c) for c in row) + " |" for row in table.rows)
+    lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows)
     return lines
+
+
+def _md_cell(cell: Cell) -> str:
+    if isinstance(cell, Link) and cell.safe:
+        href = "".join(f"%{ord(ch):02X}" if ch in ' ()<>|"\\`' or ord(ch) < 33 else ch for ch in cell.href)
+        return f"[{md_inline(cell.text)}]({href})"
+    return md_inline(cell)
 
 
 def render_markdown(report: ReportData) -> tuple[str, dict[str, bytes]]:
@@ -238,6 +267,12 @@ def _html_rich(text: Rich) -> str:
     return "".join(f"<{tags[s]}>{_esc(c)}</{tags[s]}>" if s in tags else _esc(c) for s, c in text)
 
 
+def _html_cell(cell: Cell) -> str:
+    if isinstance(cell, Link) and cell.safe:
+        return f'<a href="{_esc(cell.href)}">{_esc(cell.text)}</a>'
+    return _esc(cell)
+
+
 def _html_table(table: Table, cls: str = "", *, head_row: bool = True) -> str:
     align = table.align or ["l"] * len(table.columns)
     klass = [' class="r"' if a == "r" else "" for a in align]
@@ -245,7 +280,7 @@ def _html_table(table: Table, cls: str = "", *, head_row: bool = True) -> str:
     thead = f"<thead><tr>{head}</tr></thead>" if head_row else ""
     rows = table.row_classes or [""] * len(table.rows)
     body = "\n".join((f'<tr class="{_esc(rc)}">' if rc else "<tr>")
-                     + "".join(f"<td{k}>{_esc(c)}</td>" for k, c in zip(klass, row, strict=False))
+                     + "".join(f"<td{k}>{_html_cell(c)}</td>" for k, c in zip(klass, row, strict=False))
                      + "</tr>" for row, rc in zip(table.rows, rows, strict=False))
     attr = f' class="{cls}"' if cls else ""
     text = f"<table{attr}>{thead}\n<tbody>\n{body}\n</tbody></table>"
