@@ -226,12 +226,6 @@ class Worker:
             if R.ATTR_SEARCH_EXHAUSTED not in self.study.user_attrs:
                 self.study.set_user_attr(R.ATTR_SEARCH_EXHAUSTED, True)  # the search is over: confirm it
             return self._confirming(trials)
-        if spec.confirm is None and not spec.design and budget_held(trials, n_trials):
-            if self.telling:  # one of ours may yet fail: wait for the tells, then look again
-                WRITER.drain()
-            else:  # others' running trials cover the budget: one may fail and need replacing
-                time.sleep(_HELD_WAIT)
-            return "wait"
         if self.heart is not None:
             self.heart.hold(None)
             self.heart.fail_stale(self.study)
@@ -239,6 +233,13 @@ class Worker:
                                     design=bool(spec.design)):
                 time.sleep(min(2.0, spec.heartbeat_interval))
                 return "wait"
+        if (spec.confirm is None and not spec.design  # after fail_stale: a dead worker's trial is no cover
+                and budget_held(self.study.get_trials(deepcopy=False), n_trials)):
+            if self.telling:  # one of ours may yet fail: wait for the tells, then look again
+                WRITER.drain()
+            else:  # others' running trials cover the budget: one may fail and need replacing
+                time.sleep(_HELD_WAIT)
+            return "wait"
         if spec.design and not any(t.state == TrialState.WAITING for t in trials):
             if spec.adaptive is None or R.ATTR_SEEDS_STOP in self.study.user_attrs:
                 return "stop"  # an ablation runs its queued (arm, seed) trials and nothing else
