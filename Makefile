@@ -18,7 +18,7 @@ setup: $(STAMP)
 
 # The main job on the embedded default, offline: a small sweep of the trick menu on digits
 # (2 workers, successive-halving pruning), then a leave-one-out ablation of the menu's tricks with
-# adaptive seeds and its report in reports/. Rerunning resumes both studies, so a second `make demo`
+# adaptive seeds and its report in reports/ (ignored by git: the committed example is docs/example-report/). Rerunning resumes both studies, so a second `make demo`
 # is quick. Seeds {start: 3, step: 3, max: 12}: 3 paired seeds in every arm, then 3 more a round only
 # in the arms of tricks still unresolved, at most 12 (4 looks). Measured on the 2-core VM (2026-12-04,
 # under other load): 99 runs instead of 120 for 12 fixed seeds, 72 s; the same rule with max 30 (step

@@ -51,6 +51,8 @@ commands:
   ui [--port N] [--create] [tracking.uri=...]
                          serve the MLflow UI on 127.0.0.1 against the same store (refused where
                          there is none, unless --create)
+  dashboard <study> [--storage URL] [--port N]
+                         serve optuna-dashboard on 127.0.0.1 for the study's storage
   studies [show|delete <study>] [--storage URL] [--yes]
                          the stored studies: kind, progress, best value, last activity, storage;
                          a study's recipe; delete one (its storage and MLflow runs) with --yes
@@ -354,6 +356,31 @@ def _train(ns: argparse.Namespace) -> int:
         job()
     finally:
         sys.argv = saved
+    return 0
+
+
+# --- ablate dashboard -------------------------------------------------------------------------------
+
+
+def _add_dashboard(sub: Any) -> None:
+    dash = sub.add_parser("dashboard", help="serve optuna-dashboard on 127.0.0.1 for a study",
+                          description="Serve optuna-dashboard on 127.0.0.1 for the study's storage "
+                          "(runs/<study>/journal.log, or --storage).")
+    dash.add_argument("study", nargs="?", help="the study (ablate studies lists them)")
+    dash.add_argument("--storage", help="an Optuna storage (journal file or URL; default: "
+                      "runs/<study>/journal.log of the working folder, or $ABLATE_STORAGE)")
+    dash.add_argument("--port", type=_port, default=8080)
+    dash.set_defaults(run=_dashboard)
+
+
+def _dashboard(ns: argparse.Namespace) -> int:
+    from ablate.sweep.studies import serve_dashboard, stored_study
+
+    if ns.study is None:
+        raise AblateError("study: missing; ablate dashboard <study>")
+    study = stored_study(ns.study, ns.storage or os.environ.get("ABLATE_STORAGE"))
+    _check_port_free(ns.port)
+    serve_dashboard(study, ns.port)
     return 0
 
 
@@ -732,6 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_report(sub)
     _add_ui(sub)
+    _add_dashboard(sub)
     _add_studies(sub)
     _add_completion(sub)
     return parser

@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["COMMANDS", "SHELLS", "candidates", "script"]
 
-COMMANDS = ("train", "sweep", "plan", "worker", "report", "ui", "studies", "completion")
+COMMANDS = ("train", "sweep", "plan", "worker", "report", "ui", "dashboard", "studies", "completion")
 SHELLS = ("bash", "zsh")
 _TOP_FLAGS = ("--help", "--version")
 _FLAGS = {
@@ -28,6 +28,7 @@ _FLAGS = {
     "worker": ("--help", "--storage", "--config-dir"),
     "report": ("--help", "--format", "--out", "--experiment", "--tag", "--target"),
     "ui": ("--help", "--port"),
+    "dashboard": ("--help", "--storage", "--port"),
     "studies": ("--help", "--storage"),
     "completion": ("--help",),
 }

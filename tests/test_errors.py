@@ -289,6 +289,16 @@ CASES: dict[str, Case] = {
     "ui-postgres-unreachable": _c("ui", "--port", "{free_port}", f"tracking.uri={PG}", names="tracking.uri",
                                   fast=True),
     "ui-unknown-option": _c("ui", "--bogus", names="--bogus"),
+    # ablate dashboard
+    "dashboard-absent": _c("dashboard", "nope", "--port", "{free_port}", names="nope"),
+    "dashboard-no-name": _c("dashboard", names="study"),
+    "dashboard-name-is-a-path": _c("dashboard", "../evil", names="study"),
+    "dashboard-not-in-storage": _c("dashboard", "nope", "--storage", "journal.log", "--port", "{free_port}",
+                                   names="nope", setup=_other_study_journal),
+    "dashboard-storage-missing": _c("dashboard", "x", "--storage", "nowhere/journal.log", names="storage"),
+    "dashboard-port-in-use": _c("dashboard", "other", "--storage", "journal.log", "--port", "{busy_port}",
+                                names="{busy_port}", setup=_other_study_journal),
+    "dashboard-port-not-a-number": _c("dashboard", "x", "--port", "abc", names="--port"),
     # ablate studies
     "studies-show-absent": _c("studies", "show", "nope", names="nope"),
     "studies-show-no-name": _c("studies", "show", names="study"),

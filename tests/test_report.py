@@ -733,3 +733,82 @@ def test_mlflow_ui_opens_the_runs_table_and_lists_the_report(store, tmp_path):
             driver.quit()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+
+
+def test_the_html_report_fits_a_1280_px_window_without_hiding_columns(store, tmp_path):
+    """At 1280 px the page never scrolls sideways and every table shows its last column: wide tables
+    wrap their cells (the per-arm table's gap, diverged and wall-time columns were behind a scrollbar)."""
+    chromium, chromedriver = _require_chromium()
+    (html,) = write_report("abl", out=tmp_path / "reports", tracking_uri=store, formats="html")
+    driver = _chrome(chromium, chromedriver, tmp_path / "profile", width=1280)
+    try:
+        driver.get(html.as_uri())
+        page = driver.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]")
+        tables = driver.execute_script("""
+            return Array.from(document.querySelectorAll('table')).map(t => {
+                const th = t.rows[0].cells;
+                const last = th[th.length - 1].getBoundingClientRect();
+                return [th[0].textContent + '..' + th[th.length - 1].textContent, th.length,
+                        last.right, t.scrollWidth, t.clientWidth];
+            })""")
+    finally:
+        driver.quit()
+    assert page[0] <= page[1], page
+    assert any(n >= 8 for _, n, *_ in tables)  # the per-arm table is among them
+    for name, _, right, scroll, client in tables:
+        assert right <= page[1], (name, right, page[1])  # within the window...
+        assert scroll <= client + 1, (name, scroll, client)  # ...and not behind the table's scrollbar
+
+
+def test_the_demo_report_folder_is_untracked_and_the_example_report_is_kept_elsewhere():
+    """``make demo`` writes reports/ablation_digits/: a fresh clone must stay clean after it, so that
+    folder is ignored and the committed example lives where the demo does not write."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    assert git("check-ignore", "-q", "reports/ablation_digits/report.html").returncode == 0
+    assert git("ls-files", "reports").stdout == ""
+    kept = git("ls-files", "docs/example-report").stdout.split()
+    assert {"docs/example-report/report.md", "docs/example-report/report.html"} <= set(kept)
+    assert "docs/example-report/report.md" in (root / "README.md").read_text()
+
+
+@pytest.mark.parametrize("server", ["http://127.0.0.1:5000", "https://mlflow.example.org/"])
+def test_run_ids_link_to_their_mlflow_run_page_when_the_store_is_an_http_server(store, server):
+    from mlflow.tracking import MlflowClient
+
+    collected = collect("abl", tracking_uri=store)
+    client = MlflowClient(tracking_uri=store)
+    links = {rid: f"{server.rstrip('/')}/#/experiments/{client.get_run(rid).info.experiment_id}/runs/{rid}"
+             for rid in collected.runs["run_id"]}
+    linked = build_report(collected.runs, collected.history, collected.spec,
+                          dict(collected.meta, tracking_uri=server), figures=False)
+    page = render_html(linked)
+    md, _ = render_markdown(linked)
+    for rid, url in links.items():
+        assert f'<a href="{html.escape(url)}">{rid}</a>' in page
+        assert f"[{rid}]({url})" in md
+    assert "Content-Security-Policy" in page
+    plain = build_report(collected.runs, collected.history, collected.spec, collected.meta, figures=False)
+    assert "<a " not in render_html(plain)  # a SQLite store has no page to link to
+    assert "](" not in render_markdown(plain)[0]
+
+
+def test_a_link_cell_is_escaped_and_only_http_targets_become_links():
+    table = render.Table(["run"], [[render.Link("<b>x</b>", 'http://h/#/r?a="1"&b=<2>')],
+                                   [render.Link("y", "javascript:alert(1)")],
+                                   [render.Link("z)", "http://h/a b)")]])
+    data = render.ReportData(title="t", header=[], sections=[render.Section("s", blocks=[table])])
+    page = render_html(data)
+    assert '<a href="http://h/#/r?a=&quot;1&quot;&amp;b=&lt;2&gt;">&lt;b&gt;x&lt;/b&gt;</a>' in page
+    assert "javascript:" not in page and "<td>y</td>" in page  # shown as plain text
+    md, _ = render_markdown(data)
+    assert "[z)](http://h/a%20b%29)" in md and "%221%22" in md and "javascript" not in md

@@ -788,3 +788,23 @@ def test_a_stored_study_with_another_recipe_is_refused_naming_what_differs(tmp_p
     assert len(err) == 1 and "another recipe" in err[0], err
     assert "fixed.trainer.epochs" in err[0] and "params.optimizer.lr" in err[0], err
     prepare_study(compose_study("kept", ["n_trials=3"], cwd=tmp_path))  # the same recipe: accepted
+
+
+def test_two_workers_end_a_sweep_with_exactly_n_trials_no_surplus_failures_and_the_metric_named(tmp_path):
+    # A worker that finds the budget covered by finished trials and those the other worker is
+    # running waits (or stops) instead of asking: no trial is asked only to be closed as surplus.
+    _study_file(tmp_path, "budget", """
+        n_trials: 12
+        workers: 2
+        fixed: {trainer.epochs: 1, trainer.threads: 1}
+        params:
+          optimizer.lr: interval(0.001, 0.1)
+    """)
+    out = _sweep(tmp_path, "budget", timeout=200)
+    assert out.returncode == 0, out.stderr
+    study = _load(tmp_path, "budget")
+    assert study.metric_names == [load_spec(study).metric]  # optuna-dashboard's label, not "Objective 0"
+    trials = study.trials
+    assert len(trials) == 12, [(t.number, t.state.name, t.user_attrs.get(R.ATTR_OUTCOME)) for t in trials]
+    assert not [t for t in trials if t.state == TrialState.FAIL]
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2

@@ -172,6 +172,7 @@ def _run_row(run: Any) -> dict[str, Any]:
     tags, params = run.data.tags, run.data.params
     row: dict[str, Any] = {
         "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,  # with the run id, its page in the MLflow UI
         "run_name": run.info.run_name or "",
         "state": _state(run),
         # Columns named after their tags: analysis reads them (ablate.analysis.stability).
@@ -355,7 +356,8 @@ def _excluded(selected: Iterable[Any]) -> list[dict[str, Any]]:
         tags = r.data.tags
         arm = tags.get(records.TAG_ARM) or (f"trial {tags[records.TAG_TRIAL_NUMBER]}"
                                             if records.TAG_TRIAL_NUMBER in tags else None)
-        out.append({"run_id": r.info.run_id, "run_name": r.info.run_name or "", "state": state, "arm": arm,
+        out.append({"run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
+                    "run_name": r.info.run_name or "", "state": state, "arm": arm,
                     "seed": r.data.params.get("seed", "")})
     return out
 

@@ -9,6 +9,7 @@ section builders every ablation shares live here; a design's own live in
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -30,7 +31,7 @@ from ablate.report.format import (
     when,
 )
 from ablate.report.model import Analysis, Page
-from ablate.report.render import Bullets, Paragraph, ReportData, Section, Table
+from ablate.report.render import Bullets, Link, Paragraph, ReportData, Section, Table
 
 __all__ = ["APPENDIX_COLLAPSE", "appendix", "arm_table", "assemble", "contributions", "figures", "header",
            "per_arm", "verdict_rules"]
@@ -233,11 +234,15 @@ def _run_frame(runs: pd.DataFrame, result: Analysis, excluded: Iterable[Mapping[
     states = runs["state"].astype(str).to_numpy() if "state" in runs else np.full(n, records.FINISHED)
     seeds = runs["seed"].to_numpy() if "seed" in runs else np.full(n, "")
     names = runs["run_name"].fillna("").astype(str).to_numpy() if "run_name" in runs else np.full(n, "")
-    frame = pd.DataFrame({"run_id": runs["run_id"].astype(str).to_numpy(), "run_name": names,
+    experiments = (runs["experiment_id"].astype(str).to_numpy() if "experiment_id" in runs
+                   else np.full(n, ""))
+    frame = pd.DataFrame({"run_id": runs["run_id"].astype(str).to_numpy(), "experiment_id": experiments,
+                          "run_name": names,
                           "arm": runs["arm"].astype(str).to_numpy(),
                           "seed": seeds, "state": states,
                           "value": [fmt.level(v) for v in value]})
-    extra = [{"run_id": str(e.get("run_id")), "run_name": str(e.get("run_name") or ""),
+    extra = [{"run_id": str(e.get("run_id")), "experiment_id": str(e.get("experiment_id") or ""),
+              "run_name": str(e.get("run_name") or ""),
               "arm": str(e.get("arm") or "—"), "seed": e.get("seed", ""), "state": str(e.get("state")),
               "value": "—"} for e in excluded]
     if extra:
@@ -251,12 +256,25 @@ def _seed_cell(seed: Any) -> str:
     return str(seed)
 
 
+def _run_links(frame: pd.DataFrame, tracking_uri: Any) -> pd.Series:
+    """Each run id, linked to its page when the store is an MLflow server (``http(s)://``); as
+    text otherwise (a file or database store has no page to link to)."""
+    uri = str(tracking_uri or "")
+    if not uri.lower().startswith(("http://", "https://")):
+        return frame["run_id"]
+    base = re.sub(r"//[^/@]*@", "//", uri).rstrip("/")  # no user:password in a link
+    return pd.Series([Link(rid, f"{base}/#/experiments/{exp}/runs/{rid}") if exp else rid
+                      for rid, exp in zip(frame["run_id"], frame["experiment_id"], strict=True)],
+                     index=frame.index, dtype=object)
+
+
 def appendix(page: Page) -> list[Section]:
-    """Every run, finished or not, so each number can be traced to its MLflow run."""
+    """Every run, finished or not, so each number can be traced to its MLflow run (a link to its
+    page when the store is an MLflow server)."""
     fmt = page.result.fmt
     frame = _run_frame(page.runs, page.result, page.meta.get("excluded_runs") or [])
-    columns = [frame["run_id"], frame["run_name"], frame["arm"], frame["seed"].map(_seed_cell),
-               frame["state"], frame["value"]]
+    columns = [_run_links(frame, page.meta.get("tracking_uri")), frame["run_name"], frame["arm"],
+               frame["seed"].map(_seed_cell), frame["state"], frame["value"]]
     rows = np.column_stack([c.to_numpy() for c in columns]).tolist()
     section = Section("Appendix: runs")
     cols = ["MLflow run id", "run name", "arm", "seed", "state", f"{fmt.label}{fmt.unit()}"]

@@ -8,6 +8,8 @@ named ``<script>alert(1)</script>`` or an arm holding ``|`` shows as written, ne
   ``=`` or ``1.`` is escaped so it cannot start a heading or a list.
 - HTML: :func:`html.escape` (quotes included) on every string; figures are inline ``data:`` PNGs;
   no script, no external resource, and a Content-Security-Policy that would refuse them anyway.
+- A :class:`Link` cell becomes a link only to an ``http(s)`` address (escaped as above, and in
+  Markdown percent-encoded where it would end the link); any other target shows as plain text.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ablate.report.format import VERDICT_COLOURS, verdict_class
 __all__ = [
     "Bullets",
     "Figure",
+    "Link",
     "Paragraph",
     "ReportData",
     "Rich",
@@ -53,9 +56,28 @@ class Bullets:
     items: list[Rich]
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links to a page (an MLflow run's), as plain text and an address."""
+
+    text: str
+    href: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def safe(self) -> bool:
+        """Only http(s) addresses become links (never ``javascript:`` or ``data:``)."""
+        return self.href.lower().startswith(("http://", "https://"))
+
+
+Cell = Union[str, Link]  # noqa: UP007 (a runtime alias, as Rich)
+
+
 @dataclass
 class Table:
-    """A table of preformatted strings.
+    """A table of preformatted strings (a cell may be a :class:`Link`).
 
     Attributes:
         columns: Header cells.
@@ -68,7 +90,7 @@ class Table:
     """
 
     columns: list[str]
-    rows: list[list[str]]
+    rows: Sequence[Sequence[Cell]]
     align: list[str] | None = None
     collapsed: bool = False
     summary: str = ""
@@ -167,8 +189,15 @@ def _md_table(table: Table) -> list[str]:
     rule = ["---:" if a == "r" else ":---" for a in align]
     lines = ["| " + " | ".join(md_inline(c) or " " for c in table.columns) + " |",
              "| " + " | ".join(rule) + " |"]
-    lines.extend("| " + " | ".join(md_inline(c) for c in row) + " |" for row in table.rows)
+    lines.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows)
     return lines
+
+
+def _md_cell(cell: Cell) -> str:
+    if isinstance(cell, Link) and cell.safe:
+        href = "".join(f"%{ord(ch):02X}" if ch in ' ()<>|"\\`' or ord(ch) < 33 else ch for ch in cell.href)
+        return f"[{md_inline(cell.text)}]({href})"
+    return md_inline(cell)
 
 
 def render_markdown(report: ReportData) -> tuple[str, dict[str, bytes]]:
@@ -206,14 +235,15 @@ def render_markdown(report: ReportData) -> tuple[str, dict[str, bytes]]:
 
 _CSS = """
 body{font:15px/1.5 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1f2328;background:#fff;margin:0}
-main{max-width:1000px;margin:0 auto;padding:24px 28px 48px}
+main{max-width:1200px;margin:0 auto;padding:24px 28px 48px;box-sizing:border-box}
+p,li,figcaption{max-width:1000px}
 h1{font-size:1.7em;margin:0 0 .6em;border-bottom:1px solid #d1d9e0;padding-bottom:.3em}
 h2{font-size:1.3em;margin:1.6em 0 .5em;border-bottom:1px solid #d1d9e0;padding-bottom:.25em}
 h3{font-size:1.1em;margin:1.3em 0 .4em}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:13px;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #d1d9e0;padding:4px 9px;vertical-align:top;text-align:left}
 th{background:#f6f8fa;font-weight:600}
-td.r,th.r{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.r,th.r{text-align:right;font-variant-numeric:tabular-nums}td.r{white-space:nowrap}
 table.header td:first-child{width:11em;font-weight:600;background:#f6f8fa}
 tr:nth-child(even) td{background:#fbfcfd}
 ul{padding-left:1.4em}li{margin:.25em 0}
@@ -237,6 +267,12 @@ def _html_rich(text: Rich) -> str:
     return "".join(f"<{tags[s]}>{_esc(c)}</{tags[s]}>" if s in tags else _esc(c) for s, c in text)
 
 
+def _html_cell(cell: Cell) -> str:
+    if isinstance(cell, Link) and cell.safe:
+        return f'<a href="{_esc(cell.href)}">{_esc(cell.text)}</a>'
+    return _esc(cell)
+
+
 def _html_table(table: Table, cls: str = "", *, head_row: bool = True) -> str:
     align = table.align or ["l"] * len(table.columns)
     klass = [' class="r"' if a == "r" else "" for a in align]
@@ -244,7 +280,7 @@ def _html_table(table: Table, cls: str = "", *, head_row: bool = True) -> str:
     thead = f"<thead><tr>{head}</tr></thead>" if head_row else ""
     rows = table.row_classes or [""] * len(table.rows)
     body = "\n".join((f'<tr class="{_esc(rc)}">' if rc else "<tr>")
-                     + "".join(f"<td{k}>{_esc(c)}</td>" for k, c in zip(klass, row, strict=False))
+                     + "".join(f"<td{k}>{_html_cell(c)}</td>" for k, c in zip(klass, row, strict=False))
                      + "</tr>" for row, rc in zip(table.rows, rows, strict=False))
     attr = f' class="{cls}"' if cls else ""
     text = f"<table{attr}>{thead}\n<tbody>\n{body}\n</tbody></table>"

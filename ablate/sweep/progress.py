@@ -211,8 +211,10 @@ def summary(study: Study, spec: StudySpec, parent_run_id: str, elapsed: float, w
     ui = "ablate ui" + ("" if uri == default else f" tracking.uri={redact(uri)}")
     lines.append(f"MLflow:  {ui}   (experiment '{spec.experiment}', parent run {parent_run_id})")
     storage = redact(spec.storage)
-    shown = os.path.relpath(storage) if "://" not in storage else storage
-    lines.append(f"Optuna:  optuna-dashboard {shown}")
+    here = Path.cwd() / "runs" / spec.name / "journal.log"  # where ablate dashboard looks by default
+    at_home = "://" not in storage and Path(storage).resolve() == here.resolve()
+    shown = "" if at_home else " --storage " + (os.path.relpath(storage) if "://" not in storage else storage)
+    lines.append(f"Optuna:  ablate dashboard {spec.name}{shown}")
     logs = "slurm/*_log.out" if spec.launcher.get("name") == "slurm" else "worker-*.log"
     lines.append(f"Logs:    {os.path.relpath(spec.out_dir)}/{logs}")
     return redact_text("\n".join(lines), spec.storage, spec.tracking_uri)  # the best command's overrides too

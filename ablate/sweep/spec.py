@@ -113,7 +113,8 @@ class StudySpec:
                 "adaptive": self.adaptive}
 
     def to_json(self) -> str:
-        """The study's one serialised form, stored on the Optuna study and the MLflow parent run.
+        """The study's one serialised form (compact JSON, one line), stored on the Optuna study and
+        the MLflow parent run.
 
         Passwords in the storage and tracking URLs, and in URLs among the fixed overrides
         (``tracking.uri=...``), are left out (a worker is told them by its launcher, see
@@ -125,7 +126,10 @@ class StudySpec:
                                                      fixed=redact_values(self.fixed)))
         doc["distributions"] = {} if self.design else {
             k: optuna.distributions.distribution_to_json(d) for k, d in self.space.distributions.items()}
-        return redact_text(json.dumps(doc, indent=2, sort_keys=True), self.storage, self.tracking_uri)
+        # Compact, one line: optuna-dashboard lists study attributes as stored, and indentation made
+        # this one 75-200 lines (tricks_digits 3151 -> 2785 characters, ablation_digits 4416 -> 3144)
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        return redact_text(text, self.storage, self.tracking_uri)
 
     def with_secrets(self, storage: str, tracking_uri: str | None) -> StudySpec:
         """This spec with the URLs a worker was given (they may hold the passwords the stored copy lacks).

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,9 @@ __all__ = [
     "CONFIDENCE",
     "Heartbeat",
     "KilledHook",
+    "ask_lock",
     "best_trial",
+    "budget_held",
     "confirm_of",
     "confirmation_values",
     "confirmed",
@@ -63,6 +65,7 @@ __all__ = [
     "open_storage",
     "others_hold_the_rest",
     "out_of_failures",
+    "process_alive",
     "ranked_trials",
     "redact",
     "redact_text",
@@ -387,6 +390,71 @@ def is_repeat(trials: Sequence[FrozenTrial], number: int, params: Mapping[str, A
         if _pair(retry_params(t)) == pair:
             return True
     return False
+
+
+CLAIM_WINDOW = 60.0
+"""Seconds an asked trial no worker has claimed yet counts as held (its worker is between ask and claim)."""
+
+
+def process_alive(pid: int) -> bool:
+    """True when process ``pid`` of this machine exists (signal 0 probes it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _held(trial: FrozenTrial, now: datetime.datetime) -> bool:
+    """A RUNNING trial that a live worker holds, or that one is about to claim.
+
+    Heartbeats (an RDB storage) and workers on other machines are trusted: stale ones are failed
+    and queued again elsewhere (:meth:`Heartbeat.fail_stale`, the other machine's supervisor). A
+    worker of this machine is alive when its process is.
+    """
+    if ATTR_HEARTBEAT in trial.user_attrs:
+        return True
+    host, pid = holder(trial)
+    if not host:  # asked, not yet claimed
+        return trial.datetime_start is None or (now - trial.datetime_start).total_seconds() < CLAIM_WINDOW
+    return host != socket.gethostname() or pid is None or process_alive(pid)
+
+
+def budget_held(trials: Sequence[FrozenTrial], n_trials: int | None) -> bool:
+    """True when nothing is queued and the finished trials with those live workers are running
+    (a worker's own trials being told included) reach ``n_trials``: asking now would only make a
+    surplus trial, so the worker waits (the running ones finish, or one fails and is replaced).
+
+    Confirmation trials (:func:`confirm_of`) are outside ``n_trials``: they are not counted.
+    """
+    if n_trials is None or any(t.state == TrialState.WAITING for t in trials):
+        return False
+    now = datetime.datetime.now()
+    search = [t for t in trials if confirm_of(t) is None]
+    held = sum(is_finished(t) or (t.state == TrialState.RUNNING and _held(t, now)) for t in search)
+    return held >= n_trials
+
+
+@contextlib.contextmanager
+def ask_lock(url: str) -> Iterator[None]:
+    """Held around a worker's check-then-ask, so two workers of a journal storage cannot both see
+    one trial left and both ask for it (the loser sees the winner's trial RUNNING and waits).
+
+    A lock file beside the journal (``<journal>.ask.lock``, gone once released; one left by a
+    killed worker is broken after Optuna's grace period). An RDB storage has no such lock: there a
+    trial asked in the same instant as another's last one is closed as surplus (:func:`is_surplus`).
+    """
+    if "://" in url:
+        yield
+        return
+    lock = JournalFileSymlinkLock(f"{url}.ask")
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def others_hold_the_rest(trials: Sequence[FrozenTrial], *, n_trials: int | None, design: bool) -> bool:

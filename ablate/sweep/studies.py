@@ -114,6 +114,26 @@ def _one(name: str, storage: str | None, cwd: str | Path | None) -> StoredStudy:
     raise AblateError(f"study: no study {name!r} in {redact(storage)}")
 
 
+def stored_study(name: str, storage: str | None = None, *, cwd: str | Path | None = None) -> StoredStudy:
+    """The study ``name`` in ``storage``, or in ``runs/<name>/journal.log`` of the working folder.
+
+    Raises:
+        AblateError: no such study there (one line naming it and what is stored).
+    """
+    return _one(name, storage, cwd)
+
+
+def serve_dashboard(study: StoredStudy, port: int) -> None:
+    """Serve optuna-dashboard on 127.0.0.1:``port`` for the study's storage, until interrupted."""
+    import optuna_dashboard
+
+    storage = open_storage(study.storage, heartbeat_interval=None)
+    study_id = storage.get_study_id_from_name(study.name)
+    print(f"optuna-dashboard for study {study.name!r} ({redact(study.storage)}) at "
+          f"http://127.0.0.1:{port}/dashboard/studies/{study_id}", flush=True)
+    optuna_dashboard.run_server(storage, host="127.0.0.1", port=port)
+
+
 def show_study(name: str, storage: str | None = None, *, cwd: str | Path | None = None) -> str:
     """The study's recipe, as ``ablate sweep`` stored it (passwords left out), as YAML."""
     import yaml

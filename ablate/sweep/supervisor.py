@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from ablate.sweep.storage import (
     is_finished,
     open_storage,
     out_of_failures,
+    process_alive,
     redact,
     spent_failures,
     unclaimed,
@@ -91,6 +93,9 @@ def prepare_study(spec: StudySpec, composer: TrialComposer | None = None) -> tup
             raise AblateError(f"study: {spec.name!r} already exists in {redact(spec.storage)} with another "
                               f"recipe ({differ_text(differ)}); use a new name= or remove its storage")
         study = optuna.load_study(study_name=spec.name, storage=storage)
+    with warnings.catch_warnings():  # experimental since Optuna 3.2; optuna-dashboard labels the objective
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.metric])
     document = spec.to_json()  # the one serialised spec: the study's attribute and the parent's study.json
     study.set_user_attr(R.ATTR_SPEC, document)
     # max_failures counts from this session's first trial: a rerun (the data fixed) starts afresh
@@ -318,7 +323,7 @@ class Supervisor:
             h, pid = holder(t)
             if h != host or pid is None:
                 continue  # another machine's worker: RDB heartbeats cover it
-            if (pids is not None and pid in pids) or (pids is None and not _alive(pid)):
+            if (pids is not None and pid in pids) or (pids is None and not process_alive(pid)):
                 failed += fail_stale_trial(self.study, t, on_killed)
         return failed
 
@@ -427,16 +432,6 @@ class Supervisor:
         for slot in self.slots:
             self._reap(slot)
         self.fail_stale(pids={p.pid for p in alive})
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:

@@ -35,6 +35,8 @@ from ablate.sweep.samplers import Stream, build_search
 from ablate.sweep.spec import compose_study, differ_text, load_spec, recipe_differences
 from ablate.sweep.storage import (
     Heartbeat,
+    ask_lock,
+    budget_held,
     confirm_of,
     fail_and_retry,
     is_finished,
@@ -129,7 +131,7 @@ class Worker:
                                    grace_period=spec.grace_period, on_killed=killed_hook(spec.tracking_uri))
             self.heart = Heartbeat(storage, spec.heartbeat_interval)
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        self.storage = storage
+        self.storage, self.storage_url = storage, storage_url
         self.study_id = storage.get_study_id_from_name(study_name)
         self.device = os.environ.get("ABLATE_DEVICE")
         self.composer = TrialComposer(spec.space, self._trial_fields(), composed=composed)
@@ -186,6 +188,8 @@ class Worker:
                 held = self._ask()
                 if held == "surplus" and self.spec.confirm is None:
                     break
+                if held == "held":  # the others' running trials cover the budget after all
+                    continue
                 if held == "surplus" or held == "repeat":  # with confirm, its runs may follow the search
                     continue
                 ran += self._run_trial(held)
@@ -229,6 +233,13 @@ class Worker:
                                     design=bool(spec.design)):
                 time.sleep(min(2.0, spec.heartbeat_interval))
                 return "wait"
+        if (spec.confirm is None and not spec.design  # after fail_stale: a dead worker's trial is no cover
+                and budget_held(self.study.get_trials(deepcopy=False), n_trials)):
+            if self.telling:  # one of ours may yet fail: wait for the tells, then look again
+                WRITER.drain()
+            else:  # others' running trials cover the budget: one may fail and need replacing
+                time.sleep(_HELD_WAIT)
+            return "wait"
         if spec.design and not any(t.state == TrialState.WAITING for t in trials):
             if spec.adaptive is None or R.ATTR_SEEDS_STOP in self.study.user_attrs:
                 return "stop"  # an ablation runs its queued (arm, seed) trials and nothing else
@@ -270,12 +281,22 @@ class Worker:
         time.sleep(0.5)
         return "wait"
 
-    def _ask(self) -> _Trial | Literal["surplus", "repeat"]:
-        """Ask for a trial and mark it ours, or close it unrun: ``surplus`` when the budget is met,
-        ``repeat`` when an earlier trial holds its ablation pair (:func:`is_repeat`)."""
+    def _ask(self) -> _Trial | Literal["held", "surplus", "repeat"]:
+        """Ask for a trial and mark it ours; ``held`` (nothing asked) when, looked at again under
+        the storage's ask lock, the budget is covered (:func:`budget_held`); or close it unrun:
+        ``surplus`` when the budget is met all the same (an RDB storage, whose workers asked in the
+        same instant), ``repeat`` when an earlier trial holds its ablation pair (:func:`is_repeat`).
+
+        A surplus trial is told FAIL (outcome ``surplus``), not PRUNED: samplers learn from pruned
+        trials and ablate counts them towards ``n_trials``, while a FAIL is ignored by both.
+        """
         if self.before_ask is not None:
             self.before_ask()
-        trial = self.study.ask()
+        with ask_lock(self.storage_url):
+            if (self.spec.confirm is None and not self.spec.design
+                    and budget_held(self.study.get_trials(deepcopy=False), self.n_trials)):
+                return "held"
+            trial = self.study.ask()
         storage_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         if self.heart is not None:
             self.heart.hold(storage_id)
@@ -435,6 +456,9 @@ def _params(params: dict[str, Any]) -> str:
     """A trial's arm and seed, or its sampled values, as ``k=v`` (floats to 4 significant digits)."""
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "-"
 
+
+_HELD_WAIT = 0.25
+"""Seconds a worker waits while other workers' running trials cover the budget."""
 
 ROUND_WAIT = 60.0
 """Seconds a worker of an adaptive study waits, with nothing queued or running, for the next round."""
