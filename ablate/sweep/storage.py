@@ -33,6 +33,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from ablate.errors import AblateError
+from ablate.processes import process_alive
 from ablate.records import (
     ATTR_CONFIRM_OF,
     ATTR_ERROR,
@@ -394,17 +395,6 @@ def is_repeat(trials: Sequence[FrozenTrial], number: int, params: Mapping[str, A
 
 CLAIM_WINDOW = 60.0
 """Seconds an asked trial no worker has claimed yet counts as held (its worker is between ask and claim)."""
-
-
-def process_alive(pid: int) -> bool:
-    """True when process ``pid`` of this machine exists (signal 0 probes it)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _held(trial: FrozenTrial, now: datetime.datetime) -> bool:

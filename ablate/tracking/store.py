@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ablate import records as R
 from ablate.errors import AblateError
+from ablate.processes import process_alive
 from ablate.secrets import redact
 
 __all__ = ["artifact_location", "check_store", "create_store", "environment", "get_or_create_experiment",
@@ -169,7 +170,7 @@ def create_store(uri: str) -> None:
     folder = db.parent
     for stale in folder.glob(f".{db.name}{_CREATING}*"):
         pid = stale.name[len(f".{db.name}{_CREATING}"):].split("-", 1)[0]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{db.name}{_CREATING}{os.getpid()}-", dir=folder)
@@ -183,16 +184,6 @@ def create_store(uri: str) -> None:
         for path in (tmp, f"{tmp}-journal", f"{tmp}-wal", f"{tmp}-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def preload() -> None:
