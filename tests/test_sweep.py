@@ -788,6 +788,14 @@ def test_a_stored_study_with_another_recipe_is_refused_naming_what_differs(tmp_p
     assert len(err) == 1 and "another recipe" in err[0], err
     assert "fixed.trainer.epochs" in err[0] and "params.optimizer.lr" in err[0], err
     prepare_study(compose_study("kept", ["n_trials=3"], cwd=tmp_path))  # the same recipe: accepted
+    # the file's value typed again on the command line is the same recipe (it was refused:
+    # "fixed.trainer.epochs differs", the string '1' against the file's 1)
+    prepare_study(compose_study("kept", ["trainer.epochs=1", "model=mlp"], cwd=tmp_path))
+    from ablate.sweep.spec import recipe_differences
+
+    one = compose_study("kept", [], cwd=tmp_path).recipe
+    assert recipe_differences(one, compose_study("kept", ["trainer.epochs=1e0", "trainer.lr_warmup=0"],
+                                                 cwd=tmp_path).recipe) == ["fixed.trainer.lr_warmup"]
 
 
 def test_two_workers_end_a_sweep_with_exactly_n_trials_no_surplus_failures_and_the_metric_named(tmp_path):

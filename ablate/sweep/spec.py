@@ -181,9 +181,11 @@ def load_spec(storage: Any, study_name: str, url: str) -> StudySpec:
 def recipe_differences(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
     """``["params.optimizer", "metric"]``: the entries of two :attr:`StudySpec.recipe` that differ.
 
-    Both are compared as a study stores them (through JSON: a tuple equals its list).
+    Both are compared as a study stores them (through JSON: a tuple equals its list), and a fixed
+    value typed on the command line (``trainer.epochs=1``, a string) as Hydra reads it, so that it
+    equals the study file's ``trainer.epochs: 1``.
     """
-    theirs, mine = json.loads(json.dumps(theirs)), json.loads(json.dumps(mine))
+    theirs, mine = (_typed_fixed(json.loads(json.dumps(r))) for r in (theirs, mine))
     out: list[str] = []
     for key, value in theirs.items():
         other = mine.get(key)
@@ -195,6 +197,27 @@ def recipe_differences(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> li
         else:
             out.append(key)
     return out
+
+
+def _typed_fixed(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe with its ``fixed`` strings read as Hydra reads an override's value (``1``, ``1e-4``,
+    ``true``, ``null``); a value Hydra cannot read stays the string it is."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    fixed = recipe.get("fixed")
+    if not isinstance(fixed, dict):
+        return recipe
+    parser = OverridesParser.create()
+
+    def typed(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parser.parse_override(f"x={value}").value()
+        except Exception:  # noqa: BLE001 - not an override value Hydra reads: compare the text
+            return value
+
+    return {**recipe, "fixed": {k: typed(v) for k, v in fixed.items()}}
 
 
 def differ_text(fields: Sequence[str]) -> str:
