@@ -9,11 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from scipy import stats
+from tiny_studies import interrupt_when, journal_study
 
 from ablate import records as R
 from ablate.analysis import confirmed_means
@@ -53,11 +52,6 @@ def _write(cwd: Path, name: str, body: str) -> None:
     (cwd / "sweeps").mkdir(exist_ok=True)
     (cwd / "sweeps" / f"{name}.yaml").write_text(
         "defaults: [base_study, {sampler: random}, {pruner: none}, _self_]\n" + textwrap.dedent(body))
-
-
-def _load(cwd: Path, name: str) -> optuna.Study:
-    storage = JournalStorage(JournalFileBackend(str(cwd / "runs" / name / "journal.log")))
-    return optuna.load_study(study_name=name, storage=storage)
 
 
 def _study(cwd: Path, overrides: tuple[str, ...] = ()) -> tuple[optuna.Study, StudySpec]:
@@ -234,13 +228,6 @@ def test_bad_confirm_exits_2_and_creates_nothing(tmp_path, monkeypatch, capsys, 
 # --- end to end ----------------------------------------------------------------------------------------
 
 
-def _trials_or_empty(cwd: Path, name: str) -> list:
-    try:
-        return _load(cwd, name).get_trials(deepcopy=False)
-    except Exception:  # noqa: BLE001 - polled while the sweep creates and writes it
-        return []
-
-
 def _sweep(cwd: Path, name: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*ABLATE, "sweep", name], cwd=cwd, capture_output=True, text=True, timeout=300,
                           check=False)
@@ -255,7 +242,7 @@ def _children(cwd: Path, name: str) -> list:
 
 def _check_confirmed(cwd: Path, name: str, top: int, seeds: int) -> list[dict]:
     """Exactly top x seeds confirmation trials, of the top trials, on new seeds, each one FINISHED run."""
-    study = _load(cwd, name)
+    study = journal_study(cwd, name)
     search = [t for t in study.trials if confirm_of(t) is None]
     confirming = [t for t in study.trials if confirm_of(t) is not None and t.state == TrialState.COMPLETE]
     ranked = sorted((t for t in search if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
@@ -298,21 +285,11 @@ def test_a_search_confirms_its_best_and_the_report_shows_the_best_mean_with_its_
 @pytest.mark.slow
 def test_a_sweep_interrupted_while_confirming_resumes_to_exactly_top_times_seeds_runs(tmp_path):
     _write(tmp_path, "conf", SEARCH.replace("trainer.epochs: 2", "trainer.epochs: 20"))
-    sweep = subprocess.Popen([*ABLATE, "sweep", "conf"], cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        end = time.time() + 240
-        while time.time() < end and not any(confirm_of(t) is not None and t.state == TrialState.RUNNING
-                                             and R.ATTR_RUN in t.user_attrs
-                                             for t in _trials_or_empty(tmp_path, "conf")):
-            time.sleep(0.2)
-        sweep.send_signal(signal.SIGINT)
-        _, err = sweep.communicate(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode != 0 and "resume" in err
-    study = _load(tmp_path, "conf")
+    rc, err = interrupt_when(tmp_path, "conf", lambda trials: any(
+        confirm_of(t) is not None and t.state == TrialState.RUNNING and R.ATTR_RUN in t.user_attrs
+        for t in trials))
+    assert rc != 0 and "resume" in err
+    study = journal_study(tmp_path, "conf")
     assert R.ATTR_CONFIRMED not in study.user_attrs
     assert any(confirm_of(t) is not None and t.state == TrialState.FAIL for t in study.trials)  # interrupted
     assert sum(confirm_of(t) is not None and t.state == TrialState.COMPLETE for t in study.trials) < 4

@@ -8,12 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from tiny_studies import tiny_study
 
 ABLATE = [sys.executable, "-m", "ablate.cli"]
 
@@ -23,18 +23,7 @@ def study_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding one tiny finished study, ``tiny`` (2 trials of 1 epoch on digits)."""
     cwd = tmp_path_factory.mktemp("dashboard")
     (cwd / "sweeps").mkdir()
-    (cwd / "sweeps" / "tiny.yaml").write_text(textwrap.dedent("""\
-        defaults:
-          - base_study
-          - sampler: random
-          - pruner: none
-          - _self_
-        n_trials: 2
-        workers: 1
-        fixed: {trainer.epochs: 1, trainer.threads: 1}
-        params:
-          optimizer.lr: interval(0.001, 0.1)
-        """))
+    (cwd / "sweeps" / "tiny.yaml").write_text(tiny_study(fixed={"trainer.threads": 1}))
     out = subprocess.run([*ABLATE, "sweep", "tiny"], cwd=cwd, capture_output=True, text=True, timeout=300,
                          check=False)
     assert out.returncode == 0, out.stderr

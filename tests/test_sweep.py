@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import optuna
@@ -23,6 +22,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from tiny_datasets import write_unreadable_mnist
+from tiny_studies import interrupt_when, journal_study, journal_trials, wait_for
 
 from ablate import records as R
 from ablate.cli import main
@@ -39,11 +39,6 @@ def _study_file(cwd: Path, name: str, body: str) -> None:
     (cwd / "sweeps").mkdir(exist_ok=True)
     header = "defaults:\n  - base_study\n  - sampler: random\n  - pruner: none\n  - _self_\n"
     (cwd / "sweeps" / f"{name}.yaml").write_text(header + textwrap.dedent(body))
-
-
-def _load(cwd: Path, name: str) -> optuna.Study:
-    storage = JournalStorage(JournalFileBackend(str(cwd / "runs" / name / "journal.log")))
-    return optuna.load_study(study_name=name, storage=storage)
 
 
 def load_spec(study: optuna.Study) -> StudySpec:
@@ -78,7 +73,7 @@ def test_pruning_stops_trials_in_optuna_and_mlflow(tmp_path):
     """)
     out = _sweep(tmp_path, "prune_me", "pruner=threshold", "pruner.lower=0.9", "pruner.n_warmup_steps=2")
     assert out.returncode == 0, out.stderr
-    study = _load(tmp_path, "prune_me")
+    study = journal_study(tmp_path, "prune_me")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert len(pruned) == 4
     # steps are epochs, from 1; the threshold pruner's warm-up spares steps below n_warmup_steps
@@ -272,7 +267,7 @@ def test_workers_run_asynchronously(tmp_path):
     """)
     out = _sweep(tmp_path, "uneven", "sampler=grid")
     assert out.returncode == 0, out.stderr
-    trials = [t for t in _load(tmp_path, "uneven").trials if t.state == TrialState.COMPLETE]
+    trials = [t for t in journal_study(tmp_path, "uneven").trials if t.state == TrialState.COMPLETE]
     assert len(trials) == 4
     # A worker that had run trial b started c while the other worker's trial a, begun before c, was
     # still running: the freed worker did not wait for its partner (no batch barrier). (A worker
@@ -285,22 +280,6 @@ def test_workers_run_asynchronously(tmp_path):
                for a in trials for b in trials for c in trials if len({a.number, b.number, c.number}) == 3)
     workers = {t.user_attrs[WORKER_ATTR] for t in trials}
     assert len(workers) == 2
-
-
-def _wait_for(predicate, timeout: float = 120.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError("timed out waiting")
-
-
-def _trials_or_empty(cwd: Path, name: str):
-    try:
-        return _load(cwd, name).get_trials(deepcopy=False)
-    except Exception:  # noqa: BLE001 - polled while the sweep creates and writes it: any failure is "not yet"
-        return []
 
 
 @pytest.mark.slow
@@ -318,13 +297,14 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
                              stderr=subprocess.PIPE, text=True)
     try:
         # SIGKILL one worker in the middle of a trial: its trial is failed and queued again
-        _wait_for(lambda: any(t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs
-                              for t in _trials_or_empty(tmp_path, "resume_me")))
-        victim = next(t for t in _trials_or_empty(tmp_path, "resume_me")
-                      if t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs)
+        training: list = []  # from one read of the journal: a second read may fall mid-write
+        wait_for(lambda: bool(training.extend(t for t in journal_trials(tmp_path, "resume_me")
+                                              if t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs)
+                              or training))
+        victim = training[0]
         os.kill(int(victim.user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
         # then interrupt the whole sweep once a trial has finished after the kill
-        _wait_for(lambda: count_states(_trials_or_empty(tmp_path, "resume_me"))["finished"] >= 2)
+        wait_for(lambda: count_states(journal_trials(tmp_path, "resume_me"))["finished"] >= 2)
         sweep.send_signal(signal.SIGINT)
         _, err = sweep.communicate(timeout=120)
     finally:
@@ -332,7 +312,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
             sweep.kill()
     assert sweep.returncode != 0
     assert "resume" in err
-    study = _load(tmp_path, "resume_me")
+    study = journal_study(tmp_path, "resume_me")
     assert study.trials[victim.number].state == TrialState.FAIL
     first = count_states(study.trials)
     assert first["finished"] < 6 and first["killed"] >= 1 and first["running"] == 0
@@ -340,7 +320,7 @@ def test_interrupted_sweep_resumes_to_exactly_n_trials(tmp_path):
 
     out = _sweep(tmp_path, "resume_me")
     assert out.returncode == 0, out.stderr
-    study = _load(tmp_path, "resume_me")
+    study = journal_study(tmp_path, "resume_me")
     finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(finished) == 6 == count_states(study.trials)["finished"]
     runs = _runs(tmp_path, "resume_me")
@@ -387,7 +367,7 @@ def test_a_sweep_whose_trials_keep_failing_stops_at_max_failures_with_the_reason
     assert line.startswith("ablate: error: max_failures: study nodata stopped: 2 trials failed")
     assert "data.root: cannot read the MNIST files" in line and "runs/nodata/worker-0.log" in line
     assert "Traceback" in (tmp_path / "runs/nodata/worker-0.log").read_text()
-    study = _load(tmp_path, "nodata")
+    study = journal_study(tmp_path, "nodata")
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     (parent,) = [r for r in _runs(tmp_path, "nodata") if r.data.tags.get(R.TAG_KIND) == R.KIND_STUDY]
     assert parent.info.status == "FAILED" and parent.data.metrics["n_failed"] == 2
@@ -410,7 +390,7 @@ def test_a_running_trial_that_no_worker_claimed_is_retried_on_resume(tmp_path, m
     assert WORKER_ATTR not in study.trials[0].user_attrs
     out = _sweep(tmp_path, "unclaimed", timeout=120)
     assert out.returncode == 0, out.stderr
-    trials = _load(tmp_path, "unclaimed").trials
+    trials = journal_study(tmp_path, "unclaimed").trials
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
     assert trials[0].state == TrialState.FAIL and count_states(trials)["running"] == 0
     assert [t.user_attrs.get(R.ATTR_RETRY_OF) for t in trials if t.number > 0].count(0) == 1
@@ -428,7 +408,7 @@ def test_a_grid_sweep_with_two_workers_runs_every_point_exactly_once(tmp_path):
     """)  # 6 points, fewer than n_trials: the grid is the budget
     out = _sweep(tmp_path, "grid2", "sampler=grid", timeout=200)
     assert out.returncode == 0, out.stderr
-    trials = [t for t in _load(tmp_path, "grid2").trials if t.state == TrialState.COMPLETE]
+    trials = [t for t in journal_study(tmp_path, "grid2").trials if t.state == TrialState.COMPLETE]
     points = sorted((t.params["optimizer"], t.params["seed"]) for t in trials)
     assert points == sorted(itertools.product(("adam", "sgd"), range(3)))
     assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
@@ -473,7 +453,7 @@ def test_a_stale_trial_and_its_run_are_closed_together_though_ctrl_c_comes_betwe
     client = _client(tmp_path)
     assert client.get_run(run).info.status == "KILLED" and client.get_run(run).data.tags["status"] == "killed"
     assert client.get_run(other).info.status == "RUNNING"  # another trial's run is not this one's business
-    trials = _load(tmp_path, "stale").trials
+    trials = journal_study(tmp_path, "stale").trials
     assert trials[stale.number].state == TrialState.FAIL
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert [t.user_attrs.get(R.ATTR_RETRY_OF) for t in waiting] == [stale.number]
@@ -594,7 +574,7 @@ def test_slurm_launcher_submits_workers_with_submitit(tmp_path):
     out = _sweep(tmp_path, "on_slurm", "+launcher=slurm", "launcher.cluster=local")
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
-    study = _load(tmp_path, "on_slurm")
+    study = journal_study(tmp_path, "on_slurm")
     assert count_states(study.trials)["finished"] == 4
     jobs = {p.name.split("_")[0] for p in (tmp_path / "runs/on_slurm/slurm").glob("*_submitted.pkl")}
     assert len(jobs) == 2
@@ -682,9 +662,9 @@ def test_a_supervisor_killed_with_9_leaves_nothing_in_the_temp_folder(tmp_path):
                              stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(tmp)})
     running = None
     try:  # a trial training: the worker has read the configs
-        _wait_for(lambda: any(t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs
-                              for t in _trials_or_empty(tmp_path, "killed9")))
-        running = next(t for t in _trials_or_empty(tmp_path, "killed9") if t.state == TrialState.RUNNING)
+        wait_for(lambda: any(t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs
+                              for t in journal_trials(tmp_path, "killed9")))
+        running = next(t for t in journal_trials(tmp_path, "killed9") if t.state == TrialState.RUNNING)
         sweep.kill()
         sweep.wait(timeout=30)
     finally:
@@ -733,7 +713,7 @@ def test_adaptive_seeds_stop_before_max_with_seeds_only_where_needed_and_resume_
     out = _sweep(whole, "adapt")
     assert out.returncode == 0, out.stderr
     assert "seeds: " in out.stdout and "more trials queued" in out.stdout
-    study = _load(whole, "adapt")
+    study = journal_study(whole, "adapt")
     seeds = _seeds_of(study)
     counts = {arm: len(s) for arm, s in seeds.items()}
     assert all(s == list(range(len(s))) for s in seeds.values())  # seeds 0..k-1 in every arm
@@ -752,21 +732,13 @@ def test_adaptive_seeds_stop_before_max_with_seeds_only_where_needed_and_resume_
     assert "adaptive: 3 per arm" in header and "stopped: every trick has a verdict" in header
 
     # The same study interrupted in its second round, then the same command: the same seeds
-    sweep = subprocess.Popen([*ABLATE, "sweep", "adapt"], cwd=resumed, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(lambda: any(t.state == TrialState.RUNNING and t.params.get("seed", 0) >= 3
-                              for t in _trials_or_empty(resumed, "adapt")))
-        sweep.send_signal(signal.SIGINT)
-        _, err = sweep.communicate(timeout=120)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    assert sweep.returncode != 0 and "resume" in err
-    assert R.ATTR_SEEDS_STOP not in _load(resumed, "adapt").user_attrs
+    rc, err = interrupt_when(resumed, "adapt", lambda trials: any(
+        t.state == TrialState.RUNNING and t.params.get("seed", 0) >= 3 for t in trials))
+    assert rc != 0 and "resume" in err
+    assert R.ATTR_SEEDS_STOP not in journal_study(resumed, "adapt").user_attrs
     out = _sweep(resumed, "adapt")
     assert out.returncode == 0, out.stderr
-    again = _load(resumed, "adapt")
+    again = journal_study(resumed, "adapt")
     assert _seeds_of(again) == seeds  # exactly the seeds the rule asks for, each once
     _one_finished_run_per_trial(resumed, "adapt", again)
 
@@ -810,7 +782,7 @@ def test_two_workers_end_a_sweep_with_exactly_n_trials_no_surplus_failures_and_t
     """)
     out = _sweep(tmp_path, "budget", timeout=200)
     assert out.returncode == 0, out.stderr
-    study = _load(tmp_path, "budget")
+    study = journal_study(tmp_path, "budget")
     assert study.metric_names == [load_spec(study).metric]  # optuna-dashboard's label, not "Objective 0"
     trials = study.trials
     assert len(trials) == 12, [(t.number, t.state.name, t.user_attrs.get(R.ATTR_OUTCOME)) for t in trials]

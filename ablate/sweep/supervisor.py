@@ -431,7 +431,8 @@ class Supervisor:
                 p.wait()
         for slot in self.slots:
             self._reap(slot)
-        self.fail_stale(pids={p.pid for p in alive})
+        # every worker of this sweep: one killed since the last tick holds a RUNNING trial too
+        self.fail_stale(pids={p.pid for p in alive} | {s.process.pid for s in self.slots if s.process})
 
 
 def run_sweep(name: str, overrides: Sequence[str] = ()) -> int:
