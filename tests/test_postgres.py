@@ -286,7 +286,8 @@ def test_killed_worker_trial_is_failed_retried_and_completed(url, tmp_path, monk
         _wait_for(lambda: (tmp_path / "runs" / name / "worker-0.log").exists(), procs=(sweep,))
 
         def held_by_other() -> list[optuna.trial.FrozenTrial]:
-            return [t for t in _trials(url, name) if t.state == TrialState.RUNNING and t.intermediate_values
+            return [t for t in _trials(url, name)
+                    if t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs
                     and t.user_attrs.get(WORKER_ATTR, "").endswith(f":{other.pid}")]
 
         _wait_for(lambda: held_by_other(), procs=(sweep, other))

@@ -788,3 +788,15 @@ def test_two_workers_end_a_sweep_with_exactly_n_trials_no_surplus_failures_and_t
     assert len(trials) == 12, [(t.number, t.state.name, t.user_attrs.get(R.ATTR_OUTCOME)) for t in trials]
     assert not [t for t in trials if t.state == TrialState.FAIL]
     assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
+
+
+def test_the_supervisor_never_imports_torch_which_only_its_workers_train_with(tmp_path):
+    # ablate.sweep's pre-flight checks read ablate.data.catalog; the package once imported torch with it
+    code = ("import sys, ablate.cli, ablate.sweep, ablate.sweep.supervisor, ablate.sweep.preflight, "
+            "ablate.data.catalog; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
+    assert out.stdout.strip() == "False"
+    from ablate.data import Dataset, load_dataset  # the package's names still load, on first use
+
+    assert Dataset.__name__ == "Dataset" and callable(load_dataset)

@@ -349,3 +349,59 @@ def test_a_moved_store_still_reads_its_artifacts(tmp_path):
     assert (Path(client.download_artifacts(run_id, "note.txt", str(tmp_path))).read_text() == "hello")
     tracking.relocate_artifacts(moved)  # nothing left to move: a no-op
     assert client.get_run(run_id).info.artifact_uri.startswith((after / "mlartifacts").as_uri())
+
+
+def _schema(db: Path) -> tuple[list[tuple[str, str]], list[tuple[str]], list[tuple[object, ...]]]:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        tables = con.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        head = con.execute("SELECT version_num FROM alembic_version").fetchall()
+        experiments = con.execute("SELECT experiment_id, name, artifact_location, lifecycle_stage "
+                                  "FROM experiments").fetchall()
+    finally:
+        con.close()
+    return tables, head, experiments
+
+
+def test_a_new_store_is_a_copy_of_the_cached_empty_store_equal_to_mlflows_own(tmp_path, monkeypatch):
+    from ablate.tracking.store import create_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    create_store("sqlite:///mlflow.db")  # no template yet: MLflow's migrations make it, then it is kept
+    templates = list((tmp_path / "cache" / "ablate").glob("mlflow-*-empty-store.db"))
+    assert len(templates) == 1
+    monkeypatch.chdir(second)
+    create_store("sqlite:///mlflow.db")  # copied from the template
+    made, copied = _schema(first / "mlflow.db"), _schema(second / "mlflow.db")
+    assert made[:2] == copied[:2]  # the same tables, indexes and migration head
+    # the default experiment's folder is the working folder's, as MLflow would set it
+    assert made[2] == [(0, "Default", str(first.resolve() / "mlruns" / "0"), "active")]
+    assert copied[2] == [(0, "Default", str(second.resolve() / "mlruns" / "0"), "active")]
+    uri = f"sqlite:///{second / 'mlflow.db'}"  # absolute: MLflow caches a store's engine by its URI
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = get_or_create_experiment(client, "e", uri)
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    assert not list(second.glob(".mlflow.db.creating-*"))
+
+
+def test_a_broken_template_falls_back_to_mlflows_migrations(tmp_path, monkeypatch):
+    from ablate.tracking.store import create_store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = tmp_path / "cache" / "ablate"
+    template.mkdir(parents=True)
+    from importlib.metadata import version
+
+    (template / f"mlflow-{version('mlflow')}-empty-store.db").write_bytes(b"not a database")
+    monkeypatch.chdir(tmp_path)
+    create_store("sqlite:///mlflow.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]

@@ -320,3 +320,22 @@ def test_a_resumed_or_joined_study_never_repeats_a_sampled_configuration(tmp_pat
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
     drawn = [(t.params["optimizer"], t.params["optimizer.lr"]) for t in trials]
     assert len(set(drawn)) == 8, drawn
+
+
+@pytest.mark.parametrize("pruner", ["none", "median"])
+def test_epochs_are_told_to_optuna_only_when_a_pruner_reads_them(tmp_path, monkeypatch, pruner):
+    # Each told epoch is a write to the storage; without a pruner nothing reads them (MLflow has the curves).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "told.yaml").write_text(textwrap.dedent(f"""\
+        defaults: [base_study, {{sampler: random}}, {{pruner: {pruner}}}, _self_]
+        n_trials: 2
+        fixed: {{data: digits, model: mlp, trainer.epochs: 3, trainer.threads: 1}}
+        params:
+          optimizer.lr: tag(log, interval(1e-3, 0.5))
+    """))
+    _, spec, _ = prepare_study(compose_study("told", [], cwd=tmp_path))
+    assert run_worker("told", spec.storage, verbose=False) == 2
+    trials = _reload("told", spec.storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(sorted(t.intermediate_values) == ([] if pruner == "none" else [1, 2, 3]) for t in trials)

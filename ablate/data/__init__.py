@@ -34,9 +34,25 @@ module                                       job
 
 from __future__ import annotations
 
-from ablate.data.dataset import Dataset
-from ablate.data.loading import load_dataset
-from ablate.data.scaling import fit_scaling, scale
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ablate.menu import DATASETS, SCALINGS
 
+if TYPE_CHECKING:
+    from ablate.data.dataset import Dataset
+    from ablate.data.loading import load_dataset
+    from ablate.data.scaling import fit_scaling, scale
+
 __all__ = ["DATASETS", "SCALINGS", "Dataset", "fit_scaling", "load_dataset", "scale"]
+
+# The torch-backed names load on first use: a sweep's supervisor imports ablate.data.catalog (names,
+# shapes, files to check) and must not pay for torch, which only its workers need.
+_LAZY = {"Dataset": "ablate.data.dataset", "load_dataset": "ablate.data.loading",
+         "fit_scaling": "ablate.data.scaling", "scale": "ablate.data.scaling"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ablate.data' has no attribute {name!r}")

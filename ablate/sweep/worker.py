@@ -361,8 +361,10 @@ class Worker:
                            on_created=functools.partial(trial.set_user_attr, R.ATTR_RUN)) as tracker:
                 data = self._data(cfg)
                 pruned_at: list[int] = []
-                # a confirmation run trains to the end: its value is one seed of the candidate's mean
-                prunable = held.confirm_of is None
+                # A confirmation run trains to the end: its value is one seed of the candidate's mean.
+                # Only a pruner reads the per-epoch values Optuna is told (the curves are in MLflow),
+                # and each is a write to the storage: without one, or unprunable, none are told.
+                prunable = held.confirm_of is None and spec.pruner["name"] != "none"
                 result = fit(cfg, functools.partial(self._on_epoch, tracker, trial, pruned_at, prunable),
                              data=data)
                 self._finish(held, tracker, result, self._outcome(result, pruned_at))
@@ -377,13 +379,13 @@ class Worker:
 
     def _on_epoch(self, tracker: RunTracker, trial: Trial, pruned_at: list[int], prunable: bool, epoch: int,
                   metrics: Mapping[str, float]) -> bool:
-        """Record the epoch, report the study's metric to Optuna; True (stop) when pruned."""
+        """Record the epoch; tell Optuna the study's metric when it may prune; True (stop) when pruned."""
         tracker(epoch, metrics)
         value = metrics.get(self.spec.metric, math.nan)
-        if math.isfinite(value):
+        if prunable and math.isfinite(value):
             with signals_deferred():  # a half-written journal entry would stall everyone
                 trial.report(value, epoch)
-                prune = prunable and trial.should_prune()
+                prune = trial.should_prune()
             if prune:
                 pruned_at.append(epoch)
                 return True

@@ -165,8 +165,6 @@ def create_store(uri: str) -> None:
     db = sqlite_path(uri)
     if db is None or db.exists():
         return
-    from mlflow.tracking import MlflowClient
-
     folder = db.parent
     for stale in folder.glob(f".{db.name}{_CREATING}*"):
         pid = stale.name[len(f".{db.name}{_CREATING}"):].split("-", 1)[0]
@@ -175,9 +173,15 @@ def create_store(uri: str) -> None:
                 stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{db.name}{_CREATING}{os.getpid()}-", dir=folder)
     os.close(fd)
-    os.unlink(tmp)  # SQLite makes the file; MLflow's migrations fill it
+    os.unlink(tmp)  # SQLite makes the file (or the template is copied); MLflow's migrations fill it
     try:
-        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+        template = _store_template()
+        if template is None or not _copy_template(template, Path(tmp)):
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments(max_results=1)
+            if template is not None:
+                _save_template(Path(tmp), template)
         with contextlib.suppress(FileExistsError):
             os.link(tmp, db)
     finally:
@@ -186,9 +190,61 @@ def create_store(uri: str) -> None:
                 os.unlink(path)
 
 
+def _store_template() -> Path | None:
+    """Where an empty store made by this MLflow version is kept for copying, or None (no cache folder).
+
+    MLflow makes a store by running its migrations one by one (about a second and a half here, on
+    the path of every new study); an empty store of the same MLflow version is the same database
+    but for the default experiment's artifact folder and times, so later stores are copies.
+    """
+    try:
+        mlflow_version = version("mlflow")
+    except PackageNotFoundError:
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ablate"
+    return cache / f"mlflow-{mlflow_version}-empty-store.db"
+
+
+def _copy_template(template: Path, target: Path) -> bool:
+    """Copy the empty store to ``target`` with the default experiment's folder and times of now
+    (as MLflow sets them: ``mlruns/0`` under the working folder); False when there is none to copy."""
+    import shutil
+    import sqlite3
+    import time
+
+    try:
+        shutil.copyfile(template, target)
+        now = int(time.time() * 1000)
+        with contextlib.closing(sqlite3.connect(target, timeout=30)) as con, con:
+            con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+                        "last_update_time = ? WHERE experiment_id = 0",
+                        (str(Path.cwd().resolve() / "mlruns" / "0"), now, now))
+    except (OSError, sqlite3.Error):
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        return False
+    return True
+
+
+def _save_template(store: Path, template: Path) -> None:
+    """Keep a copy of a store MLflow just made (and nothing has written to) as the template."""
+    import shutil
+
+    with contextlib.suppress(OSError):
+        template.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{template.name}.", dir=template.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(store, tmp)
+            os.replace(tmp, template)  # whole or not at all, as the stores made from it
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
 def preload() -> None:
-    """Import MLflow's client now (a standby worker pays its imports while the supervisor checks)."""
-    import mlflow.tracking  # noqa: F401
+    """Import MLflow's client and SQL store now (a standby worker pays its imports while the
+    supervisor checks, not in its first trial)."""
 
 
 def sqlite_path(uri: str) -> Path | None:
