@@ -26,7 +26,10 @@ __all__ = [
     "build_schedule",
     "clip_gradients",
     "decay_groups",
+    "global_norm",
     "l1_penalty",
+    "optimizer_for",
+    "stacked_norm",
 ]
 
 
@@ -53,6 +56,31 @@ def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return decayed, other
 
 
+def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all ``tensors`` together (a 0-d device tensor)."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def stacked_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per model, the L2 norm of all ``tensors`` together, for K models stacked along dimension 0.
+
+    Returns:
+        Shape ``(K,)``: entry k is :func:`global_norm` of the tensors' k-th slices.
+    """
+    per_tensor = [torch.linalg.vector_norm(t.flatten(1), dim=1) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(per_tensor, dim=1), dim=1)
+
+
+def _scaled(tensors: list[torch.Tensor], scale: torch.Tensor) -> list[torch.Tensor]:
+    """Each stacked tensor times its model's entry of ``scale`` (shape ``(K,)``)."""
+    return [t * scale.view(-1, *[1] * (t.dim() - 1)) for t in tensors]
+
+
+def _scale_(tensors: list[torch.Tensor], scale: torch.Tensor) -> None:
+    for t in tensors:
+        t.mul_(scale.view(-1, *[1] * (t.dim() - 1)))
+
+
 class NormalizedGD(torch.optim.Optimizer):
     """The normalised gradient step: every parameter moves along the direction of the gradient only.
 
@@ -71,10 +99,14 @@ class NormalizedGD(torch.optim.Optimizer):
         lr: The step length.
         momentum: Heavy-ball coefficient on the normalised directions, 0 <= momentum < 1.
         weight_decay: L2 coefficient added to the gradient before normalising.
+        stacked: The parameters are K models stacked along their first dimension
+            (:mod:`ablate.fused`): ``||g||`` is each model's own norm over its slices.
     """
 
-    def __init__(self, params: Any, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+    def __init__(self, params: Any, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, *,
+                 stacked: bool = False) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+        self.stacked = stacked
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -95,11 +127,12 @@ class NormalizedGD(torch.optim.Optimizer):
         if not groups:
             return loss
         all_grads = [g for _, _, grads in groups for g in grads]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(all_grads)))
+        norm = stacked_norm(all_grads) if self.stacked else global_norm(all_grads)
         # 1/||g||, and 0 for a zero gradient (no step) rather than inf * 0 = NaN.
         inverse = torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
         for group, params, grads in groups:
-            directions = list(torch._foreach_mul(grads, inverse))
+            directions = (_scaled(grads, inverse) if self.stacked
+                          else list(torch._foreach_mul(grads, inverse)))
             if group["momentum"]:
                 buffers = []
                 for p, d in zip(params, directions, strict=True):
@@ -136,6 +169,25 @@ def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: flo
             default 0: :class:`NormalizedGD`).
     """
     decayed, other = decay_groups(model)
+    return optimizer_for(decayed, other, name, lr=lr, weight_decay=weight_decay, **options)
+
+
+def optimizer_for(decayed: list[torch.Tensor], other: list[torch.Tensor], name: str, *, lr: float,
+                  weight_decay: float = 0.0, stacked: bool = False,
+                  **options: Any) -> torch.optim.Optimizer:
+    """:func:`build_optimizer` over parameters already split by :func:`decay_groups`.
+
+    Args:
+        decayed: Parameters that take ``weight_decay``.
+        other: Parameters that do not.
+        name: One of :data:`OPTIMIZERS`.
+        lr: Learning rate.
+        weight_decay: L2 coefficient of ``decayed``.
+        stacked: The parameters are K models stacked along dimension 0 (:mod:`ablate.fused`). Every
+            optimizer but ``normalized`` works element by element, so stacking changes nothing;
+            ``normalized`` then takes each model's own gradient norm.
+        **options: As for :func:`build_optimizer`.
+    """
     groups: list[dict[str, Any]] = [{"params": decayed, "weight_decay": weight_decay},
                                     {"params": other, "weight_decay": 0.0}]
     if weight_decay == 0:  # one group: fewer, larger foreach kernels per step
@@ -158,7 +210,7 @@ def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: flo
         betas = (o.get("beta1", 0.9), o.get("beta2", 0.999))
         return cls(groups, lr=lr, betas=betas, eps=o.get("eps", 1e-8), fused=True)
     if name == "normalized":
-        return NormalizedGD(groups, lr=lr, momentum=o.get("momentum", 0.0))
+        return NormalizedGD(groups, lr=lr, momentum=o.get("momentum", 0.0), stacked=stacked)
     raise ConfigError("optimizer.name", name, "one of: " + ", ".join(OPTIMIZERS))
 
 
@@ -197,8 +249,8 @@ def build_schedule(optimizer: torch.optim.Optimizer, name: str, *, epochs: int,
     raise ConfigError("schedule.name", name, "one of: " + ", ".join(SCHEDULES))
 
 
-def clip_gradients(parameters: Iterable[nn.Parameter], name: str, *,
-                   threshold: float = 1.0, to: str = "threshold") -> None:
+def clip_gradients(parameters: Iterable[torch.Tensor], name: str, *,
+                   threshold: float = 1.0, to: str = "threshold", stacked: bool = False) -> None:
     """Clip gradients in place before the optimizer step.
 
     - ``none``: nothing.
@@ -207,26 +259,44 @@ def clip_gradients(parameters: Iterable[nn.Parameter], name: str, *,
       to norm 1 (``to="unit"``, ``g / ||g||``: the rule that "divides the gradient by its norm");
       gradients of norm <= theta are left unchanged either way. The two agree at theta = 1.
     - ``value``: clamp every gradient element into ``[-threshold, threshold]``.
+
+    With ``stacked`` the parameters are K models stacked along dimension 0 (:mod:`ablate.fused`):
+    ``||g||`` is then each model's own norm, and each model's slices are rescaled by their own factor.
     """
     if name == "none":
         return
     if to not in CLIP_TARGETS:
         raise ConfigError("clip.to", to, "one of: " + ", ".join(CLIP_TARGETS))
     if name == "norm":
-        if to == "threshold":
+        if to == "threshold" and not stacked:
             torch.nn.utils.clip_grad_norm_(parameters, threshold, foreach=True)
             return
         grads = [p.grad for p in parameters if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            # 1/||g|| above theta, else 1: one device-side select, no host sync.
-            torch._foreach_mul_(grads, torch.where(norm > threshold, 1.0 / norm, torch.ones_like(norm)))
+        if not grads:
+            return
+        if to == "threshold":  # stacked: clip_grad_norm_'s own rule, per model
+            norm = stacked_norm(grads)
+            _scale_(grads, torch.clamp(threshold / (norm + 1e-6), max=1.0))
+            return
+        norm = stacked_norm(grads) if stacked else global_norm(grads)
+        # 1/||g|| above theta, else 1: one device-side select, no host sync.
+        scale = torch.where(norm > threshold, 1.0 / norm, torch.ones_like(norm))
+        if stacked:
+            _scale_(grads, scale)
+        else:
+            torch._foreach_mul_(grads, scale)
     elif name == "value":
         torch.nn.utils.clip_grad_value_(parameters, threshold, foreach=True)
     else:
         raise ConfigError("clip.name", name, "one of: " + ", ".join(CLIPS))
 
 
-def l1_penalty(weights: list[nn.Parameter], strength: float) -> torch.Tensor:
-    """``strength * sum(|w|)`` over ``weights`` (the decayed group), added to the loss."""
+def l1_penalty(weights: list[nn.Parameter] | list[torch.Tensor], strength: float, *,
+               stacked: bool = False) -> torch.Tensor:
+    """``strength * sum(|w|)`` over ``weights`` (the decayed group), added to the loss.
+
+    With ``stacked`` (K models along dimension 0) one penalty per model, shape ``(K,)``.
+    """
+    if stacked:
+        return strength * torch.stack([w.abs().flatten(1).sum(dim=1) for w in weights]).sum(dim=0)
     return strength * torch.stack([w.abs().sum() for w in weights]).sum()

@@ -125,15 +125,34 @@ def _build(cfg: DictConfig, data: Dataset) -> nn.Module:
                             sample=data.x_train[:2].cpu())
 
 
+def _initialised(cfg: DictConfig, data: Dataset, device: torch.device) -> nn.Module:
+    """The config's model with its init scheme applied, on ``device`` (draws from torch's global RNG)."""
+    model = _build(cfg, data)
+    # A user's model may not say its activation; Kaiming's gain then assumes ReLU, as torch's does.
+    apply_init(model, cfg.init.name, activation=cfg.model.get("activation") or "relu",
+               **({"bound": cfg.init.bound} if "bound" in cfg.init else {}))
+    return model.to(device)
+
+
+def _seeded(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (initial weights, dropout) and return the data order's own generator.
+
+    A run's random stream is, in order: this call, then each member's :func:`_initialised` model.
+    """
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _members(cfg: DictConfig) -> int:
+    """Independently initialised models per run: the ensemble's members, else 1."""
+    return int(cfg.averaging.members) if cfg.averaging.name == "ensemble" else 1
+
+
 class _Member:
     """One independently initialised model with its optimizer and schedule."""
 
     def __init__(self, cfg: DictConfig, data: Dataset, device: torch.device) -> None:
-        self.model = _build(cfg, data)
-        # A user's model may not say its activation; Kaiming's gain then assumes ReLU, as torch's does.
-        apply_init(self.model, cfg.init.name, activation=cfg.model.get("activation") or "relu",
-                   **({"bound": cfg.init.bound} if "bound" in cfg.init else {}))
-        self.model.to(device)
+        self.model = _initialised(cfg, data, device)
         opt = _options(cfg.optimizer)
         lr = opt.pop("lr")
         self.optimizer = build_optimizer(self.model, cfg.optimizer.name, lr=lr,
@@ -182,9 +201,8 @@ class _Run:
 
     def __init__(self, cfg: DictConfig, data: Dataset, device: torch.device) -> None:
         self.cfg, self.data, self.device = cfg, data, device
-        torch.manual_seed(cfg.seed)
-        self.order = torch.Generator().manual_seed(cfg.seed)
-        self.k = cfg.averaging.members if cfg.averaging.name == "ensemble" else 1
+        self.order = _seeded(cfg.seed)
+        self.k = _members(cfg)
         self.members = [_Member(cfg, data, device) for _ in range(self.k)]
         self.evaluator = Evaluator(cfg, self.members)
         self.probe = Probe(self.members[0].model) if cfg.trainer.diagnostics else None
