@@ -339,3 +339,35 @@ def test_epochs_are_told_to_optuna_only_when_a_pruner_reads_them(tmp_path, monke
     trials = _reload("told", spec.storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     assert all(sorted(t.intermediate_values) == ([] if pruner == "none" else [1, 2, 3]) for t in trials)
+
+
+_FUSABLE = """
+    design: leave_one_out
+    seeds: 4
+    fixed: {data: digits, model: mlp, model.width: 32, trainer.epochs: 3, trainer.threads: 1}
+    reference: {norm: batch, weight_decay: 1e-4, clip: norm}
+    tricks: {norm: null, weight_decay: null}
+"""
+
+
+def _trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str, fuse: int) -> tuple[
+        dict[tuple[str, int], optuna.trial.FrozenTrial], dict[str, object]]:
+    (tmp_path / folder).mkdir()
+    _, storage = _prepared(tmp_path / folder, monkeypatch, "fusable", _FUSABLE + f"    fuse_seeds: {fuse}\n")
+    assert Worker("fusable", storage, verbose=False).run() == 12
+    trials = {(t.params["arm"], t.params["seed"]): t for t in _reload("fusable", storage).trials}
+    return trials, _runs(tmp_path / folder, "fusable")
+
+
+def test_fused_seeds_are_one_trial_and_one_run_each_with_the_values_of_seeds_trained_alone(tmp_path, monkeypatch):
+    alone, _ = _trained(tmp_path, monkeypatch, "alone", 1)
+    fused, runs = _trained(tmp_path, monkeypatch, "fused", 4)
+    assert sorted(fused) == sorted(alone) and len(fused) == 12  # 3 arms x 4 seeds, each once
+    one_example = 1 / 300  # less than one example of the validation split, whose accuracy counts them
+    for pair, trial in fused.items():
+        assert trial.state == TrialState.COMPLETE
+        assert trial.value == pytest.approx(alone[pair].value, abs=one_example + 1e-9)
+        run = runs[trial.user_attrs[R.ATTR_RUN]]
+        assert run.data.tags[R.TAG_FUSED] == "4"  # one worker took each arm's 4 queued seeds together
+        assert int(run.data.params["seed"]) == pair[1] and run.data.tags[R.TAG_ARM] == pair[0]
+        assert run.data.metrics[R.best_metric("val_acc")] == trial.value

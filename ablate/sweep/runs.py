@@ -22,14 +22,17 @@ def run_name(study: str, number: int) -> str:
 
 
 def trial_tags(*, study: str, number: int, worker: str, device: str, arm: str | None = None,
-               design: str | None = None, confirm_of: int | None = None) -> dict[str, str]:
+               design: str | None = None, confirm_of: int | None = None, fused: int = 1) -> dict[str, str]:
     """The tags a trial's run starts with (its outcome's tags are added when it ends); a confirmation
-    run names the search trial it trains again (``confirm_of``)."""
+    run names the search trial it trains again (``confirm_of``), a fused one how many seeds trained
+    together (``fused``)."""
     tags = {R.TAG_STUDY: study, R.TAG_TRIAL_NUMBER: str(number), R.TAG_WORKER: worker, R.TAG_DEVICE: device}
     if design:
         tags.update({R.TAG_ARM: str(arm), R.TAG_DESIGN: design})
     if confirm_of is not None:
         tags[R.TAG_CONFIRM_OF] = str(confirm_of)
+    if fused > 1:
+        tags[R.TAG_FUSED] = str(fused)
     return tags
 
 

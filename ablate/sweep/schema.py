@@ -197,6 +197,10 @@ class StudyConfig:
     # (the fields of ConfirmConfig, checked by the spec; untyped here: OmegaConf cannot merge a
     # command line's confirm={...} into an optional structured node that is null).
     confirm: Any = None
+    # Ablations: a worker trains up to this many queued seeds of one arm together, as one fused model
+    # (ablate.fused); each stays one Optuna trial and one MLflow run. 1 = one at a time; auto = the
+    # number measured best for the worker's device (FUSE_AUTO in ablate.sweep.spec).
+    fuse_seeds: Any = 1
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {

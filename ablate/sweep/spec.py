@@ -40,11 +40,13 @@ from ablate.sweep.schema import (
 from ablate.sweep.storage import best_trial, confirmed, open_storage, redact
 
 __all__ = [
+    "FUSE_AUTO",
     "SWEEPS_DIR",
     "StudySpec",
     "available_studies",
     "compose_study",
     "differ_text",
+    "fuse_count",
     "load_spec",
     "recipe_differences",
     "resolve_reference",
@@ -104,6 +106,9 @@ class StudySpec:
     # A search's confirmation {top, seeds} (None: none). Not part of the recipe: a finished search
     # can be confirmed later (or by more trials or seeds) with the same command plus confirm=...
     confirm: dict[str, int] | None = None
+    # Ablations: queued seeds of one arm a worker trains together as one fused model (1: one at a
+    # time; "auto": FUSE_AUTO for its device). How trials are run, not what they are: not in the recipe.
+    fuse_seeds: int | str = 1
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -378,7 +383,7 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
         heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
         resolve=dict(raw.get("resolve") or {"margin": None, "confidence": 0.95}),
-        max_failures=_max_failures(raw), confirm=_confirm(raw), **design)
+        max_failures=_max_failures(raw), confirm=_confirm(raw), fuse_seeds=_fuse_seeds(raw), **design)
     _check(spec)
     return spec
 
@@ -419,6 +424,34 @@ def _confirm(raw: dict[str, Any]) -> dict[str, int] | None:
         raise ConfigError("confirm", dict(confirm), "null with a searched seed (params.seed): confirmation "
                           "trains the best trials again on other seeds")
     return {"top": int(confirm["top"]), "seeds": int(confirm["seeds"])}
+
+
+FUSE_AUTO = {"cpu": 8, "cuda": 16}
+"""``fuse_seeds: auto``: seeds fused per model on each device type (benchmarks/bench_fused.py)."""
+
+
+def _fuse_seeds(raw: dict[str, Any]) -> int | str:
+    """An ablation's ``fuse_seeds``: a whole number >= 1 or ``auto``; a search takes only 1.
+
+    Raises:
+        ConfigError: anything else, or more than 1 on a search (its trials are distinct recipes).
+    """
+    value = raw.get("fuse_seeds", 1)
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        if value != 1 and not raw.get("design"):
+            raise ConfigError("fuse_seeds", value, "1 on a search (params:): only an ablation's seeds of "
+                              "one arm share a recipe and train fused")
+        return "auto" if value == "auto" else int(value)
+    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
+        return _fuse_seeds({**raw, "fuse_seeds": int(value)})
+    raise ConfigError("fuse_seeds", value, "a whole number >= 1 (seeds of one arm trained together) or auto")
+
+
+def fuse_count(value: int | str, device: str) -> int:
+    """Seeds a worker fuses: ``fuse_seeds`` itself, or for ``auto`` the measured best on ``device``."""
+    if value == "auto":
+        return FUSE_AUTO["cuda" if device.startswith("cuda") else "cpu"]
+    return int(value)
 
 
 def _max_failures(raw: dict[str, Any]) -> Any:

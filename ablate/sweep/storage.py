@@ -525,20 +525,19 @@ class Heartbeat:
 
     def __init__(self, storage: Any, interval: int) -> None:
         self.storage, self.interval = storage, interval
-        self.trial_id: int | None = None
+        self.trial_ids: tuple[int, ...] = ()
         self.stopped = threading.Event()
         threading.Thread(target=self._run, name="ablate-heartbeat", daemon=True).start()
 
-    def hold(self, trial_id: int | None) -> None:
-        """Beat for ``trial_id`` from now on (None: hold nothing)."""
-        self.trial_id = trial_id
-        if trial_id is not None:
-            self.storage.record_heartbeat(trial_id)
+    def hold(self, trial_id: int | None, *more: int) -> None:
+        """Beat for ``trial_id`` (and ``more``: seeds trained fused) from now on (None: hold nothing)."""
+        self.trial_ids = () if trial_id is None else (trial_id, *more)
+        for held in self.trial_ids:
+            self.storage.record_heartbeat(held)
 
     def _run(self) -> None:
         while not self.stopped.wait(self.interval):
-            held = self.trial_id
-            if held is not None:
+            for held in self.trial_ids:
                 with contextlib.suppress(Exception):  # a database hiccup: the next beat tries again
                     self.storage.record_heartbeat(held)
 

@@ -8,6 +8,7 @@ starts them; ``ablate worker <study> --storage URL`` joins a running study from 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -32,7 +33,7 @@ from ablate.sweep.composer import Composed, TrialComposer
 from ablate.sweep.confirm import confirmation_done
 from ablate.sweep.runs import killed_hook, run_name, trial_tags
 from ablate.sweep.samplers import Stream, build_search
-from ablate.sweep.spec import compose_study, differ_text, load_spec, recipe_differences
+from ablate.sweep.spec import compose_study, differ_text, fuse_count, load_spec, recipe_differences
 from ablate.sweep.storage import (
     Heartbeat,
     ask_lock,
@@ -52,7 +53,7 @@ from ablate.sweep.storage import (
     worker_id,
 )
 from ablate.tracking import WRITER, RunTracker, signals_deferred, track_run
-from ablate.train import RunResult, fit, load_data
+from ablate.train import RunResult, fit, load_data, resolve_device
 
 __all__ = ["Worker", "check_join", "recipe_differences", "run_worker", "suggest"]
 
@@ -152,6 +153,9 @@ class Worker:
         self.data_cache: dict[Any, Dataset] = {}
         self.telling: set[int] = set()  # trials whose last MLflow writes and tell are queued
         self.idle_since: float | None = None  # adaptive seeds: since when no trial is queued or running
+        # An ablation's queued seeds of one arm trained together (ablate.fused), up to this many
+        device = resolve_device(self.device or str(base.trainer.device)).type
+        self.fuse = fuse_count(spec.fuse_seeds, device) if spec.design else 1
 
     def _stream(self, index: int, joining: bool) -> Stream:
         """Which of the study's samplers this worker's is (:func:`~ablate.sweep.samplers.stream_seed`).
@@ -192,7 +196,8 @@ class Worker:
                     continue
                 if held == "surplus" or held == "repeat":  # with confirm, its runs may follow the search
                     continue
-                ran += self._run_trial(held)
+                group = [held, *self._claim_same_arm(held)] if self.fuse > 1 else [held]
+                ran += self._run_trial(held) if len(group) == 1 else self._run_fused(group)
         finally:
             WRITER.drain()  # never leave with a tell queued (a no-op when none is)
         return ran
@@ -300,6 +305,11 @@ class Worker:
         storage_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         if self.heart is not None:
             self.heart.hold(storage_id)
+        return self._hold(trial, storage_id)
+
+    def _hold(self, trial: Trial, storage_id: int) -> _Trial | Literal["surplus", "repeat"]:
+        """Record an asked (or claimed) trial as this worker's and read its parameters; or close it
+        unrun, ``surplus`` or ``repeat`` (see :meth:`_ask`)."""
         n_trials = self.n_trials
         queued = self.storage.get_trial(storage_id).system_attrs.get("fixed_params", {})
         confirm = ({"seed": queued["seed"], R.ATTR_CONFIRM_OF: queued[R.ATTR_CONFIRM_OF]}
@@ -326,6 +336,38 @@ class Worker:
             self.study.tell(trial, state=TrialState.FAIL)
             return "repeat"
         return _Trial(trial, storage_id, params, confirm)
+
+    def _claim_same_arm(self, first: _Trial) -> list[_Trial]:
+        """Claim up to ``fuse - 1`` more queued trials of ``first``'s arm (lowest seeds first) to
+        train with it as one fused model; each is held and recorded as if asked.
+
+        Optuna's ask takes the oldest queued trial, and the queue is seed-major (every arm's seed 0,
+        then seed 1, ...), so the others are claimed by id, as ask claims one: the storage's
+        RUNNING transition succeeds for one worker only.
+        """
+        arm = first.params.get("arm")
+        if arm is None or first.confirm_of is not None:
+            return []
+        claimed: list[_Trial] = []
+        with ask_lock(self.storage_url):
+            waiting = self.storage.get_all_trials(self.study_id, deepcopy=False,
+                                                  states=(TrialState.WAITING,))
+            for frozen in sorted(waiting, key=lambda t: (_queued(t).get("seed", 0), t.number)):
+                if len(claimed) >= self.fuse - 1:
+                    break
+                if _queued(frozen).get("arm") != arm:
+                    continue
+                try:
+                    if not self.storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                        continue  # another worker claimed it first
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue
+                held = self._hold(optuna.trial.Trial(self.study, frozen._trial_id), frozen._trial_id)
+                if isinstance(held, _Trial):
+                    claimed.append(held)
+        if self.heart is not None and claimed:
+            self.heart.hold(first.storage_id, *(c.storage_id for c in claimed))
+        return claimed
 
     def _compose(self, held: _Trial) -> DictConfig | None:
         """The trial's config; None (the trial failed, told) when it cannot be made."""
@@ -376,6 +418,54 @@ class Worker:
             self._tell_failed(trial, exc)
             return 0
         return 1
+
+    def _run_fused(self, group: Sequence[_Trial]) -> int:
+        """Train the trials of one arm (seeds of one recipe) as one fused model (``fit_seeds``); each
+        keeps its own MLflow run, pruning and tell, as :meth:`_run_trial` gives it. Returns how many
+        trained.
+
+        Their configs differ in the seed alone (one arm); one that cannot be composed fails alone.
+        An error of the fused training fails every trial of the group with its reason.
+        """
+        from ablate.fused import fit_seeds  # torch.func: only a worker that fuses needs it
+
+        composed = [(held, self._compose(held)) for held in group]
+        ready = [(held, cfg) for held, cfg in composed if cfg is not None]
+        if not ready:
+            return 0
+        spec = self.spec
+        with contextlib.ExitStack() as stack:
+            trackers: list[RunTracker] = []
+            try:
+                for held, cfg in ready:
+                    tags = trial_tags(study=spec.name, number=held.trial.number, worker=self.me,
+                                      device=self.device or str(cfg.trainer.device),
+                                      arm=held.params.get("arm"), design=spec.design,
+                                      confirm_of=held.confirm_of, fused=len(ready))
+                    trackers.append(stack.enter_context(track_run(
+                        cfg, tags=tags, parent_run_id=self.parent_run_id, background=True,
+                        on_created=functools.partial(held.trial.set_user_attr, R.ATTR_RUN))))
+                cfg = ready[0][1]
+                pruned_at: list[list[int]] = [[] for _ in ready]
+                prunable = spec.pruner["name"] != "none"
+
+                def on_epoch(index: int, epoch: int, metrics: Mapping[str, float]) -> bool:
+                    return self._on_epoch(trackers[index], ready[index][0].trial, pruned_at[index],
+                                          prunable, epoch, metrics)
+
+                results = fit_seeds(cfg, [int(c.seed) for _, c in ready], on_epoch, data=self._data(cfg))
+                for i, result in enumerate(results):
+                    self._finish(ready[i][0], trackers[i], result, self._outcome(result, pruned_at[i]))
+            except KeyboardInterrupt:
+                with signals_deferred():  # a half-written journal entry would stall everyone
+                    for held, _ in ready:
+                        fail_and_retry(self.study, held.trial.number, {**held.params, **held.queued})
+                raise
+            except Exception as exc:  # noqa: BLE001 - as in _run_trial: record it, keep the sweep going
+                for held, _ in ready:
+                    self._tell_failed(held.trial, exc)
+                return 0
+        return len(ready)
 
     def _on_epoch(self, tracker: RunTracker, trial: Trial, pruned_at: list[int], prunable: bool, epoch: int,
                   metrics: Mapping[str, float]) -> bool:
@@ -448,6 +538,12 @@ class Worker:
         if self.verbose:  # the traceback goes to the worker's log, which the sweep's last line names
             print(f"{_now()} trial {trial.number} failed: {_params(trial.params)}; {reason}", flush=True)
             print(redact_text("".join(traceback.format_exception(exc)), *secrets), end="", flush=True)
+
+
+def _queued(trial: FrozenTrial) -> dict[str, Any]:
+    """The values a trial was queued with (``Study.enqueue_trial``'s documented system attribute)."""
+    queued: dict[str, Any] = trial.system_attrs.get("fixed_params", {})
+    return queued
 
 
 def _now() -> str:
