@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -101,7 +101,7 @@ class FusedModel:
     def __init__(self, models: Sequence[nn.Module]) -> None:
         first = models[0]
         self.template = copy.deepcopy(first).to("meta")
-        params, buffers = stack_module_state(list(models))  # type: ignore[arg-type]  # a list is fine
+        params, buffers = stack_module_state(list(models))
         self.param_names, self.buffer_names = list(params), list(buffers)
         self.stack = _Stacked([params[n] for n in self.param_names], [buffers[n] for n in self.buffer_names])
         self.k = len(models)
@@ -136,10 +136,12 @@ class FusedModel:
         zero = out.new_zeros(())
         return out, torch.stack([stds.get(i, zero) for i in range(len(self._probed_layers))])
 
-    def state(self, stack: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def state(self, stack: nn.Module | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Names to stacked tensors, of the live stack or of a copy of it (an averaged one)."""
-        params, buffers = list((stack or self.stack).parameters()), list((stack or self.stack).buffers())
-        return dict(zip(self.param_names, params, strict=True)), dict(zip(self.buffer_names, buffers, strict=True))
+        stack = stack or self.stack
+        params, buffers = list(stack.parameters()), list(stack.buffers())
+        return (dict(zip(self.param_names, params, strict=True)),
+                dict(zip(self.buffer_names, buffers, strict=True)))
 
     def train(self, mode: bool = True) -> FusedModel:
         self.training = mode
@@ -185,8 +187,8 @@ class FusedModel:
                 t.data = t.data[index]
         self.k = len(index)
 
-    def load_into(self, position: int, module: nn.Module, tensors: tuple[list[torch.Tensor], list[torch.Tensor]]
-                  | None = None) -> nn.Module:
+    def load_into(self, position: int, module: nn.Module,
+                  tensors: tuple[list[Tensor], list[Tensor]] | None = None) -> nn.Module:
         """Copy network ``position``'s tensors (of the live stack, or of ``tensors``: stacked lists in
         :meth:`state` order) into ``module``, an unstacked network of the same architecture."""
         params, buffers = tensors if tensors is not None else self.stack.tensors()
@@ -232,7 +234,8 @@ class _FusedRun:
         for i, seed in enumerate(seeds):  # fit's order per seed: global seed, data order, members
             order = _seeded(seed)
             models = [_initialised(cfg, data, device) for _ in range(m)]
-            self.seeds.append(_Seed(i, seed, models, order, EarlyStopping(es.patience, es.min_delta, es.monitor)))
+            stopper = EarlyStopping(es.patience, es.min_delta, es.monitor)
+            self.seeds.append(_Seed(i, seed, models, order, stopper))
         self.fused = FusedModel([model for s in self.seeds for model in s.models])
         if cfg.model.name not in MODELS:
             self._check_vmap()
@@ -240,7 +243,7 @@ class _FusedRun:
 
         stacked = dict(zip(self.fused.param_names, self.fused.stack.parameters(), strict=True))
         first = self.seeds[0].models[0]
-        names = {p: n for n, p in first.named_parameters()}
+        names: dict[Tensor, str] = {p: n for n, p in first.named_parameters()}
         decayed, other = decay_groups(first)
         self.decayed = [stacked[names[p]] for p in decayed]
         opt = _options(cfg.optimizer)
@@ -363,7 +366,8 @@ class _FusedRun:
                 logits, act_std = fused.forward_probed(xb)
             else:
                 logits = fused(xb)
-            loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(rows, -1).mean(dim=1)
+            per_example = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
+            loss = per_example.view(rows, -1).mean(dim=1)  # each network's own mean
             objective = loss.sum()
             if self.l1:
                 objective = objective + l1_penalty(self.decayed, self.l1, stacked=True).sum()
@@ -428,8 +432,9 @@ class _FusedRun:
         snap: dict[str, Any] = {"live": ([p.detach()[rows].clone() for p in params],
                                          [b[rows].clone() for b in buffers])}
         if self.averaged is not None:
-            a_params, a_buffers = list(self.averaged.module.parameters()), list(self.averaged.module.buffers())
-            snap["averaged"] = ([p.detach()[rows].clone() for p in a_params], [b[rows].clone() for b in a_buffers])
+            averaged = self.averaged.module
+            snap["averaged"] = ([p.detach()[rows].clone() for p in averaged.parameters()],
+                                [b[rows].clone() for b in averaged.buffers()])
             snap["n_averaged"] = int(self.averaged.n_averaged)
         return snap
 
@@ -479,7 +484,8 @@ class _FusedRun:
         if not keep:
             self.alive = []
             return
-        rows = torch.tensor([r for j in keep for r in range(j * self.m, (j + 1) * self.m)], device=self.device)
+        rows = torch.tensor([r for j in keep for r in range(j * self.m, (j + 1) * self.m)],
+                            device=self.device)
         extra = [self.averaged.module] if self.averaged is not None else []
         self.fused.keep(rows, self.optimizer, *extra)
         self.alive = [self.alive[j] for j in keep]

@@ -7,7 +7,7 @@ Builders take plain keyword arguments (no config objects) so they can be tested 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -58,7 +58,8 @@ def decay_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 
 def global_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The L2 norm of all ``tensors`` together (a 0-d device tensor)."""
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+    norm: torch.Tensor = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+    return norm
 
 
 def stacked_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -68,7 +69,8 @@ def stacked_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
         Shape ``(K,)``: entry k is :func:`global_norm` of the tensors' k-th slices.
     """
     per_tensor = [torch.linalg.vector_norm(t.flatten(1), dim=1) for t in tensors]
-    return torch.linalg.vector_norm(torch.stack(per_tensor, dim=1), dim=1)
+    norm: torch.Tensor = torch.linalg.vector_norm(torch.stack(per_tensor, dim=1), dim=1)
+    return norm
 
 
 def _scaled(tensors: list[torch.Tensor], scale: torch.Tensor) -> list[torch.Tensor]:
@@ -172,7 +174,7 @@ def build_optimizer(model: nn.Module, name: str, *, lr: float, weight_decay: flo
     return optimizer_for(decayed, other, name, lr=lr, weight_decay=weight_decay, **options)
 
 
-def optimizer_for(decayed: list[torch.Tensor], other: list[torch.Tensor], name: str, *, lr: float,
+def optimizer_for(decayed: Sequence[torch.Tensor], other: Sequence[torch.Tensor], name: str, *, lr: float,
                   weight_decay: float = 0.0, stacked: bool = False,
                   **options: Any) -> torch.optim.Optimizer:
     """:func:`build_optimizer` over parameters already split by :func:`decay_groups`.
@@ -188,10 +190,10 @@ def optimizer_for(decayed: list[torch.Tensor], other: list[torch.Tensor], name: 
             ``normalized`` then takes each model's own gradient norm.
         **options: As for :func:`build_optimizer`.
     """
-    groups: list[dict[str, Any]] = [{"params": decayed, "weight_decay": weight_decay},
-                                    {"params": other, "weight_decay": 0.0}]
+    groups: list[dict[str, Any]] = [{"params": list(decayed), "weight_decay": weight_decay},
+                                    {"params": list(other), "weight_decay": 0.0}]
     if weight_decay == 0:  # one group: fewer, larger foreach kernels per step
-        groups = [{"params": decayed + other, "weight_decay": 0.0}]
+        groups = [{"params": [*decayed, *other], "weight_decay": 0.0}]
     o = dict(options)
     if name in ("sgd", "momentum", "nesterov"):
         momentum = o.get("momentum", 0.0 if name == "sgd" else 0.9)
