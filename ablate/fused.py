@@ -492,7 +492,8 @@ class _FusedRun:
 
 
 def fit_seeds(cfg: DictConfig | Mapping[str, Any], seeds: Sequence[int],
-              on_epoch: SeedEpochCallback | None = None, *, data: Dataset | None = None) -> list[RunResult]:
+              on_epoch: SeedEpochCallback | None = None, *, data: Dataset | None = None,
+              after_epoch: Callable[[int], Any] | None = None) -> list[RunResult]:
     """Train one recipe on several seeds as one fused model; one :class:`RunResult` per seed.
 
     Each result is what ``fit`` returns for the recipe with ``seed`` set to that seed (``cfg.seed``
@@ -512,6 +513,9 @@ def fit_seeds(cfg: DictConfig | Mapping[str, Any], seeds: Sequence[int],
         on_epoch: Called as ``on_epoch(index, epoch, metrics)`` (:data:`SeedEpochCallback`) after every
             epoch for each seed still training; a truthy return stops that seed alone.
         data: An already loaded dataset, shared by every seed; else loaded once from ``cfg.data``.
+        after_epoch: Called as ``after_epoch(epoch)`` once the epoch's ``on_epoch`` calls are done
+            (a search's ``repeats`` prunes on the seeds' mean there); a truthy return stops every seed
+            still training (stop reason ``stopped``).
 
     Returns:
         One result per seed, in the order of ``seeds``.
@@ -537,6 +541,9 @@ def fit_seeds(cfg: DictConfig | Mapping[str, Any], seeds: Sequence[int],
             reason = run.stop_reason(metrics, stop_requested, s)
             if reason is not None:
                 finished.append((j, reason))
+        if after_epoch is not None and after_epoch(epoch):
+            done = {j for j, _ in finished}
+            finished += [(j, "stopped") for j in range(len(table)) if j not in done]
         for j, reason in finished:
             run.finish(j, reason)
         if finished:

@@ -70,6 +70,7 @@ __all__ = [
     "TAG_PARENT",
     "TAG_PRUNED_AT",
     "TAG_PYTHON",
+    "TAG_REPEATS",
     "TAG_SEEDS_PER_ARM",
     "TAG_SEEDS_STOP",
     "TAG_STATUS",
@@ -110,6 +111,7 @@ TAG_DESIGN: Final = "ablate.design"  # leave_one_out | ... on trials; also "sear
 TAG_PRUNED_AT: Final = "pruned_at_epoch"
 TAG_CONFIRM_OF: Final = "ablate.confirm_of"  # a confirmation run: the search trial it trains again
 TAG_FUSED: Final = "ablate.fused"  # seeds trained together as one fused model with this run's (fuse_seeds)
+TAG_REPEATS: Final = "ablate.repeats"  # a search trial's seeds (repeats): its run holds their mean
 # A study's parent run:
 TAG_KIND: Final = "ablate.kind"  # KIND_STUDY marks a parent run
 TAG_STORAGE: Final = "optuna.storage"  # the Optuna storage, password redacted
@@ -128,7 +130,7 @@ TAGS: Final = (TAG_DATASET, TAG_TRICKS, TAG_STATUS, TAG_STOP_REASON, TAG_ERROR, 
                TAG_HARDWARE, TAG_PYTHON, TAG_COMMIT, TAG_PARENT, TAG_STUDY, TAG_TRIAL_NUMBER,
                TAG_OPTUNA_STATE, TAG_WORKER, TAG_DEVICE, TAG_ARM, TAG_DESIGN, TAG_PRUNED_AT, TAG_KIND,
                TAG_STORAGE, TAG_BEST_TRIAL, TAG_BEST_RUN, TAG_SEEDS_PER_ARM, TAG_SEEDS_STOP,
-               TAG_CONFIRM_OF, TAG_CONFIRMED, TAG_EXPERIMENT_KIND, TAG_FUSED)
+               TAG_CONFIRM_OF, TAG_CONFIRMED, TAG_EXPERIMENT_KIND, TAG_FUSED, TAG_REPEATS)
 """Every tag name above (tests/test_layout.py refuses these literals outside this module)."""
 
 # --- MLflow params and artifacts -----------------------------------------------------------------

@@ -359,7 +359,8 @@ def _trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folder: str, fuse:
     return trials, _runs(tmp_path / folder, "fusable")
 
 
-def test_fused_seeds_are_one_trial_and_one_run_each_with_the_values_of_seeds_trained_alone(tmp_path, monkeypatch):
+def test_fused_seeds_are_one_trial_and_one_run_each_with_the_values_of_seeds_trained_alone(tmp_path,
+                                                                                          monkeypatch):
     alone, _ = _trained(tmp_path, monkeypatch, "alone", 1)
     fused, runs = _trained(tmp_path, monkeypatch, "fused", 4)
     assert sorted(fused) == sorted(alone) and len(fused) == 12  # 3 arms x 4 seeds, each once
@@ -371,3 +372,40 @@ def test_fused_seeds_are_one_trial_and_one_run_each_with_the_values_of_seeds_tra
         assert run.data.tags[R.TAG_FUSED] == "4"  # one worker took each arm's 4 queued seeds together
         assert int(run.data.params["seed"]) == pair[1] and run.data.tags[R.TAG_ARM] == pair[0]
         assert run.data.metrics[R.best_metric("val_acc")] == trial.value
+
+
+def test_repeats_train_each_configuration_on_seeds_fused_and_tell_optuna_their_mean(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "repeated.yaml").write_text(textwrap.dedent("""\
+        defaults: [base_study, {sampler: random}, {pruner: median}, _self_]
+        n_trials: 2
+        repeats: 3
+        fixed: {data: digits, model: mlp, model.width: 32, trainer.epochs: 3, trainer.threads: 1, seed: 5}
+        params:
+          optimizer.lr: tag(log, interval(1e-3, 0.5))
+    """))
+    _, spec, _ = prepare_study(compose_study("repeated", [], cwd=tmp_path))
+    storage = spec.storage
+    assert run_worker("repeated", storage, verbose=False) == 2
+    trials = _reload("repeated", storage).trials
+    runs = _runs(tmp_path, "repeated")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for trial in trials:
+        assert trial.state == TrialState.COMPLETE
+        run = runs[trial.user_attrs[R.ATTR_RUN]]
+        assert run.data.tags[R.TAG_REPEATS] == "3"
+        seeds = sorted((r for r in runs.values() if r.data.tags.get(R.TAG_PARENT) == run.info.run_id),
+                       key=lambda r: int(r.data.params["seed"]))
+        assert [int(r.data.params["seed"]) for r in seeds] == [5, 6, 7]  # the trial's seed, + 1, + 2
+        curves = [[m.value for m in sorted(client.get_metric_history(r.info.run_id, "val_acc"),
+                                           key=lambda m: m.step)] for r in seeds]
+        # Optuna was told (and pruned on) the seeds' mean each epoch, and their best values' mean at the end
+        mean = [sum(c[e] for c in curves) / 3 for e in range(3)]
+        assert [trial.intermediate_values[e + 1] for e in range(3)] == pytest.approx(mean)
+        assert trial.value == pytest.approx(sum(max(c) for c in curves) / 3)
+        assert run.data.metrics[R.best_metric("val_acc")] == pytest.approx(trial.value)
+        assert all(r.data.tags[R.TAG_FUSED] == "3" for r in seeds)
+    # the report reads one run per trial: the seeds' runs are under their trial's, not the study's
+    collected = collect("repeated", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert len(collected.runs) == 2

@@ -201,6 +201,9 @@ class StudyConfig:
     # (ablate.fused); each stays one Optuna trial and one MLflow run. 1 = one at a time; auto = the
     # number measured best for the worker's device (FUSE_AUTO in ablate.sweep.spec).
     fuse_seeds: Any = 1
+    # A search: each sampled configuration trains on this many seeds (seed, seed + 1, ...) as one fused
+    # model; Optuna is told, and prunes on, their mean; each seed is an MLflow run under its trial's.
+    repeats: Any = 1
 
 
 _SCHEMAS: dict[str, dict[str, type]] = {

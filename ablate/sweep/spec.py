@@ -109,13 +109,19 @@ class StudySpec:
     # Ablations: queued seeds of one arm a worker trains together as one fused model (1: one at a
     # time; "auto": FUSE_AUTO for its device). How trials are run, not what they are: not in the recipe.
     fuse_seeds: int | str = 1
+    # A search: seeds each sampled configuration trains on, fused (Optuna is told their mean). 1: one.
+    repeats: int = 1
 
     @property
     def recipe(self) -> dict[str, Any]:
         """What defines the study's trials; a resumed or joined study must match it exactly."""
-        return {"metric": self.metric, "direction": self.direction, "fixed": redact_values(self.fixed),
-                "params": self.params, "design": self.design, "arms": self.arms, "seeds": self.seeds,
-                "adaptive": self.adaptive}
+        recipe: dict[str, Any] = {
+            "metric": self.metric, "direction": self.direction, "fixed": redact_values(self.fixed),
+            "params": self.params, "design": self.design, "arms": self.arms, "seeds": self.seeds,
+            "adaptive": self.adaptive}
+        if self.repeats != 1:  # a trial's value is a mean over seeds; absent from studies made before it
+            recipe["repeats"] = self.repeats
+        return recipe
 
     def to_json(self) -> str:
         """The study's one serialised form (compact JSON, one line), stored on the Optuna study and
@@ -383,7 +389,8 @@ def _spec_from(cfg: DictConfig, file_name: str, cwd: str | Path | None, *,
         experiment=raw.get("experiment") or name, launcher=raw.get("launcher") or {"name": "local"},
         heartbeat_interval=raw["heartbeat_interval"], grace_period=raw["grace_period"],
         resolve=dict(raw.get("resolve") or {"margin": None, "confidence": 0.95}),
-        max_failures=_max_failures(raw), confirm=_confirm(raw), fuse_seeds=_fuse_seeds(raw), **design)
+        max_failures=_max_failures(raw), confirm=_confirm(raw), fuse_seeds=_fuse_seeds(raw),
+        repeats=_repeats(raw), **design)
     _check(spec)
     return spec
 
@@ -445,6 +452,31 @@ def _fuse_seeds(raw: dict[str, Any]) -> int | str:
     if isinstance(value, str) and value.isdigit() and int(value) >= 1:
         return _fuse_seeds({**raw, "fuse_seeds": int(value)})
     raise ConfigError("fuse_seeds", value, "a whole number >= 1 (seeds of one arm trained together) or auto")
+
+
+def _repeats(raw: dict[str, Any]) -> int:
+    """A search's ``repeats``: seeds per sampled configuration, a whole number >= 1.
+
+    Raises:
+        ConfigError: anything else; more than 1 on an ablation (its ``seeds:`` are its repeats), with
+            ``confirm`` (whose extra seeds would be the repeats' own) or with a searched ``seed``.
+    """
+    value = raw.get("repeats", 1)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("repeats", value, "a whole number >= 1 of seeds per sampled configuration")
+    if value == 1:
+        return 1
+    if raw.get("design"):
+        raise ConfigError("repeats", value, f"1 with design {raw['design']} (an ablation's seeds: are its "
+                          "repeats); repeats is for a search (params:)")
+    if raw.get("confirm") is not None:
+        raise ConfigError("repeats", value, "1 with confirm (its extra seeds would be the repeats' own): "
+                          "use one of them")
+    if "seed" in _flat(raw.get("params") or {}):
+        raise ConfigError("repeats", value, "1 with a searched seed (params.seed): repeats sets the seeds")
+    return value
 
 
 def fuse_count(value: int | str, device: str) -> int:

@@ -394,6 +394,8 @@ class Worker:
         cfg = self._compose(held)
         if cfg is None:
             return 0
+        if self.spec.repeats > 1 and held.confirm_of is None:
+            return self._run_repeats(held, cfg)
         spec, trial = self.spec, held.trial
         tags = trial_tags(study=spec.name, number=trial.number, worker=self.me,
                           device=self.device or str(cfg.trainer.device), arm=held.params.get("arm"),
@@ -415,6 +417,60 @@ class Worker:
                 fail_and_retry(self.study, trial.number, {**held.params, **held.queued})
             raise
         except Exception as exc:  # noqa: BLE001 - a bug or a CUDA error: record it, keep the sweep going
+            self._tell_failed(trial, exc)
+            return 0
+        return 1
+
+    def _run_repeats(self, held: _Trial, cfg: DictConfig) -> int:
+        """A search trial on ``repeats`` seeds (its seed, + 1, ...) trained as one fused model.
+
+        Optuna is told, and prunes on, the seeds' mean: per epoch the mean of each seed's latest
+        value (a seed stopped early keeps its last), at the end the mean of each seed's best. The
+        trial's MLflow run holds the mean curve and the seeds' mean final metrics; each seed is a run
+        of its own nested under it. A diverged seed (no finite value) makes the trial diverged.
+        """
+        from ablate.fused import fit_seeds
+
+        spec, trial, k = self.spec, held.trial, self.spec.repeats
+        seeds = [int(cfg.seed) + i for i in range(k)]
+        base = trial_tags(study=spec.name, number=trial.number, worker=self.me,
+                          device=self.device or str(cfg.trainer.device))
+        try:
+            with track_run(cfg, tags={**base, R.TAG_REPEATS: str(k)}, parent_run_id=self.parent_run_id,
+                           background=True, on_created=functools.partial(trial.set_user_attr, R.ATTR_RUN)
+                           ) as tracker, contextlib.ExitStack() as stack:
+                runs = []
+                for seed in seeds:
+                    one = cfg.copy()
+                    one.seed = seed
+                    one.tracking.run_name = f"{cfg.tracking.run_name}-s{seed}"
+                    runs.append(stack.enter_context(track_run(
+                        one, tags={**base, R.TAG_FUSED: str(k)}, parent=tracker, background=True)))
+                latest = [math.nan] * k
+                pruned_at: list[int] = []
+                prunable = spec.pruner["name"] != "none"
+
+                def on_epoch(index: int, epoch: int, metrics: Mapping[str, float]) -> bool:
+                    runs[index](epoch, metrics)
+                    latest[index] = metrics.get(spec.metric, math.nan)
+                    return False
+
+                def after_epoch(epoch: int) -> bool:  # the seeds' mean, as one trial's epoch
+                    return self._on_epoch(tracker, trial, pruned_at, prunable, epoch,
+                                          {spec.metric: sum(latest) / k})
+
+                results = fit_seeds(cfg, seeds, on_epoch, data=self._data(cfg), after_epoch=after_epoch)
+                outcomes = [self._outcome(r, pruned_at) for r in results]
+                for run, result, out in zip(runs, results, outcomes, strict=True):
+                    final = {**result.final, R.best_metric(spec.metric): out.value}
+                    run.finish(final, R.PRUNED if out.pruned_at is not None else result.stop_reason,
+                               tags={R.TAG_STATUS: out.outcome}, then=lambda error: None)
+                self._finish(held, tracker, _mean_result(results), _mean_outcome(outcomes, spec.direction))
+        except KeyboardInterrupt:
+            with signals_deferred():  # a half-written journal entry would stall everyone
+                fail_and_retry(self.study, trial.number, {**held.params, **held.queued})
+            raise
+        except Exception as exc:  # noqa: BLE001 - as in _run_trial: record it, keep the sweep going
             self._tell_failed(trial, exc)
             return 0
         return 1
@@ -538,6 +594,28 @@ class Worker:
         if self.verbose:  # the traceback goes to the worker's log, which the sweep's last line names
             print(f"{_now()} trial {trial.number} failed: {_params(trial.params)}; {reason}", flush=True)
             print(redact_text("".join(traceback.format_exception(exc)), *secrets), end="", flush=True)
+
+
+def _mean_result(results: Sequence[RunResult]) -> RunResult:
+    """One trial's result from its seeds': the mean of each final metric, the longest run's epochs, the
+    seeds' training time together, and the worst stop (diverged over pruned / stopped / completed)."""
+    final = {key: sum(r.final[key] for r in results) / len(results) for key in results[0].final}
+    final["train_time"] = sum(r.final["train_time"] for r in results)
+    reasons = [r.stop_reason for r in results]
+    stop = next((s for s in (R.DIVERGED, "stopped", "early_stopped") if s in reasons), "completed")
+    return RunResult(history=max((r.history for r in results), key=len), final=final, stop_reason=stop)
+
+
+def _mean_outcome(outcomes: Sequence[_Outcome], direction: str) -> _Outcome:
+    """The trial's outcome from its seeds': the mean of their values, pruned when they were, diverged
+    (told FAIL when the mean is not finite) when one diverged."""
+    value = sum(o.value for o in outcomes) / len(outcomes)
+    first = outcomes[0]
+    if first.pruned_at is not None:
+        return _Outcome(value, R.PRUNED, TrialState.PRUNED, first.pruned_at)
+    if any(o.outcome == R.DIVERGED for o in outcomes):
+        return _Outcome(value, R.DIVERGED, TrialState.COMPLETE if math.isfinite(value) else TrialState.FAIL)
+    return _Outcome(value, R.COMPLETED, TrialState.COMPLETE)
 
 
 def _queued(trial: FrozenTrial) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class RunTracker:
 
     def __init__(self, cfg: DictConfig, *, tags: Mapping[str, str] | None = None,
                  parent_run_id: str | None = None, background: bool = False,
-                 on_created: Callable[[str], None] | None = None) -> None:
+                 on_created: Callable[[str], None] | None = None, parent: RunTracker | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.cfg = cfg
@@ -74,6 +74,8 @@ class RunTracker:
         all_tags.update(tags or {})
 
         def create() -> None:
+            if parent is not None and parent.run_id is not None:  # created before us, in the same order
+                all_tags[R.TAG_PARENT] = parent.run_id
             uri, name = cfg.tracking.uri, cfg.tracking.experiment
             if (uri, name) not in _experiment_ids:  # a worker's runs share one experiment: look it up once
                 _experiment_ids[uri, name] = get_or_create_experiment(self.client, name, uri)
@@ -248,15 +250,17 @@ class RunTracker:
 @contextmanager
 def track_run(cfg: DictConfig, *, tags: Mapping[str, str] | None = None,
               parent_run_id: str | None = None, background: bool = False,
-              on_created: Callable[[str], None] | None = None) -> Iterator[RunTracker]:
+              on_created: Callable[[str], None] | None = None,
+              parent: RunTracker | None = None) -> Iterator[RunTracker]:
     """Open an MLflow run for ``cfg``; the body must call ``tracker.finish(...)`` on success.
 
     An exception ends the run FAILED, Ctrl-C (KeyboardInterrupt) KILLED; neither leaves it RUNNING.
     ``background``: every write, the run's creation included, goes to a writer thread (see
     ``finish``); ``tracker.run_id`` is set once it is created, when ``on_created(run_id)`` runs.
+    ``parent``: a run opened earlier whose id is not known yet (a background one) to nest under.
     """
     tracker = RunTracker(cfg, tags=tags, parent_run_id=parent_run_id, background=background,
-                         on_created=on_created)
+                         on_created=on_created, parent=parent)
     try:
         tracker.log_config()
         yield tracker
