@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_sweep.py async     [--n-trials 48] [--repeats 3] [--short 1 --long 30]
     .venv/bin/python benchmarks/bench_sweep.py overhead  [--study tricks_digits] [--n-trials 12]
     .venv/bin/python benchmarks/bench_sweep.py short     [--n-trials 16] [--epochs 100] [--repeats 3]
+    .venv/bin/python benchmarks/bench_sweep.py fused     [--seeds-per-arm 16] [--fuse 8]
 
 Every run uses the real `ablate sweep` path (worker processes, a journal storage, a SQLite MLflow
 store) in a fresh temporary folder, and compares variants measured in the same invocation.
@@ -21,6 +22,9 @@ store) in a fresh temporary folder, and compares variants measured in the same i
 - short: a short study as users start one (16 trials of about 1.4 s, 2 workers, one torch thread
   each): wall time against the ideal, the same configs' fit() time back to back in one process
   (one thread) divided by the 2 workers. Bar: <= 1.3x.
+- fused: `ablation_digits` with N seeds per arm (2 workers), every (arm, seed) trained alone and then
+  with `fuse_seeds=K` (a worker trains up to K queued seeds of one arm as one fused model): wall
+  times side by side, and the largest difference of a run's value between the two.
 """
 
 from __future__ import annotations
@@ -300,9 +304,30 @@ def short(args: argparse.Namespace) -> None:
           f"({', '.join(f'{r:.2f}' for r in ratios)}); bar <= 1.30")
 
 
+def fused(args: argparse.Namespace) -> None:
+    """ablation_digits with N seeds per arm, each (arm, seed) trained alone and then K seeds fused."""
+    seeds, fuse = args.seeds_per_arm, args.fuse
+    print(f"fused: ablation_digits, {seeds} seeds per arm, 2 workers (1 thread each), fuse_seeds 1 vs {fuse}")
+    walls, values = {}, {}
+    for k in (1, fuse):
+        with tempfile.TemporaryDirectory() as tmp:
+            cwd = Path(tmp)
+            overrides = [f"seeds={seeds}", "workers=2", "trainer.threads=1", f"fuse_seeds={k}"]
+            _prepare_data(cwd, "ablation_digits", overrides)
+            walls[k] = _sweep(cwd, "ablation_digits", *overrides)
+            trials = _load(cwd, "ablation_digits").trials
+            values[k] = {(t.params["arm"], t.params["seed"]): t.value for t in trials if t.value is not None}
+            train = sum(float(t.user_attrs.get(ATTR_TRAIN_TIME, 0.0)) for t in trials)
+        print(f"  fuse_seeds={k}: {len(values[k])} runs, wall {walls[k]:.1f} s (training {train:.1f} s)")
+    same = [p for p in values[1] if p in values[fuse]]
+    differ = max(abs(values[1][p] - values[fuse][p]) for p in same)
+    print(f"  largest difference of a run's value, fused against alone: {differ:.4f} over {len(same)} runs")
+    print(f"wall fuse_seeds=1 / fuse_seeds={fuse}: {walls[1] / walls[fuse]:.2f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["pruning", "async", "overhead", "short"])
+    p.add_argument("what", choices=["pruning", "async", "overhead", "short", "fused"])
     p.add_argument("--study", default="tricks_digits")
     p.add_argument("--n-trials", type=int, default=0)
     p.add_argument("--epochs", type=int, default=0, help="overhead: trainer.epochs of every trial")
@@ -313,13 +338,17 @@ def main() -> None:
     p.add_argument("--model", default="cnn", help="async: model of the trials")
     p.add_argument("--short", type=int, default=1, help="async: epochs of a short trial")
     p.add_argument("--long", type=int, default=30, help="async: epochs of a long trial")
+    p.add_argument("--seeds-per-arm", type=int, default=16, help="fused: seeds per arm of ablation_digits")
+    p.add_argument("--fuse", type=int, default=8, help="fused: fuse_seeds of the fused sweep")
     args = p.parse_args()
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial MLflow database tables"
-    args.n_trials = args.n_trials or {"pruning": 40, "async": 48, "overhead": 12, "short": 16}[args.what]
+    args.n_trials = args.n_trials or {"pruning": 40, "async": 48, "overhead": 12, "short": 16,
+                                      "fused": 0}[args.what]
     if args.what == "short" and args.study == "tricks_digits":
         args.study = "optimizers_digits"
     print(f"python {platform.python_version()} | {os.cpu_count()} cpus | {time.strftime('%Y-%m-%d')}")
-    {"pruning": pruning, "async": asynchronous, "overhead": overhead, "short": short}[args.what](args)
+    {"pruning": pruning, "async": asynchronous, "overhead": overhead, "short": short,
+     "fused": fused}[args.what](args)
 
 
 if __name__ == "__main__":
