@@ -169,6 +169,16 @@ def test_the_callback_is_per_seed_and_stops_only_its_seed(digits):
     assert_same_run(results[1], fit(compose([*overrides, "seed=6"]), data=digits), digits)
 
 
+def test_after_epoch_sees_every_seeds_epoch_and_can_stop_them_all(digits):
+    # a search's repeats prune on the seeds' mean: it is known only once every seed reported the epoch
+    calls = []
+    results = fit_seeds(compose(["model.width=16", "trainer.epochs=4"]), [5, 6],
+                        lambda index, epoch, metrics: calls.append((index, epoch)),
+                        after_epoch=lambda epoch: calls.append(("after", epoch)) or epoch == 2, data=digits)
+    assert calls == [(0, 1), (1, 1), ("after", 1), (0, 2), (1, 2), ("after", 2)]
+    assert [(r.stop_reason, r.epochs_run) for r in results] == [("stopped", 2), ("stopped", 2)]
+
+
 def test_train_times_are_shares_of_the_wall_time(digits):
     t0 = time.perf_counter()
     results = fit_seeds(compose(TINY), [0, 1, 2], data=digits)
