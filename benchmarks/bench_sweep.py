@@ -228,6 +228,45 @@ def _standalone_fit_time(cwd: Path, study_name: str, trials: list, overrides: li
         os.chdir(here)
 
 
+_FLOOR = """\
+import pickle, sys
+from ablate.train import fit, load_data
+configs = pickle.loads(sys.stdin.buffer.read())
+data = load_data(configs[0])
+for cfg in configs:
+    fit(cfg, data=data)
+"""
+
+
+def _fresh_process_floor(cwd: Path, study_name: str, trials: list, overrides: list[str]) -> float:
+    """What no orchestration at all costs with fresh processes: two new Python processes, each
+    importing torch and training its half of the trials' configs with ``fit`` (no Optuna, no MLflow,
+    no supervisor), started together; wall seconds until both are done."""
+    import pickle
+
+    from ablate.sweep import TrialComposer, compose_study
+
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        spec = compose_study(study_name, overrides, cwd=cwd)
+        composer = TrialComposer(spec.space, {"trainer.threads": 1})
+        configs = [composer(t.params, f"floor-{t.number}") for t in trials]
+    finally:
+        os.chdir(here)
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", _FLOOR], cwd=cwd, stdin=subprocess.PIPE)
+             for _ in range(2)]
+    for i, p in enumerate(procs):
+        assert p.stdin is not None
+        p.stdin.write(pickle.dumps(configs[i::2]))
+        p.stdin.close()
+    for p in procs:
+        if p.wait() != 0:
+            raise SystemExit("the fresh-process floor failed")
+    return time.perf_counter() - t0
+
+
 def _prepare_data(cwd: Path, study_name: str, overrides: list[str]) -> None:
     """Generate the study's dataset cache (mnist1d) in ``cwd`` first, as after any earlier run.
 
@@ -280,7 +319,8 @@ def short(args: argparse.Namespace) -> None:
           f"no pruning, {args.repeats} repeats")
     overrides = [f"n_trials={args.n_trials}", "workers=2", "pruner=none", f"trainer.epochs={epochs}",
                  "trainer.threads=1"]
-    ratios = []
+    ratios: list[float] = []
+    floors: list[float] = []
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
@@ -289,6 +329,8 @@ def short(args: argparse.Namespace) -> None:
             wall = _sweep(cwd, args.study, *overrides)
             trials = sorted(_load(cwd, args.study).trials, key=lambda t: t.number)
             alone = _standalone_fit_time(cwd, args.study, trials, overrides, threads=1)
+            floor = _fresh_process_floor(cwd, args.study, trials, overrides)
+            floors.append(floor / (alone / 2))
         first = min(t.datetime_start.timestamp() for t in trials)
         last = max(t.datetime_complete.timestamp() for t in trials)
         train = sum(float(t.user_attrs.get(ATTR_TRAIN_TIME, 0.0)) for t in trials)
@@ -298,10 +340,14 @@ def short(args: argparse.Namespace) -> None:
               f"{alone / len(trials):.2f} s a trial) -> wall / ideal {wall / ideal:.2f}; start-up "
               f"{first - started:.1f} s to the first ask, trials {last - first:.1f} s (training in the "
               f"sweep {train:.1f} s, {train / alone:.2f}x fit() alone), wind-down "
-              f"{started + wall - last:.1f} s")
+              f"{started + wall - last:.1f} s; fresh-process floor {floor:.1f} s "
+              f"({floor / ideal:.2f}x ideal)")
     ratios.sort()
+    floors.sort()
     print(f"wall / ideal: median {ratios[len(ratios) // 2]:.2f} over {len(ratios)} repeats "
           f"({', '.join(f'{r:.2f}' for r in ratios)}); bar <= 1.30")
+    print(f"fresh-process floor / ideal (two new processes importing torch and running fit(), nothing "
+          f"else): median {floors[len(floors) // 2]:.2f} ({', '.join(f'{r:.2f}' for r in floors)})")
 
 
 def fused(args: argparse.Namespace) -> None:
