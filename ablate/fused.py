@@ -13,18 +13,18 @@ small (``benchmarks/bench_fused.py``). The point is an accelerator, where K smal
 
 Each seed's run is the run :func:`ablate.train.fit` makes with ``cfg.seed`` set to it: the same
 initial weights, the same data order (each seed gathers its own batches from its own permutation),
-and the same arithmetic up to float32 rounding (a batched matmul adds in another order than K single
-ones). Why that is exact, trick by trick:
+and the same arithmetic up to float32 rounding (vectorized, a batched matmul adds in another order
+than K single ones). Why that is exact, trick by trick:
 
 - Each seed's loss is the mean over its own batch and the objective is their sum, so the stacked
   parameters' gradients are, slice by slice, each seed's own gradient.
 - Every optimizer but ``normalized`` works element by element (weight decay and L1 included), so
   stepping the stacked tensors steps each seed alone; ``normalized`` and gradient-norm clipping take
   each seed's own norm (:func:`ablate.optim.stacked_norm`).
-- BatchNorm's statistics and running buffers are per slice under ``vmap``; EMA and SWA average the
-  stacked tensors element by element.
+- BatchNorm's statistics and running buffers are per slice; EMA and SWA average the stacked tensors
+  element by element.
 - Diagnostics read each seed's gradient norms from its slices and its activation spreads inside the
-  vmapped forward.
+  fused forward.
 - An ensemble's members are stacked next to each other (seed-major); a seed's members share its
   batches, as in ``fit``.
 - One seed's NaN stays in its slices: nothing reduces across the stack.
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class FusedModel:
     The input is stacked too: ``x`` of shape ``(K, B, *input_shape)`` gives logits ``(K, B, classes)``,
     row k from network k alone. In training mode dropout masks are drawn independently per network.
 
-    Two ways to run the K networks, the same arithmetic either way:
+    Two ways to run the K networks, the same mathematics either way:
 
     - vectorized: one ``vmap`` over ``functional_call``, each operation once for all K (a batched
       matmul, a grouped convolution). Every operation is one kernel launch: what a GPU needs.
@@ -106,6 +107,7 @@ class FusedModel:
       backward, one optimizer step and one set of metrics for all K. On the CPU this is faster for
       convolutions (oneDNN's grouped convolution took ~2x the time of K plain ones here), and it
       runs any model, also one ``vmap`` cannot batch (a forward that reads a value on the host).
+      Its kernels are ``fit``'s own, so it also rounds as ``fit`` does.
 
     Args:
         models: The networks, identical but for their tensors' values (same class and shapes).
@@ -259,12 +261,13 @@ class _Seed:
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:
-    allowed = "a non-empty list of distinct integers"
+    """The seeds as a list of ints; a repeated seed would train the same run twice."""
     values = list(seeds) if isinstance(seeds, Sequence) and not isinstance(seeds, str) else None
-    if (not values or any(isinstance(s, bool) or not isinstance(s, int) for s in values)
+    if (not values or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in values)
             or len(set(values)) != len(values)):
-        raise ConfigError("seeds", seeds if values is None else values, allowed)
-    return values
+        raise ConfigError("seeds", seeds if values is None else values,
+                          "a non-empty list of distinct integers")
+    return [int(s) for s in values]
 
 
 class _FusedRun:
