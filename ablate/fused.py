@@ -119,6 +119,9 @@ class FusedModel:
         self.vectorized = vectorized
         first = models[0]
         self.template = copy.deepcopy(first).to("meta")
+        # functional_call looks for tied weights on every call unless told there are none.
+        self.tied = (len(list(first.named_parameters(remove_duplicate=False)))
+                     != len(list(first.named_parameters())))
         params, buffers = stack_module_state(list(models))
         self.param_names, self.buffer_names = list(params), list(buffers)
         self.stack = _Stacked([params[n] for n in self.param_names], [buffers[n] for n in self.buffer_names])
@@ -154,7 +157,7 @@ class FusedModel:
 
     def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
               x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = functional_call(self.template, (params, buffers), (x,))
+        out: torch.Tensor = functional_call(self.template, (params, buffers), (x,), tie_weights=self.tied)
         return out
 
     def _call_probed(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
