@@ -4,22 +4,27 @@ An honest ablation needs many seeds per arm, and one small model leaves most of 
 much of a CPU core in per-step overhead. Here K copies of the network are stacked
 (``torch.func.stack_module_state``) and run as one (``vmap`` over ``functional_call``, dropout
 masks drawn independently per copy): one forward, one backward and one optimizer step a batch for
-all K.
+all K. Convolutional models on the CPU run the K forwards in a loop instead (:class:`FusedModel`
+says why), still with one backward, one step and one set of metrics.
+
+On one CPU thread, ``fit`` on the benchmark models (digits MLP, mnist1d CNN) already spends most of
+its time in the matmul / convolution kernels, which fusing cannot make cheaper: the gain there is
+small (``benchmarks/bench_fused.py``). The point is an accelerator, where K small models fill one.
 
 Each seed's run is the run :func:`ablate.train.fit` makes with ``cfg.seed`` set to it: the same
 initial weights, the same data order (each seed gathers its own batches from its own permutation),
-and the same arithmetic up to float32 rounding (a batched matmul adds in another order than K single
-ones). Why that is exact, trick by trick:
+and the same arithmetic up to float32 rounding (vectorized, a batched matmul adds in another order
+than K single ones). Why that is exact, trick by trick:
 
 - Each seed's loss is the mean over its own batch and the objective is their sum, so the stacked
   parameters' gradients are, slice by slice, each seed's own gradient.
 - Every optimizer but ``normalized`` works element by element (weight decay and L1 included), so
   stepping the stacked tensors steps each seed alone; ``normalized`` and gradient-norm clipping take
   each seed's own norm (:func:`ablate.optim.stacked_norm`).
-- BatchNorm's statistics and running buffers are per slice under ``vmap``; EMA and SWA average the
-  stacked tensors element by element.
+- BatchNorm's statistics and running buffers are per slice; EMA and SWA average the stacked tensors
+  element by element.
 - Diagnostics read each seed's gradient norms from its slices and its activation spreads inside the
-  vmapped forward.
+  fused forward.
 - An ensemble's members are stacked next to each other (seed-major); a seed's members share its
   batches, as in ``fit``.
 - One seed's NaN stays in its slices: nothing reduces across the stack.
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,28 +99,65 @@ class FusedModel:
     The input is stacked too: ``x`` of shape ``(K, B, *input_shape)`` gives logits ``(K, B, classes)``,
     row k from network k alone. In training mode dropout masks are drawn independently per network.
 
+    Two ways to run the K networks, the same mathematics either way:
+
+    - vectorized: one ``vmap`` over ``functional_call``, each operation once for all K (a batched
+      matmul, a grouped convolution). Every operation is one kernel launch: what a GPU needs.
+    - looped: K ``functional_call`` s on each network's slices of the stacked tensors, then one
+      backward, one optimizer step and one set of metrics for all K. On the CPU this is faster for
+      convolutions (oneDNN's grouped convolution took ~2x the time of K plain ones here), and it
+      runs any model, also one ``vmap`` cannot batch (a forward that reads a value on the host).
+      Its kernels are ``fit``'s own, so it also rounds as ``fit`` does.
+
     Args:
         models: The networks, identical but for their tensors' values (same class and shapes).
             They are copied, not kept: training the fused model leaves them as they were.
+        vectorized: Run them vectorized (True) or looped (False).
     """
 
-    def __init__(self, models: Sequence[nn.Module]) -> None:
+    def __init__(self, models: Sequence[nn.Module], *, vectorized: bool = True) -> None:
+        self.vectorized = vectorized
         first = models[0]
         self.template = copy.deepcopy(first).to("meta")
+        # functional_call looks for tied weights on every call unless told there are none.
+        self.tied = (len(list(first.named_parameters(remove_duplicate=False)))
+                     != len(list(first.named_parameters())))
         params, buffers = stack_module_state(list(models))
         self.param_names, self.buffer_names = list(params), list(buffers)
         self.stack = _Stacked([params[n] for n in self.param_names], [buffers[n] for n in self.buffer_names])
         self.k = len(models)
         self.training = True
+        self._states: dict[int, tuple[nn.Module, dict[str, Tensor], dict[str, Tensor]]] = {}
         self._probed = [name for name, _ in Probe(first).layers]
         self._probed_layers = [dict(self.template.named_modules())[n] for n in self._probed]
-        train = vmap(self._call, randomness="different")
-        self._train, self._train_probed = train, vmap(self._call_probed, randomness="different")
-        self._shared = vmap(self._call, in_dims=(0, 0, None), randomness="different")
+        if vectorized:
+            self._train = vmap(self._call, randomness="different")
+            self._train_probed = vmap(self._call_probed, randomness="different")
+            self._shared = vmap(self._call, in_dims=(0, 0, None), randomness="different")
+        else:
+            self._train = self._looped(self._call)
+            self._train_probed = self._looped(self._call_probed)
+            self._shared = self._looped(self._call, shared_input=True)
+
+    def _looped(self, call: Callable[..., Any], *, shared_input: bool = False) -> Callable[..., Any]:
+        """``call`` once per network on its slices, outputs stacked: a loop with ``vmap``'s signature.
+
+        ``unbind`` gives every slice in one operation, and its backward stacks the K gradients in one.
+        Buffers are sliced as views, so BatchNorm's in-place updates land in the stack."""
+        def run(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Any:
+            p_slices = {n: t.unbind(0) for n, t in params.items()}
+            b_slices = {n: t.unbind(0) for n, t in buffers.items()}
+            xs = [x] * self.k if shared_input else x.unbind(0)
+            outs = [call({n: t[k] for n, t in p_slices.items()}, {n: t[k] for n, t in b_slices.items()},
+                         xs[k]) for k in range(self.k)]
+            if isinstance(outs[0], tuple):
+                return tuple(torch.stack(parts) for parts in zip(*outs, strict=True))
+            return torch.stack(outs)
+        return run
 
     def _call(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
               x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = functional_call(self.template, (params, buffers), (x,))
+        out: torch.Tensor = functional_call(self.template, (params, buffers), (x,), tie_weights=self.tied)
         return out
 
     def _call_probed(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
@@ -137,11 +180,17 @@ class FusedModel:
         return out, torch.stack([stds.get(i, zero) for i in range(len(self._probed_layers))])
 
     def state(self, stack: nn.Module | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Names to stacked tensors, of the live stack or of a copy of it (an averaged one)."""
+        """Names to stacked tensors, of the live stack or of a copy of it (an averaged one).
+
+        Built once per stack: :meth:`keep` changes the tensors' data, never the tensors."""
         stack = stack or self.stack
-        params, buffers = list(stack.parameters()), list(stack.buffers())
-        return (dict(zip(self.param_names, params, strict=True)),
-                dict(zip(self.buffer_names, buffers, strict=True)))
+        key = id(stack)
+        if key not in self._states:
+            params, buffers = list(stack.parameters()), list(stack.buffers())
+            self._states[key] = (stack, dict(zip(self.param_names, params, strict=True)),
+                                 dict(zip(self.buffer_names, buffers, strict=True)))
+        _, params_by_name, buffers_by_name = self._states[key]
+        return params_by_name, buffers_by_name
 
     def train(self, mode: bool = True) -> FusedModel:
         self.training = mode
@@ -215,18 +264,20 @@ class _Seed:
 
 
 def _check_seeds(seeds: Sequence[int]) -> list[int]:
-    allowed = "a non-empty list of distinct integers"
+    """The seeds as a list of ints; a repeated seed would train the same run twice."""
     values = list(seeds) if isinstance(seeds, Sequence) and not isinstance(seeds, str) else None
-    if (not values or any(isinstance(s, bool) or not isinstance(s, int) for s in values)
+    if (not values or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in values)
             or len(set(values)) != len(values)):
-        raise ConfigError("seeds", seeds if values is None else values, allowed)
-    return values
+        raise ConfigError("seeds", seeds if values is None else values,
+                          "a non-empty list of distinct integers")
+    return [int(s) for s in values]
 
 
 class _FusedRun:
     """The seeds of :func:`fit_seeds` and the steps of a fused epoch."""
 
-    def __init__(self, cfg: DictConfig, seeds: list[int], data: Dataset, device: torch.device) -> None:
+    def __init__(self, cfg: DictConfig, seeds: list[int], data: Dataset, device: torch.device,
+                 vectorize: bool | None) -> None:
         self.cfg, self.data, self.device = cfg, data, device
         self.m = m = _members(cfg)
         es = cfg.early_stopping
@@ -236,13 +287,21 @@ class _FusedRun:
             models = [_initialised(cfg, data, device) for _ in range(m)]
             stopper = EarlyStopping(es.patience, es.min_delta, es.monitor)
             self.seeds.append(_Seed(i, seed, models, order, stopper))
-        self.fused = FusedModel([model for s in self.seeds for model in s.models])
-        if cfg.model.name not in MODELS:
-            self._check_vmap()
+        models = [model for s in self.seeds for model in s.models]
+        first = models[0]
+        vectorized = vectorize if vectorize is not None else _vectorize_by_default(first, device)
+        self.fused = FusedModel(models, vectorized=vectorized)
+        if vectorized and cfg.model.name not in MODELS:
+            failure = self._vmap_failure()
+            if failure is not None and vectorize:
+                raise ConfigError("model", cfg.model.get("factory") or cfg.model.name,
+                                  "a model torch.func.vmap can run, to train seeds vectorized (it raised "
+                                  f"{failure}); leave vectorize unset to loop over the seeds instead")
+            if failure is not None:
+                self.fused = FusedModel(models, vectorized=False)
         self.alive = list(range(len(seeds)))  # seed indices, in stack order (each m networks)
 
         stacked = dict(zip(self.fused.param_names, self.fused.stack.parameters(), strict=True))
-        first = self.seeds[0].models[0]
         names: dict[Tensor, str] = {p: n for n, p in first.named_parameters()}
         decayed, other = decay_groups(first)
         self.decayed = [stacked[names[p]] for p in decayed]
@@ -286,8 +345,9 @@ class _FusedRun:
         for s in self.seeds:
             s.result.final["n_params"] = n_params
 
-    def _check_vmap(self) -> None:
-        """A user's model must run under ``vmap``: try both modes on two examples, changing nothing."""
+    def _vmap_failure(self) -> str | None:
+        """Whether a user's model runs under ``vmap``: both modes on two examples, changing nothing;
+        the error in one line, or None."""
         fused, x = self.fused, self.data.x_train[:2]
         params, buffers = fused.state()
         devices = [self.device] if self.device.type == "cuda" else []
@@ -297,13 +357,11 @@ class _FusedRun:
                 fused._train(params, clones, x.expand(fused.k, *x.shape))
                 fused.eval()
                 fused._shared(params, clones, x)
-        except Exception as exc:  # the user's code under vmap: any failure, said in one line
-            reason = " ".join(str(exc).split())[:200]
-            raise ConfigError("model", self.cfg.model.get("factory") or self.cfg.model.name,
-                              "a model torch.func.vmap can run, to train seeds fused (it raised "
-                              f"{type(exc).__name__}: {reason}); train each seed with fit instead") from exc
+        except Exception as exc:  # noqa: BLE001 - the user's code under vmap: any failure, in one line
+            return f"{type(exc).__name__}: " + " ".join(str(exc).split())[:200]
         finally:
             fused.train()
+        return None
 
     def positions(self, j: int) -> slice:
         """The stack rows of the ``j``-th seed still training."""
@@ -360,7 +418,10 @@ class _FusedRun:
         last = len(self.starts) - 1
         for i, start in enumerate(self.starts):
             index = perms[:, start:start + bs]
-            xb, yb = data.x_train[index], data.y_train[index]
+            # One gather for every network's batch (index_select is cheaper than indexing by a 2-D tensor).
+            flat = index.reshape(-1)
+            xb = data.x_train.index_select(0, flat).view(rows, -1, *data.input_shape)
+            yb = data.y_train.index_select(0, flat).view(rows, -1)
             probing = self.diagnostics and i == last
             if probing:
                 logits, act_std = fused.forward_probed(xb)
@@ -491,9 +552,15 @@ class _FusedRun:
         self.alive = [self.alive[j] for j in keep]
 
 
+def _vectorize_by_default(model: nn.Module, device: torch.device) -> bool:
+    """Vectorized everywhere but for convolutions on the CPU (see :class:`FusedModel`)."""
+    return device.type != "cpu" or not any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in model.modules())
+
+
 def fit_seeds(cfg: DictConfig | Mapping[str, Any], seeds: Sequence[int],
               on_epoch: SeedEpochCallback | None = None, *, data: Dataset | None = None,
-              after_epoch: Callable[[int], Any] | None = None) -> list[RunResult]:
+              after_epoch: Callable[[int], Any] | None = None,
+              vectorize: bool | None = None) -> list[RunResult]:
     """Train one recipe on several seeds as one fused model; one :class:`RunResult` per seed.
 
     Each result is what ``fit`` returns for the recipe with ``seed`` set to that seed (``cfg.seed``
@@ -516,14 +583,17 @@ def fit_seeds(cfg: DictConfig | Mapping[str, Any], seeds: Sequence[int],
         after_epoch: Called as ``after_epoch(epoch)`` once the epoch's ``on_epoch`` calls are done
             (a search's ``repeats`` prunes on the seeds' mean there); a truthy return stops every seed
             still training (stop reason ``stopped``).
+        vectorize: Run the networks vectorized (``vmap``) or looped (:class:`FusedModel`); None
+            chooses: vectorized, except convolutional models on the CPU, and a user's model that
+            ``vmap`` cannot run.
 
     Returns:
         One result per seed, in the order of ``seeds``.
 
     Raises:
         ConfigError: ``seeds`` empty, not integers or repeated (a repeated seed would train the same
-            run twice); a user's model (``model=custom``) that ``torch.func.vmap`` cannot run (train
-            its seeds with ``fit``). Every trick of the menu trains fused.
+            run twice); ``vectorize=True`` for a user's model (``model=custom``) that ``vmap`` cannot
+            run. Every trick of the menu trains fused, and any model trains looped.
     """
     seeds = _check_seeds(seeds)
     if not isinstance(cfg, DictConfig):
@@ -531,7 +601,7 @@ def fit_seeds(cfg: DictConfig | Mapping[str, Any], seeds: Sequence[int],
     device = resolve_device(cfg.trainer.device)
     if device.type == "cpu" and torch.get_num_threads() != cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    run = _FusedRun(cfg, seeds, (data if data is not None else load_data(cfg)).to(device), device)
+    run = _FusedRun(cfg, seeds, (data if data is not None else load_data(cfg)).to(device), device, vectorize)
     for epoch in range(1, cfg.trainer.epochs + 1):
         table = run.epoch(epoch)
         finished: list[tuple[int, str]] = []
