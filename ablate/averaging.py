@@ -54,7 +54,6 @@ class Evaluator:
         elif self.kind == "swa":
             self.averaged = AveragedModel(model, use_buffers=True)
             self.swa_start = math.floor(cfg.averaging.start * cfg.trainer.epochs)
-        self.swa_updates = 0
 
     def after_step(self) -> None:
         if self.kind == "ema":
@@ -65,13 +64,17 @@ class Evaluator:
         if self.kind == "swa" and epoch_index >= self.swa_start:
             assert self.averaged is not None
             self.averaged.update_parameters(self.members[0].model)
-            self.swa_updates += 1
 
     def selected(self) -> nn.Module:
-        """The model whose predictions count now."""
+        """The model whose predictions count now.
+
+        SWA's averaged copy counts once it holds an average, as its own count (``n_averaged``, a
+        buffer restored with the weights) says: weights restored by early stopping from before SWA
+        began come with a copy that holds only the weights it was made with, the untrained network.
+        """
         if self.kind == "ensemble":
             return Ensemble([m.model for m in self.members])
-        if self.averaged is not None and (self.kind == "ema" or self.swa_updates > 0):
+        if self.averaged is not None and (self.kind == "ema" or int(self.averaged.n_averaged) > 0):
             return self.averaged
         return self.members[0].model
 

@@ -520,8 +520,7 @@ class _FusedRun:
             self.fused.load_into(member, model, state["live"])
         if evaluator.averaged is not None:
             self.fused.load_into(0, evaluator.averaged.module, state["averaged"])
-            evaluator.averaged.n_averaged.fill_(state["n_averaged"])
-            evaluator.swa_updates = self.swa_updates
+            evaluator.averaged.n_averaged.fill_(state["n_averaged"])  # which model counts (selected)
         result, data = s.result, self.data
         test_loss, test_acc = evaluator.evaluate(data.x_test, data.y_test, self.cfg.trainer.eval_batch_size)
         if not math.isfinite(test_loss):

@@ -108,6 +108,26 @@ def test_early_stopping_stops_and_restores_best_weights(digits):
     assert restored > val_accs[-1]
 
 
+@pytest.mark.parametrize("engine", ["fit", "fit_seeds"])
+def test_swa_with_early_stopping_restored_before_swa_began_is_the_network_not_the_initial_weights(
+        digits, engine):
+    # min_delta 0.5: only epoch 1 improves, so its weights are restored after SWA has begun (epoch 4 on);
+    # the averaged copy restored with them holds no average yet, only the weights it was made with
+    # (the untrained network): the restored network is the model that counts, as without SWA.
+    overrides = ["trainer.epochs=10", "averaging=swa", "averaging.start=0.3", "early_stopping.patience=5",
+                 "early_stopping.min_delta=0.5"]
+    if engine == "fit":
+        result = _fit(digits, *overrides)
+    else:
+        from ablate.fused import fit_seeds
+
+        (result,) = fit_seeds(compose(["trainer.threads=1", *overrides]), [0], data=digits)
+    assert result.stop_reason == "early_stopped" and result.epochs_run == 6
+    after_one_epoch = _fit(digits, "trainer.epochs=1")  # the same network at epoch 1, no averaging
+    assert result.final["test_acc"] == pytest.approx(after_one_epoch.final["test_acc"])
+    assert result.final["test_acc"] > 0.5  # the untrained network scores about 0.1
+
+
 def test_callback_can_stop_the_run(digits):
     seen = []
 
