@@ -199,7 +199,7 @@ class StudyConfig:
     confirm: Any = None
     # Ablations: a worker trains up to this many queued seeds of one arm together, as one fused model
     # (ablate.fused); each stays one Optuna trial and one MLflow run. 1 = one at a time; auto = the
-    # number measured best for the worker's device (FUSE_AUTO in ablate.sweep.spec).
+    # number measured best for the worker's device (FUSE_AUTO in ablate.sweep.spec: 1 on a CPU, 16 on CUDA).
     fuse_seeds: Any = 1
     # A search: each sampled configuration trains on this many seeds (seed, seed + 1, ...) as one fused
     # model; Optuna is told, and prunes on, their mean; each seed is an MLflow run under its trial's.

@@ -433,8 +433,11 @@ def _confirm(raw: dict[str, Any]) -> dict[str, int] | None:
     return {"top": int(confirm["top"]), "seeds": int(confirm["seeds"])}
 
 
-FUSE_AUTO = {"cpu": 8, "cuda": 16}
-"""``fuse_seeds: auto``: seeds fused per model on each device type (benchmarks/bench_fused.py)."""
+FUSE_AUTO = {"cpu": 1, "cuda": 16}
+"""``fuse_seeds: auto``: seeds fused per model on each device type. On one CPU thread fusing gained at
+most 1.11x (digits MLP, K=16) and lost up to 13 % on the mnist1d CNNs (benchmarks/bench_fused.py,
+2026-12-04), and an ablation_digits of 16 seeds per arm ran 1.03x faster fused: auto does not fuse
+there. CUDA's 16 is the issue's target, not yet measured (benchmarks/gpu.sh)."""
 
 
 def _fuse_seeds(raw: dict[str, Any]) -> int | str:
