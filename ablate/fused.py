@@ -59,14 +59,15 @@ from ablate.errors import ConfigError
 from ablate.menu import MODELS
 from ablate.models import weight_parameters
 from ablate.optim import build_schedule, clip_gradients, decay_groups, l1_penalty, optimizer_for
-from ablate.records import best_metric, best_value
 from ablate.train import (
     EarlyStopping,
     RunResult,
+    Steps,
     _initialised,
     _members,
     _options,
     _seeded,
+    finish_result,
     load_data,
     resolve_device,
 )
@@ -331,16 +332,7 @@ class _FusedRun:
             param_index = {n: i for i, n in enumerate(self.fused.param_names)}
             self.probe_weights = [[param_index[names[w]] for w in weight_parameters(layer_of[layer])]
                                   for layer in self.fused.probed_layers]
-        self.l1 = float(cfg.l1)
-        self.clip_name = cfg.clip.name
-        self.clip_threshold = float(cfg.clip.get("threshold", 0.0))
-        self.clip_to = str(cfg.clip.get("to", "threshold"))
-        self.bs = bs = cfg.trainer.batch_size
-        self.n = n = len(data.y_train)
-        self.n_used = n_used = n - 1 if n % bs == 1 and n > 1 else n
-        self.starts = list(range(0, n_used, bs))
-        self.batch_sizes = torch.tensor([min(bs, n_used - s) for s in self.starts], device=device,
-                                        dtype=torch.float32)
+        self.steps = Steps.of(cfg, len(data.y_train), device)
         n_params = float(sum(p.numel() for p in first.parameters() if p.requires_grad))
         for s in self.seeds:
             s.result.final["n_params"] = n_params
@@ -379,13 +371,13 @@ class _FusedRun:
             self.averaged.update_parameters(self.fused.stack)
             self.swa_updates += 1
         k, m = len(self.alive), self.m
-        train_loss = (torch.stack(losses, dim=1).float() @ self.batch_sizes).view(k, m).sum(dim=1)
+        train_loss = (torch.stack(losses, dim=1).float() @ self.steps.batch_sizes).view(k, m).sum(dim=1)
         parts = [train_loss.unsqueeze(1), correct.view(k, m).sum(dim=1).float().unsqueeze(1),
                  self._evaluate_sums(self.data.x_val, self.data.y_val)]
         if probed is not None:
             parts.append(probed)
         table = torch.cat(parts, dim=1).tolist()  # the epoch's one host sync
-        n_seen, n_val = self.n_used * m, len(self.data.y_val)
+        n_seen, n_val = self.steps.n_used * m, len(self.data.y_val)
         seconds = (time.perf_counter() - t0) / k  # each seed's share of the epoch
         out = []
         for j, row in zip(self.alive, table, strict=True):
@@ -405,8 +397,9 @@ class _FusedRun:
     def _train(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
         """One pass over each seed's shuffled training split: per-step losses ``(rows,)``, correct
         predictions per row, and the probe's per-seed readings ``(seeds, 2 * layers)`` (device tensors)."""
-        data, bs, fused, m = self.data, self.bs, self.fused, self.m
-        perms = torch.stack([torch.randperm(self.n, generator=self.seeds[j].order) for j in self.alive])
+        data, steps, fused, m = self.data, self.steps, self.fused, self.m
+        bs = steps.batch_size
+        perms = torch.stack([torch.randperm(steps.n, generator=self.seeds[j].order) for j in self.alive])
         perms = perms.to(self.device)
         if m > 1:
             perms = perms.repeat_interleave(m, dim=0)  # a seed's members share its batches
@@ -415,8 +408,8 @@ class _FusedRun:
         outputs: list[torch.Tensor] = []
         labels: list[torch.Tensor] = []
         probed: torch.Tensor | None = None
-        last = len(self.starts) - 1
-        for i, start in enumerate(self.starts):
+        last = len(steps.starts) - 1
+        for i, start in enumerate(steps.starts):
             index = perms[:, start:start + bs]
             # One gather for every network's batch (index_select is cheaper than indexing by a 2-D tensor).
             flat = index.reshape(-1)
@@ -430,14 +423,14 @@ class _FusedRun:
             per_example = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none")
             loss = per_example.view(rows, -1).mean(dim=1)  # each network's own mean
             objective = loss.sum()
-            if self.l1:
-                objective = objective + l1_penalty(self.decayed, self.l1, stacked=True).sum()
+            if steps.l1:
+                objective = objective + l1_penalty(self.decayed, steps.l1, stacked=True).sum()
             self.optimizer.zero_grad(set_to_none=True)
             objective.backward()  # type: ignore[no-untyped-call]
             if probing:
                 probed = self._read_probe(act_std)
-            if self.clip_name != "none":
-                clip_gradients(self.params, self.clip_name, threshold=self.clip_threshold, to=self.clip_to,
+            if steps.clip_name != "none":
+                clip_gradients(self.params, steps.clip_name, threshold=steps.clip_threshold, to=steps.clip_to,
                                stacked=True)
             self.optimizer.step()
             if self.kind == "ema":
@@ -521,22 +514,7 @@ class _FusedRun:
         if evaluator.averaged is not None:
             self.fused.load_into(0, evaluator.averaged.module, state["averaged"])
             evaluator.averaged.n_averaged.fill_(state["n_averaged"])  # which model counts (selected)
-        result, data = s.result, self.data
-        test_loss, test_acc = evaluator.evaluate(data.x_test, data.y_test, self.cfg.trainer.eval_batch_size)
-        if not math.isfinite(test_loss):
-            test_acc = math.nan
-        best_val_acc = best_value(result.history, "val_acc", "maximize")
-        val_accs = [h["val_acc"] for h in result.history]
-        best_epoch = val_accs.index(best_val_acc) if best_val_acc in val_accs else 0
-        result.final.update({
-            "test_acc": test_acc,
-            "test_loss": test_loss,
-            best_metric("val_acc"): best_val_acc,
-            "best_epoch": float(best_epoch + 1),
-            "epochs_run": float(result.epochs_run),
-            "train_time": s.train_time,
-        })
-        result.model = evaluator.selected().eval()
+        finish_result(s.result, evaluator, self.data, self.cfg, s.train_time)
 
     def drop(self, finished: list[int]) -> None:
         """Take finished seeds (positions among the live ones) out of the stack."""

@@ -31,8 +31,8 @@ from ablate.optim import build_optimizer, build_schedule, clip_gradients, decay_
 from ablate.records import best_metric, best_value
 from ablate.registry import model_call
 
-__all__ = ["STOP_REASONS", "EarlyStopping", "Ensemble", "EpochCallback", "RunResult", "check_device", "fit",
-           "load_data", "resolve_device"]
+__all__ = ["STOP_REASONS", "EarlyStopping", "Ensemble", "EpochCallback", "RunResult", "Steps", "check_device",
+           "finish_result", "fit", "load_data", "resolve_device"]
 
 STOP_REASONS = ("completed", "early_stopped", "diverged", "stopped")
 
@@ -192,6 +192,33 @@ class EarlyStopping:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
 
+@dataclass(frozen=True)
+class Steps:
+    """How an epoch is cut into steps, and what a step applies besides the optimizer's update (the
+    same for :func:`fit` and :func:`ablate.fused.fit_seeds`)."""
+
+    batch_size: int
+    n: int  # training examples
+    n_used: int  # those an epoch trains on
+    starts: list[int]  # each step's first example in the epoch's order
+    batch_sizes: torch.Tensor  # each step's examples (float32, on the device)
+    l1: float
+    clip_name: str
+    clip_threshold: float
+    clip_to: str
+
+    @classmethod
+    def of(cls, cfg: DictConfig, n: int, device: torch.device) -> Steps:
+        bs = int(cfg.trainer.batch_size)
+        # A last batch of one example breaks BatchNorm in training mode and says little: drop it.
+        n_used = n - 1 if n % bs == 1 and n > 1 else n
+        starts = list(range(0, n_used, bs))
+        sizes = torch.tensor([min(bs, n_used - s) for s in starts], device=device, dtype=torch.float32)
+        return cls(batch_size=bs, n=n, n_used=n_used, starts=starts, batch_sizes=sizes, l1=float(cfg.l1),
+                   clip_name=str(cfg.clip.name), clip_threshold=float(cfg.clip.get("threshold", 0.0)),
+                   clip_to=str(cfg.clip.get("to", "threshold")))
+
+
 class _Run:
     """One run of :func:`fit`: what its epochs share, and the steps of an epoch.
 
@@ -209,17 +236,7 @@ class _Run:
         es = cfg.early_stopping
         self.stopper = EarlyStopping(es.patience, es.min_delta, es.monitor)
         self.best_state: list[dict[str, torch.Tensor]] | None = None
-        self.l1 = float(cfg.l1)
-        self.clip_name = cfg.clip.name
-        self.clip_threshold = float(cfg.clip.get("threshold", 0.0))
-        self.clip_to = str(cfg.clip.get("to", "threshold"))
-        self.bs = bs = cfg.trainer.batch_size
-        self.n = n = len(data.y_train)
-        # A last batch of one example breaks BatchNorm in training mode and says little: drop it.
-        self.n_used = n_used = n - 1 if n % bs == 1 and n > 1 else n
-        self.starts = list(range(0, n_used, bs))
-        self.batch_sizes = torch.tensor([min(bs, n_used - s) for s in self.starts], device=device,
-                                        dtype=torch.float32)
+        self.steps = Steps.of(cfg, len(data.y_train), device)
         self.result = RunResult()
         self.result.final["n_params"] = float(sum(p.numel() for p in self.members[0].params))
 
@@ -232,8 +249,9 @@ class _Run:
             if member.schedule is not None:
                 member.schedule.step()
         self.evaluator.after_epoch(epoch - 1)
-        train_loss = sum((torch.stack(ls).float() @ self.batch_sizes for ls in losses), torch.zeros(()))
-        train_correct = sum(((torch.cat(out).argmax(dim=1) == ys[:self.n_used]).sum() for out in outputs),
+        steps = self.steps
+        train_loss = sum((torch.stack(ls).float() @ steps.batch_sizes for ls in losses), torch.zeros(()))
+        train_correct = sum(((torch.cat(out).argmax(dim=1) == ys[:steps.n_used]).sum() for out in outputs),
                             torch.zeros((), dtype=torch.int64))
         data, cfg = self.data, self.cfg
         val_sums = self.evaluator.evaluate_sums(data.x_val, data.y_val, cfg.trainer.eval_batch_size)
@@ -241,7 +259,7 @@ class _Run:
         if probed is not None:
             parts.append(probed)
         flat = torch.cat(parts).tolist()  # the epoch's one host sync
-        n_seen = self.n_used * self.k
+        n_seen = self.steps.n_used * self.k
         metrics = {
             "train_loss": flat[0] / n_seen,
             "train_acc": flat[1] / n_seen,
@@ -263,14 +281,15 @@ class _Run:
 
         Per step only references are kept; reducing them once per epoch saves small ops a step.
         """
-        data, bs, probe = self.data, self.bs, self.probe
-        perm = torch.randperm(self.n, generator=self.order).to(self.device)
+        data, steps, probe = self.data, self.steps, self.probe
+        bs = steps.batch_size
+        perm = torch.randperm(steps.n, generator=self.order).to(self.device)
         xs, ys = data.x_train[perm], data.y_train[perm]
         losses: list[list[torch.Tensor]] = [[] for _ in self.members]
         outputs: list[list[torch.Tensor]] = [[] for _ in self.members]
         probed: torch.Tensor | None = None
-        last = len(self.starts) - 1
-        for i, start in enumerate(self.starts):
+        last = len(steps.starts) - 1
+        for i, start in enumerate(steps.starts):
             xb, yb = xs[start:start + bs], ys[start:start + bs]
             for j, member in enumerate(self.members):
                 probing = probe is not None and i == last and j == 0
@@ -278,14 +297,14 @@ class _Run:
                     probe.arm()  # type: ignore[union-attr]  # probing implies a probe
                 logits = member.model(xb)
                 loss = F.cross_entropy(logits, yb)
-                objective = loss + l1_penalty(member.decayed, self.l1) if self.l1 else loss
+                objective = loss + l1_penalty(member.decayed, steps.l1) if steps.l1 else loss
                 member.optimizer.zero_grad(set_to_none=True)
                 objective.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
                 if probing:
                     probed = probe.read()  # type: ignore[union-attr]
-                if self.clip_name != "none":
-                    clip_gradients(member.params, self.clip_name, threshold=self.clip_threshold,
-                                   to=self.clip_to)
+                if steps.clip_name != "none":
+                    clip_gradients(member.params, steps.clip_name, threshold=steps.clip_threshold,
+                                   to=steps.clip_to)
                 member.optimizer.step()
                 losses[j].append(loss.detach())
                 outputs[j].append(logits.detach())
@@ -304,26 +323,32 @@ class _Run:
 
     def finish(self, train_time: float) -> RunResult:
         """Restore the best weights (early stopping), evaluate on the test split, fill ``final``."""
-        result, evaluator, data = self.result, self.evaluator, self.data
         if self.best_state is not None:
-            evaluator.load(self.best_state)
-        test_loss, test_acc = evaluator.evaluate(data.x_test, data.y_test, self.cfg.trainer.eval_batch_size)
-        if not math.isfinite(test_loss):
-            test_acc = math.nan  # the accuracy of NaN weights would be an artefact of argmax
-        best_val_acc = best_value(result.history, "val_acc", "maximize")
-        val_accs = [h["val_acc"] for h in result.history]
-        # The first epoch that reached it (val_acc, a count over the split, is always finite).
-        best_epoch = val_accs.index(best_val_acc) if best_val_acc in val_accs else 0
-        result.final.update({
-            "test_acc": test_acc,
-            "test_loss": test_loss,
-            best_metric("val_acc"): best_val_acc,
-            "best_epoch": float(best_epoch + 1),
-            "epochs_run": float(result.epochs_run),
-            "train_time": train_time,
-        })
-        result.model = evaluator.selected().eval()
-        return result
+            self.evaluator.load(self.best_state)
+        return finish_result(self.result, self.evaluator, self.data, self.cfg, train_time)
+
+
+def finish_result(result: RunResult, evaluator: Evaluator, data: Dataset, cfg: DictConfig,
+                  train_time: float) -> RunResult:
+    """Evaluate the selected model (weights already restored) on the test split and fill ``final``
+    and ``model``: how :func:`fit` and :func:`ablate.fused.fit_seeds` end a run."""
+    test_loss, test_acc = evaluator.evaluate(data.x_test, data.y_test, cfg.trainer.eval_batch_size)
+    if not math.isfinite(test_loss):
+        test_acc = math.nan  # the accuracy of NaN weights would be an artefact of argmax
+    best_val_acc = best_value(result.history, "val_acc", "maximize")
+    val_accs = [h["val_acc"] for h in result.history]
+    # The first epoch that reached it (val_acc, a count over the split, is always finite).
+    best_epoch = val_accs.index(best_val_acc) if best_val_acc in val_accs else 0
+    result.final.update({
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        best_metric("val_acc"): best_val_acc,
+        "best_epoch": float(best_epoch + 1),
+        "epochs_run": float(result.epochs_run),
+        "train_time": train_time,
+    })
+    result.model = evaluator.selected().eval()
+    return result
 
 
 def fit(cfg: DictConfig | Mapping[str, Any], on_epoch: EpochCallback | None = None, *,

@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,8 @@ from ablate.data import Dataset
 from ablate.init import apply_init
 from ablate.models import build_model
 from ablate.train import fit, load_data
+
+T = TypeVar("T")
 
 # case name -> Hydra overrides (everything else is the default recipe)
 CASES: dict[str, list[str]] = {
@@ -124,22 +126,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(run: Callable[[], float], device: torch.device) -> tuple[float, float]:
+def timed(run: Callable[[], T], device: torch.device) -> tuple[float, T]:
+    """Seconds ``run`` takes (collected garbage first, the device synchronised), and what it returned."""
     gc.collect()
     _sync(device)
     t0 = time.perf_counter()
-    val_acc = run()
+    out = run()
     _sync(device)
-    return time.perf_counter() - t0, val_acc
+    return time.perf_counter() - t0, out
 
 
-def bench_case(name: str, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device(args.device)
+def case_overrides(overrides: list[str], args: argparse.Namespace) -> list[str]:
+    """A case's overrides with the command line's device, threads, epochs and data root."""
     base = [*overrides, f"trainer.device={args.device}", f"trainer.threads={args.threads}"]
     if args.epochs:
         base.append(f"trainer.epochs={args.epochs}")
     if args.data_root:
         base.append(f"data.root={args.data_root}")
+    return base
+
+
+def bench_case(name: str, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    base = case_overrides(overrides, args)
     cfg_on = compose([*base, "trainer.diagnostics=true"])
     cfg_off = compose([*base, "trainer.diagnostics=false"])
     data = load_data(cfg_on).to(device)  # outside every timing; fit's own .to(device) is a no-op
@@ -159,7 +168,7 @@ def bench_case(name: str, overrides: list[str], args: argparse.Namespace) -> dic
         shift = rep % len(names)
         for k in names[shift:] + names[:shift]:  # rotate the order: hand/fit/.. then fit/../hand
             torch.set_num_threads(args.threads)
-            seconds, acc = _timed(variants[k], device)
+            seconds, acc = timed(variants[k], device)
             if rep >= args.warmup:
                 times[k].append(seconds)
             accs[k] = acc

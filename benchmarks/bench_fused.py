@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import json
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable from a checkout without an editable install
     sys.path.insert(0, str(ROOT))
+
+from bench_fit import case_overrides, timed  # benchmarks/, this script's folder, is on sys.path
 
 from ablate.config import compose
 from ablate.data import Dataset
@@ -56,27 +56,9 @@ CASES: dict[str, list[str]] = {
 KS = (1, 4, 8, 16, 32)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(run: Callable[[], list[float]], device: torch.device) -> tuple[float, list[float]]:
-    gc.collect()
-    _sync(device)
-    t0 = time.perf_counter()
-    val_accs = run()
-    _sync(device)
-    return time.perf_counter() - t0, val_accs
-
-
 def bench_case(name: str, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
-    base = [*overrides, f"trainer.device={args.device}", f"trainer.threads={args.threads}"]
-    if args.epochs:
-        base.append(f"trainer.epochs={args.epochs}")
-    if args.data_root:
-        base.append(f"data.root={args.data_root}")
+    base = case_overrides(overrides, args)
     cfg = compose(base)
     per_seed = {s: compose([*base, f"seed={s}"]) for s in range(max(args.ks))}  # composing is not timed
     data: Dataset = load_data(cfg).to(device)
@@ -98,7 +80,7 @@ def bench_case(name: str, overrides: list[str], args: argparse.Namespace) -> dic
             order = list(variants) if rep % 2 == 0 else list(variants)[::-1]
             for v in order:
                 torch.set_num_threads(args.threads)
-                seconds, acc = _timed(functools.partial(variants[v], k), device)
+                seconds, acc = timed(functools.partial(variants[v], k), device)
                 if rep >= args.warmup:
                     times[v].append(seconds)
                 accs[v] = acc
