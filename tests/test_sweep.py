@@ -800,3 +800,41 @@ def test_the_supervisor_never_imports_torch_which_only_its_workers_train_with(tm
     from ablate.data import Dataset, load_dataset  # the package's names still load, on first use
 
     assert Dataset.__name__ == "Dataset" and callable(load_dataset)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_training_fused_seeds_leaves_each_pair_run_exactly_once(tmp_path):
+    # Fused seeds are held together: a worker killed mid-group leaves every one of them RUNNING; the
+    # supervisor fails and queues again all of them, and each (arm, seed) ends with one complete trial.
+    _study_file(tmp_path, "fused_kill", """
+        design: leave_one_out
+        seeds: 4
+        fuse_seeds: 4
+        workers: 1
+        fixed: {data: digits, model: mlp, trainer.epochs: 150, trainer.threads: 1}
+        reference: {norm: batch, weight_decay: 1e-4}
+        tricks: {norm: null, weight_decay: null}
+    """)
+    sweep = subprocess.Popen([*ABLATE, "sweep", "fused_kill"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        held: list = []  # from one read of the journal: a second read may fall mid-write
+        wait_for(lambda: bool(held.extend(t for t in journal_trials(tmp_path, "fused_kill")
+                                          if t.state == TrialState.RUNNING and RUN_ATTR in t.user_attrs)
+                              or len(held) >= 4) or bool(held.clear()))
+        assert len({t.user_attrs[WORKER_ATTR] for t in held}) == 1  # one worker holds the arm's 4 seeds
+        os.kill(int(held[0].user_attrs[WORKER_ATTR].rsplit(":", 1)[1]), signal.SIGKILL)
+        _, err = sweep.communicate(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, err
+    study = journal_study(tmp_path, "fused_kill")
+    complete = [(t.params["arm"], t.params["seed"]) for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(complete) == sorted(set(complete)) and len(complete) == 12  # 3 arms x 4 seeds, once each
+    assert all(study.trials[t.number].state == TrialState.FAIL for t in held)  # killed, then retried
+    runs = [r for r in _runs(tmp_path, "fused_kill") if r.data.tags.get(R.TAG_KIND) != R.KIND_STUDY]
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    assert sum(r.info.status == "FINISHED" for r in runs) == 12
+    # the two arms the kill did not touch trained fused, 4 seeds at a time (the retried ones may be split)
+    assert sum(r.data.tags.get(R.TAG_FUSED) == "4" for r in runs if r.info.status == "FINISHED") >= 8
