@@ -743,6 +743,22 @@ def test_adaptive_seeds_stop_before_max_with_seeds_only_where_needed_and_resume_
     _one_finished_run_per_trial(resumed, "adapt", again)
 
 
+@pytest.mark.slow
+def test_adaptive_rounds_train_each_arms_queued_seeds_fused(tmp_path):
+    _study_file(tmp_path, "adapt", ADAPTIVE)
+    out = _sweep(tmp_path, "adapt", "fuse_seeds=3", "seeds={start: 3, step: 2, max: 9}")
+    assert out.returncode == 0, out.stderr
+    study = journal_study(tmp_path, "adapt")
+    assert all(s == list(range(len(s))) for s in _seeds_of(study).values())  # seeds 0..k-1, each once
+    _one_finished_run_per_trial(tmp_path, "adapt", study)
+    runs = [r for r in _runs(tmp_path, "adapt") if r.data.tags.get(R.TAG_KIND) != R.KIND_STUDY]
+    first_round = [r for r in runs if int(r.data.params["seed"]) < 3]
+    # round 1 queued 3 seeds per arm: each arm's went to one worker and trained as one fused model
+    assert len(first_round) == 9 and all(r.data.tags.get(R.TAG_FUSED) == "3" for r in first_round)
+    later = [r for r in runs if int(r.data.params["seed"]) >= 3]
+    assert all(r.data.tags.get(R.TAG_FUSED) in ("2", None) for r in later)  # rounds of step 2
+
+
 def test_a_stored_study_with_another_recipe_is_refused_naming_what_differs(tmp_path, monkeypatch, capsys):
     from ablate.sweep import compose_study, prepare_study
 
