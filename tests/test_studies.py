@@ -3,6 +3,7 @@ one epoch) into a journal and into an RDB (SQLite) storage, with a real SQLite M
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -49,6 +50,32 @@ def test_list_shows_kind_progress_best_and_storage(swept):
     assert x.endswith(str(swept / "runs" / "x" / "journal.log"))
     rdb = ablate(swept, "studies", "--storage", f"sqlite:///{swept / 'optuna.db'}")
     assert rdb.returncode == 0 and rdb.stdout.splitlines()[1].split()[:3] == ["y", "search", "2/2"]
+
+
+def test_an_ablation_is_listed_with_its_verdicts_as_plan_and_the_report_judge_them(tmp_path):
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "abl.yaml").write_text(
+        "defaults: [base_study, {sampler: random}, {pruner: none}, _self_]\n"
+        "design: leave_one_out\nseeds: 3\nworkers: 2\n"
+        "fixed: {data: digits, model: mlp, model.depth: 1, trainer.epochs: 2, trainer.threads: 1}\n"
+        "reference: {optimizer: adam, weight_decay: 1e-4}\ntricks: {optimizer: sgd, weight_decay: null}\n")
+    done = ablate(tmp_path, "sweep", "abl")
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = ablate(tmp_path, "studies")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert "best / verdicts" in header
+    assert row.split()[:3] == ["abl", "ablation", "leave_one_out"]
+    told = {"helps": 0, "hurts": 0, "no effect": 0, "unresolved": 0}
+    for part in row[header.index("best / verdicts"):header.index("last activity")].strip().split(", "):
+        count, verdict = part.split(" ", 1)
+        told[verdict] = int(count)
+    assert sum(told.values()) == 2  # one verdict per trick, as ablate plan states them
+    plan = ablate(tmp_path, "plan", "abl")  # its table: trick, effect, sd, seeds, verdict
+    assert plan.returncode == 0, plan.stderr
+    judged = [m.group(1) for line in plan.stdout.splitlines()
+              if (m := re.search(r" pts\s+\d+\s+(helps|hurts|no effect|unresolved)", line))]
+    assert len(judged) == 2 and {v: judged.count(v) for v in told} == told
 
 
 def test_show_prints_the_stored_recipe(swept):

@@ -171,8 +171,10 @@ def _time_lines(spec: StudySpec, trials: Sequence[FrozenTrial] | None, workers: 
     return lines
 
 
-def _pilot_table(spec: StudySpec, trials: Sequence[FrozenTrial]) -> Any:
-    """Each contrast's effect, spread, pairs, verdict and seeds needed; None before 2 paired seeds."""
+def verdict_table(spec: StudySpec, trials: Sequence[FrozenTrial]) -> Any:
+    """An ablation's verdicts from its trials' told values: each contrast's effect, spread, pairs,
+    verdict and seeds needed, with the margin used, as ``(table, margin)``; None before 2 paired seeds.
+    (``ablate plan`` after a pilot, ``ablate studies``.)"""
     import pandas as pd  # the analysis stack, only when there are runs to analyse
 
     from ablate import analysis as A
@@ -211,7 +213,7 @@ def _pilot_table(spec: StudySpec, trials: Sequence[FrozenTrial]) -> Any:
 
 
 def _pilot_lines(spec: StudySpec, trials: Sequence[FrozenTrial], workers: int) -> list[str]:
-    judged = _pilot_table(spec, trials)
+    judged = verdict_table(spec, trials)
     if judged is None:
         return []
     table, margin = judged

@@ -1,5 +1,6 @@
 """``ablate studies``: the studies stored in a folder (``runs/<study>/journal.log``) or an RDB storage,
-each with its kind, progress, best value, last activity and storage; one study's recipe; deleting one.
+each with its kind, progress, best value (a search) or verdicts so far (an ablation), last activity and
+storage; one study's recipe; deleting one.
 
 Reads the storage only through :mod:`ablate.sweep.storage` and :func:`ablate.sweep.spec.load_spec`;
 MLflow is written only by :mod:`ablate.tracking` (its runs marked deleted).
@@ -10,11 +11,14 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from ablate.errors import AblateError
 from ablate.records import ATTR_PARENT, ATTR_SPEC
@@ -38,6 +42,7 @@ class StoredStudy:
     running: int
     failed: int
     best: str  # the best value, or "-" when none finished
+    verdicts: str  # an ablation's verdicts so far ("2 helps, 1 no effect, 1 unresolved"), or "-"
     last: str  # the last trial's start or end, UTC, or "-"
     spec: StudySpec | None  # None: not created by ablate sweep
     parent_run_id: str | None
@@ -80,19 +85,40 @@ def _describe(storage: Any, url: str, study_id: int, name: str) -> StoredStudy:
         kind, total = "search", spec.n_trials
     return StoredStudy(name=name, storage=url, kind=kind, finished=counts["finished"], total=total,
                        running=counts["running"] + counts["finishing"], failed=counts["failed"],
-                       best="-" if best is None else f"{best.value:.4g}", last=last, spec=spec,
-                       parent_run_id=attrs.get(ATTR_PARENT))
+                       best="-" if best is None else f"{best.value:.4g}",
+                       verdicts=_verdicts(spec, trials) if spec is not None and spec.design else "-",
+                       last=last, spec=spec, parent_run_id=attrs.get(ATTR_PARENT))
+
+
+def _verdicts(spec: StudySpec, trials: Sequence[FrozenTrial]) -> str:
+    """How many tricks help, hurt, have no effect or are unresolved, from the told values (the rule
+    of the report and of ``ablate plan``); "-" before two paired seeds."""
+    from ablate.analysis.verdicts import VERDICTS
+    from ablate.sweep.plan import verdict_table
+
+    made = verdict_table(spec, trials)
+    if made is None:
+        return "-"
+    counts = Counter(str(v) for v in made[0]["verdict"])
+    return ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])
+
+
+def _outcome(s: StoredStudy) -> str:
+    """A search's best value with its metric, an ablation's verdicts."""
+    if s.spec is not None and s.spec.design:
+        return s.verdicts
+    return s.best if s.spec is None or s.best == "-" else f"{s.best} {s.spec.metric}"
 
 
 def studies_table(studies: list[StoredStudy]) -> str:
     """The listing ``ablate studies`` prints, one study a line."""
     if not studies:
         return "no studies here (ablate sweep <study> creates runs/<study>/journal.log)\n"
-    header = ("study", "kind", "finished", "running", "failed", "best", "last activity (UTC)", "storage")
+    header = ("study", "kind", "finished", "running", "failed", "best / verdicts", "last activity (UTC)",
+              "storage")
     rows = [header] + [(s.name, s.kind, f"{s.finished}/{s.total if s.total is not None else '?'}",
-                        str(s.running), str(s.failed),
-                        s.best if s.spec is None else f"{s.best} {s.spec.metric}" if s.best != "-" else "-",
-                        s.last, redact(s.storage)) for s in studies]
+                        str(s.running), str(s.failed), _outcome(s), s.last, redact(s.storage))
+                       for s in studies]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines) + "\n"
