@@ -177,6 +177,7 @@ def test_sweep_on_postgres_runs_exactly_n_trials(swept, url):
     trials = _trials(url, name)
     counts = count_states(trials)
     assert counts["finished"] == 7 and counts["running"] == counts["waiting"] == counts["failed"] == 0
+    assert len(trials) == 7  # no surplus trial closed unrun: the workers ask under the database's lock
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len({t.user_attrs[WORKER_ATTR] for t in complete}) >= 2  # the workers shared the study
     assert {t.user_attrs[R.ATTR_EPOCHS_RUN] for t in complete} == {4}
@@ -187,6 +188,36 @@ def test_sweep_on_postgres_runs_exactly_n_trials(swept, url):
     assert {t.user_attrs[RUN_ATTR] for t in complete} == finished_runs
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert "7/7 finished" in out
+
+
+def test_the_ask_lock_is_one_per_database_for_every_process_and_freed_by_a_dead_one(url):
+    import threading
+
+    from ablate.sweep.storage import ask_lock
+
+    # another process holds it: this one waits until that process dies (its connection closes)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from ablate.sweep.storage import ask_lock\n"
+        "with ask_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)"), url],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        got = threading.Event()
+
+        def take() -> None:
+            with ask_lock(url):
+                got.set()
+
+        taker = threading.Thread(target=take, daemon=True)
+        taker.start()
+        assert not got.wait(1.0)  # blocked while the other process holds it
+        holder.kill()  # SIGKILL: no release, the server frees the lock with the dead session
+        assert got.wait(20.0)
+        taker.join(5)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
 
 
 def test_password_never_leaks(swept, url, tmp_path):

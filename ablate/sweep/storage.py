@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import inspect
 import io
 import itertools
@@ -429,22 +430,65 @@ def budget_held(trials: Sequence[FrozenTrial], n_trials: int | None) -> bool:
 
 @contextlib.contextmanager
 def ask_lock(url: str) -> Iterator[None]:
-    """Held around a worker's check-then-ask, so two workers of a journal storage cannot both see
-    one trial left and both ask for it (the loser sees the winner's trial RUNNING and waits).
+    """Held around a worker's check-then-ask, so two workers cannot both see one trial left and
+    both ask for it (the loser sees the winner's trial RUNNING and waits).
 
-    A lock file beside the journal (``<journal>.ask.lock``, gone once released; one left by a
-    killed worker is broken after Optuna's grace period). An RDB storage has no such lock: there a
-    trial asked in the same instant as another's last one is closed as surplus (:func:`is_surplus`).
+    - A journal: a lock file beside it (``<journal>.ask.lock``, gone once released; one left by a
+      killed worker is broken after Optuna's grace period). An SQLite storage: the same beside its
+      database file (its workers share one machine).
+    - PostgreSQL: a session advisory lock of the database (``pg_advisory_lock``), which every worker
+      of any machine reaching the database takes; the server releases the lock of a worker whose
+      connection dies.
+    - Other databases have none: there a trial asked in the same instant as another's last one is
+      closed as surplus (:func:`is_surplus`).
     """
-    if "://" in url:
+    scheme = url.partition("://")[0].split("+", 1)[0].lower() if "://" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        with _advisory_lock(url):
+            yield
+        return
+    path = url if not scheme else ""
+    if scheme == "sqlite":
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    if not path or path == ":memory:":
         yield
         return
-    lock = JournalFileSymlinkLock(f"{url}.ask")
+    lock = JournalFileSymlinkLock(f"{path}.ask")
     lock.acquire()
     try:
         yield
     finally:
         lock.release()
+
+
+_ASK_LOCK_KEY = int.from_bytes(hashlib.sha1(b"ablate ask lock").digest()[:8], "big", signed=True)
+"""The advisory lock's key (64 bits): one lock per database, taken only around asks."""
+
+
+@contextlib.contextmanager
+def _advisory_lock(url: str) -> Iterator[None]:
+    """PostgreSQL's session advisory lock around the body, on a connection of its own."""
+    import sqlalchemy
+
+    engine = _lock_engine(url)
+    with engine.connect() as con:
+        con.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _ASK_LOCK_KEY})
+        try:
+            yield
+        finally:
+            con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _ASK_LOCK_KEY})
+
+
+_lock_engines: dict[str, Any] = {}
+
+
+def _lock_engine(url: str) -> Any:
+    """One small engine per database for the ask lock (its connections are not Optuna's)."""
+    if url not in _lock_engines:
+        import sqlalchemy
+
+        _lock_engines[url] = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    return _lock_engines[url]
 
 
 def others_hold_the_rest(trials: Sequence[FrozenTrial], *, n_trials: int | None, design: bool) -> bool:
