@@ -405,3 +405,46 @@ def test_a_broken_template_falls_back_to_mlflows_migrations(tmp_path, monkeypatc
     create_store("sqlite:///mlflow.db")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [e.name for e in client.search_experiments()] == ["Default"]
+
+
+def _half_made(db: Path, revision: str) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+    con.execute("INSERT INTO alembic_version VALUES (?)", (revision,))
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("kind", ["half-made", "not mlflow"])
+def test_a_store_that_is_not_this_mlflows_whole_store_is_one_line_exit_2(tmp_path, monkeypatch, capsys, kind):
+    # MLflow itself fails later with a traceback ("no such column: metrics.step")
+    from ablate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "mlflow.db"
+    if kind == "half-made":
+        _half_made(db, "451aebb31d03")  # one of MLflow's first migrations, the rest never ran
+    else:
+        import sqlite3
+
+        sqlite3.connect(db).execute("CREATE TABLE notes (x TEXT)").connection.commit()
+    before = db.read_bytes()
+    for args in (["train", "trainer.epochs=1"], ["report", "--experiment", "e"], ["ui"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ablate: error: tracking.uri: ")
+        assert ("not a complete store" if kind == "half-made" else "not an MLflow store") in err[0]
+    assert db.read_bytes() == before  # nothing written to it
+    assert not (tmp_path / "mlartifacts").exists()
+
+
+def test_a_whole_store_passes_the_schema_check(tmp_path):
+    from ablate.tracking.store import check_store, create_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    create_store(uri)
+    check_store(uri)
+    check_store(uri, read=True)

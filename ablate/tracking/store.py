@@ -291,11 +291,54 @@ def check_store(uri: str, *, read: bool = False) -> None:
                           "running?") from None
 
 
+def _revision(db: Path) -> str | None:
+    """The schema revision an SQLite MLflow store records (``alembic_version``), None without one."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
+def _check_schema(uri: str, db: Path) -> None:
+    """Refuse, in one line, an SQLite store whose schema is not this MLflow version's whole one.
+
+    MLflow would fail on it later with a traceback (``no such column: metrics.step``): a store left
+    half-made by a process killed while MLflow created it (before :func:`create_store` made creation
+    whole or nothing), made by another MLflow version, or not an MLflow store at all. The expected
+    revision is the empty store this MLflow version made (:func:`_store_template`), made once if need
+    be; without a cache folder nothing is checked.
+    """
+    if db.stat().st_size == 0:
+        return  # an empty file: MLflow makes its tables in it
+    template = _store_template()
+    if template is None:
+        return
+    if not template.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            create_store(f"sqlite:///{Path(tmp) / 'empty.db'}")  # keeps its copy as the template
+    expected = _revision(template) if template.exists() else None
+    found = _revision(db)
+    if expected is None or found == expected:
+        return
+    if found is None:
+        raise AblateError(f"tracking.uri: {db} ({redact(uri)}) is not an MLflow store (it has no schema "
+                          "revision); move it aside or pass tracking.uri=sqlite:///another.db")
+    raise AblateError(f"tracking.uri: {db} ({redact(uri)}) is not a complete store of this MLflow version "
+                      f"(schema revision {found}, expected {expected}): left half-made by an interrupted "
+                      f"run (move it aside) or made by another MLflow version (upgrade it with: mlflow db "
+                      f"upgrade {redact(uri)})")
+
+
 def _check_sqlite(uri: str, db: Path, *, read: bool) -> None:
     if read:
         if not db.is_file():
             raise AblateError(f"tracking.uri: no MLflow store at {db} ({uri}): nothing was recorded there; "
                               "run ablate train or ablate sweep first, or pass tracking.uri=...")
+        _check_schema(uri, db)
         return
     folder = db.parent
     if not folder.is_dir():
@@ -303,6 +346,8 @@ def _check_sqlite(uri: str, db: Path, *, read: bool) -> None:
                           f"{'is not a folder' if folder.exists() else 'does not exist'}")
     if db.exists() and not db.is_file():
         raise AblateError(f"tracking.uri: {db} ({uri}) is not a file")
+    if db.exists():
+        _check_schema(uri, db)
     try:
         tempfile.TemporaryFile(dir=folder).close()  # the modes are not the whole story (root, ro mounts)
         if db.exists():
