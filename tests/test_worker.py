@@ -408,4 +408,6 @@ def test_repeats_train_each_configuration_on_seeds_fused_and_tell_optuna_their_m
         assert all(r.data.tags[R.TAG_FUSED] == "3" for r in seeds)
     # the report reads one run per trial: the seeds' runs are under their trial's, not the study's
     collected = collect("repeated", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert len(collected.runs) == 2
+    assert len(collected.runs) == 2 and collected.spec["repeats"] == 3
+    assert main(["report", "repeated", "--format", "md"]) == 0  # its header says what a trial's value is
+    assert "| Seeds | 3 per trial (repeats:" in (tmp_path / "reports" / "repeated" / "report.md").read_text()

@@ -293,9 +293,13 @@ def _listed(values: Iterable[Any], empty: str = "not recorded") -> str:
 
 def _seeds_text(runs: pd.DataFrame, spec: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     """``0-3 (4 per arm)`` (with an en dash); after adaptive seeds also each arm's count, the
-    schedule and why the study stopped."""
+    schedule and why the study stopped; a search with ``repeats`` says each trial is a mean."""
     if "seed" not in runs:
         return seed_ranges([])
+    repeats = int(spec.get("repeats") or 1)
+    if repeats > 1 and not spec.get("design"):
+        return (f"{repeats} per trial (repeats: each trial trains its seed and the next {repeats - 1}, "
+                "fused; its value is their mean, each seed a run nested under the trial's)")
     text = seed_ranges(runs["seed"].tolist())
     per_arm = runs.groupby("arm")["seed"].nunique()
     if len(per_arm):

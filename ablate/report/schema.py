@@ -31,7 +31,7 @@ def normalise_spec(spec: Mapping[str, Any] | None, *, name: str, design: str | N
 
     Keys: name, metric, direction, design, arms, seeds, comparisons, factors, params, distributions,
     fixed, experiment, resolve (``{margin, confidence}``; an older study's is empty), adaptive
-    (``{start, step, max}`` of adaptive seeds, else None).
+    (``{start, step, max}`` of adaptive seeds, else None), repeats (a search's seeds per trial, 1).
     """
     spec = dict(spec or {})
     chosen = spec.get("design", design) or design
@@ -53,6 +53,7 @@ def normalise_spec(spec: Mapping[str, Any] | None, *, name: str, design: str | N
         "experiment": spec.get("experiment"),
         "resolve": dict(spec.get("resolve") or {}),
         "adaptive": dict(spec["adaptive"]) if isinstance(spec.get("adaptive"), Mapping) else None,
+        "repeats": int(spec.get("repeats") or 1),
     }
     if out["design"] is None and out["params"] and not out["distributions"]:
         # An older study recorded its search space only as grammar strings: parse them again.
