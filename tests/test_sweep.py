@@ -732,8 +732,10 @@ def test_adaptive_seeds_stop_before_max_with_seeds_only_where_needed_and_resume_
     assert "adaptive: 3 per arm" in header and "stopped: every trick has a verdict" in header
 
     # The same study interrupted in its second round, then the same command: the same seeds
+    # in a later round: one of its trials queued or running
     rc, err = interrupt_when(resumed, "adapt", lambda trials: any(
-        t.state == TrialState.RUNNING and t.params.get("seed", 0) >= 3 for t in trials))
+        t.state in (TrialState.RUNNING, TrialState.WAITING)
+        and {**t.system_attrs.get("fixed_params", {}), **t.params}.get("seed", 0) >= 3 for t in trials))
     assert rc != 0 and "resume" in err
     assert R.ATTR_SEEDS_STOP not in journal_study(resumed, "adapt").user_attrs
     out = _sweep(resumed, "adapt")

@@ -58,12 +58,12 @@ def journal_trials(cwd: Path, name: str) -> list[Any]:
         return []
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 120.0, interval: float = 0.3) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
             return
-        time.sleep(0.3)
+        time.sleep(interval)
     raise AssertionError("timed out waiting")
 
 
@@ -73,7 +73,10 @@ def interrupt_when(cwd: Path, name: str, ready: Callable[[list[Any]], bool],
     sweep = subprocess.Popen([*ABLATE, "sweep", name], cwd=cwd, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: ready(journal_trials(cwd, name)), timeout)
+        # Looked at often, and never past the sweep's end: a moment that lasts a fraction of a second
+        # (a round of short trials) is caught, and a sweep that ended first fails here, not by timing out.
+        wait_for(lambda: sweep.poll() is not None or ready(journal_trials(cwd, name)), timeout, 0.05)
+        assert sweep.poll() is None, "the sweep ended before the moment to interrupt it came"
         sweep.send_signal(signal.SIGINT)
         _, err = sweep.communicate(timeout=120)
     finally:
