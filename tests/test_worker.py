@@ -411,3 +411,28 @@ def test_repeats_train_each_configuration_on_seeds_fused_and_tell_optuna_their_m
     assert len(collected.runs) == 2 and collected.spec["repeats"] == 3
     assert main(["report", "repeated", "--format", "md"]) == 0  # its header says what a trial's value is
     assert "| Seeds | 3 per trial (repeats:" in (tmp_path / "reports" / "repeated" / "report.md").read_text()
+
+
+def test_an_ablation_worker_never_runs_a_pair_its_rule_did_not_queue(tmp_path, monkeypatch):
+    # Two workers saw one queued pair; the other took it first. Asked anyway, Optuna made a new trial
+    # and the sampler drew an (arm, seed) of its own (reference seed 7 in the middle of round 2 of a
+    # rule at 3 seeds), which moved the adaptive rule's look forward: the study ran 9 seeds per arm
+    # where it stops at 6-7.
+    _, storage = _prepared(tmp_path, monkeypatch, "raced", """
+        design: leave_one_out
+        seeds: {start: 2, step: 1, max: 9}
+        fixed: {data: digits, model: mlp, trainer.epochs: 1, trainer.threads: 1}
+        reference: {norm: batch}
+        tricks: {norm: null}
+    """)
+    late, first = Worker("raced", storage, verbose=False), Worker("raced", storage, verbose=False)
+    for _ in range(3):  # the other worker takes every queued pair but one
+        held = first._ask()
+        assert not isinstance(held, str)
+        first._run_trial(held)
+    assert late._next_step() == "ask"  # one pair is still queued as this worker looks
+    taken = first._ask()  # ... and the other worker asks for it first
+    assert not isinstance(taken, str) and taken.params == {"arm": "-norm=batch", "seed": 1}
+    assert late._ask() == "held"  # the queue is empty: nothing is asked, nothing sampled
+    trials = _reload("raced", storage).trials
+    assert len(trials) == 4 and all("fixed_params" in t.system_attrs for t in trials)

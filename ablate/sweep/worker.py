@@ -288,9 +288,12 @@ class Worker:
 
     def _ask(self) -> _Trial | Literal["held", "surplus", "repeat"]:
         """Ask for a trial and mark it ours; ``held`` (nothing asked) when, looked at again under
-        the storage's ask lock, the budget is covered (:func:`budget_held`); or close it unrun:
-        ``surplus`` when the budget is met all the same (an RDB storage, whose workers asked in the
-        same instant), ``repeat`` when an earlier trial holds its ablation pair (:func:`is_repeat`).
+        the storage's ask lock, the budget is covered (:func:`budget_held`) or an ablation's queue
+        is empty (another worker took its last pair since this one looked: asked anyway, Optuna
+        would make a new trial and its sampler draw an (arm, seed) the rule never queued); or close
+        it unrun: ``surplus`` when the budget is met all the same (an RDB storage without an ask
+        lock, whose workers asked in the same instant), ``repeat`` when an earlier trial holds its
+        ablation pair (:func:`is_repeat`) or an ablation's trial was not queued (such a storage).
 
         A surplus trial is told FAIL (outcome ``surplus``), not PRUNED: samplers learn from pruned
         trials and ablate counts them towards ``n_trials``, while a FAIL is ignored by both.
@@ -298,8 +301,10 @@ class Worker:
         if self.before_ask is not None:
             self.before_ask()
         with ask_lock(self.storage_url):
-            if (self.spec.confirm is None and not self.spec.design
-                    and budget_held(self.study.get_trials(deepcopy=False), self.n_trials)):
+            trials = self.study.get_trials(deepcopy=False)
+            if self.spec.design and not any(t.state == TrialState.WAITING for t in trials):
+                return "held"
+            if self.spec.confirm is None and not self.spec.design and budget_held(trials, self.n_trials):
                 return "held"
             trial = self.study.ask()
         storage_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
@@ -311,7 +316,12 @@ class Worker:
         """Record an asked (or claimed) trial as this worker's and read its parameters; or close it
         unrun, ``surplus`` or ``repeat`` (see :meth:`_ask`)."""
         n_trials = self.n_trials
-        queued = self.storage.get_trial(storage_id).system_attrs.get("fixed_params", {})
+        system_attrs = self.storage.get_trial(storage_id).system_attrs
+        if self.spec.design and "fixed_params" not in system_attrs:  # sampled, not queued: never run
+            trial.set_user_attr(R.ATTR_OUTCOME, R.SURPLUS)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return "repeat"
+        queued = system_attrs.get("fixed_params", {})
         confirm = ({"seed": queued["seed"], R.ATTR_CONFIRM_OF: queued[R.ATTR_CONFIRM_OF]}
                    if R.ATTR_CONFIRM_OF in queued else {})
         if (not confirm and n_trials is not None
