@@ -410,7 +410,8 @@ class Worker:
         tags = trial_tags(study=spec.name, number=trial.number, worker=self.me,
                           device=self.device or str(cfg.trainer.device), arm=held.params.get("arm"),
                           design=spec.design, confirm_of=held.confirm_of)
-        try:
+
+        def train() -> int:
             with track_run(cfg, tags=tags, parent_run_id=self.parent_run_id, background=True,
                            on_created=functools.partial(trial.set_user_attr, R.ATTR_RUN)) as tracker:
                 data = self._data(cfg)
@@ -422,14 +423,24 @@ class Worker:
                 result = fit(cfg, functools.partial(self._on_epoch, tracker, trial, pruned_at, prunable),
                              data=data)
                 self._finish(held, tracker, result, self._outcome(result, pruned_at))
+            return 1
+        return self._guarded([held], train)
+
+    def _guarded(self, helds: Sequence[_Trial], train: Callable[[], int]) -> int:
+        """``train()``, the trials it trains: on Ctrl-C each is failed and queued again (a resume reruns
+        it), on any other error (a bug, a CUDA error) each is failed with the reason and the sweep goes
+        on (0 trained)."""
+        try:
+            return train()
         except KeyboardInterrupt:
             with signals_deferred():  # a half-written journal entry would stall everyone
-                fail_and_retry(self.study, trial.number, {**held.params, **held.queued})
+                for held in helds:
+                    fail_and_retry(self.study, held.trial.number, {**held.params, **held.queued})
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug or a CUDA error: record it, keep the sweep going
-            self._tell_failed(trial, exc)
+        except Exception as exc:  # noqa: BLE001 - record it, keep the sweep going
+            for held in helds:
+                self._tell_failed(held.trial, exc)
             return 0
-        return 1
 
     def _run_repeats(self, held: _Trial, cfg: DictConfig) -> int:
         """A search trial on ``repeats`` seeds (its seed, + 1, ...) trained as one fused model.
@@ -445,7 +456,8 @@ class Worker:
         seeds = [int(cfg.seed) + i for i in range(k)]
         base = trial_tags(study=spec.name, number=trial.number, worker=self.me,
                           device=self.device or str(cfg.trainer.device))
-        try:
+
+        def train() -> int:
             with track_run(cfg, tags={**base, R.TAG_REPEATS: str(k)}, parent_run_id=self.parent_run_id,
                            background=True, on_created=functools.partial(trial.set_user_attr, R.ATTR_RUN)
                            ) as tracker, contextlib.ExitStack() as stack:
@@ -475,15 +487,9 @@ class Worker:
                     final = {**result.final, R.best_metric(spec.metric): out.value}
                     run.finish(final, R.PRUNED if out.pruned_at is not None else result.stop_reason,
                                tags={R.TAG_STATUS: out.outcome}, then=lambda error: None)
-                self._finish(held, tracker, _mean_result(results), _mean_outcome(outcomes, spec.direction))
-        except KeyboardInterrupt:
-            with signals_deferred():  # a half-written journal entry would stall everyone
-                fail_and_retry(self.study, trial.number, {**held.params, **held.queued})
-            raise
-        except Exception as exc:  # noqa: BLE001 - as in _run_trial: record it, keep the sweep going
-            self._tell_failed(trial, exc)
-            return 0
-        return 1
+                self._finish(held, tracker, _mean_result(results), _mean_outcome(outcomes))
+            return 1
+        return self._guarded([held], train)
 
     def _run_fused(self, group: Sequence[_Trial]) -> int:
         """Train the trials of one arm (seeds of one recipe) as one fused model (``fit_seeds``); each
@@ -500,9 +506,10 @@ class Worker:
         if not ready:
             return 0
         spec = self.spec
-        with contextlib.ExitStack() as stack:
-            trackers: list[RunTracker] = []
-            try:
+
+        def train() -> int:
+            with contextlib.ExitStack() as stack:
+                trackers: list[RunTracker] = []
                 for held, cfg in ready:
                     tags = trial_tags(study=spec.name, number=held.trial.number, worker=self.me,
                                       device=self.device or str(cfg.trainer.device),
@@ -522,16 +529,8 @@ class Worker:
                 results = fit_seeds(cfg, [int(c.seed) for _, c in ready], on_epoch, data=self._data(cfg))
                 for i, result in enumerate(results):
                     self._finish(ready[i][0], trackers[i], result, self._outcome(result, pruned_at[i]))
-            except KeyboardInterrupt:
-                with signals_deferred():  # a half-written journal entry would stall everyone
-                    for held, _ in ready:
-                        fail_and_retry(self.study, held.trial.number, {**held.params, **held.queued})
-                raise
-            except Exception as exc:  # noqa: BLE001 - as in _run_trial: record it, keep the sweep going
-                for held, _ in ready:
-                    self._tell_failed(held.trial, exc)
-                return 0
-        return len(ready)
+            return len(ready)
+        return self._guarded([held for held, _ in ready], train)
 
     def _on_epoch(self, tracker: RunTracker, trial: Trial, pruned_at: list[int], prunable: bool, epoch: int,
                   metrics: Mapping[str, float]) -> bool:
@@ -616,7 +615,7 @@ def _mean_result(results: Sequence[RunResult]) -> RunResult:
     return RunResult(history=max((r.history for r in results), key=len), final=final, stop_reason=stop)
 
 
-def _mean_outcome(outcomes: Sequence[_Outcome], direction: str) -> _Outcome:
+def _mean_outcome(outcomes: Sequence[_Outcome]) -> _Outcome:
     """The trial's outcome from its seeds': the mean of their values, pruned when they were, diverged
     (told FAIL when the mean is not finite) when one diverged."""
     value = sum(o.value for o in outcomes) / len(outcomes)
