@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import inspect
 import io
@@ -47,6 +48,7 @@ from ablate.records import (
     SURPLUS,
 )
 from ablate.secrets import redact, redact_text
+from ablate.tracking.store import sqlite_path
 
 __all__ = [
     "CONFIDENCE",
@@ -447,10 +449,9 @@ def ask_lock(url: str) -> Iterator[None]:
         with _advisory_lock(url):
             yield
         return
-    path = url if not scheme else ""
-    if scheme == "sqlite":
-        path = url.removeprefix("sqlite:///").split("?", 1)[0]
-    if not path or path == ":memory:":
+    db = sqlite_path(url) if scheme else None
+    path = url if not scheme else str(db) if db is not None else ""
+    if not path:
         yield
         return
     lock = JournalFileSymlinkLock(f"{path}.ask")
@@ -479,16 +480,12 @@ def _advisory_lock(url: str) -> Iterator[None]:
             con.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _ASK_LOCK_KEY})
 
 
-_lock_engines: dict[str, Any] = {}
-
-
+@functools.cache
 def _lock_engine(url: str) -> Any:
     """One small engine per database for the ask lock (its connections are not Optuna's)."""
-    if url not in _lock_engines:
-        import sqlalchemy
+    import sqlalchemy
 
-        _lock_engines[url] = sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-    return _lock_engines[url]
+    return sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
 
 
 def others_hold_the_rest(trials: Sequence[FrozenTrial], *, n_trials: int | None, design: bool) -> bool:
